@@ -1,0 +1,84 @@
+"""The tailscale-timemachine stack: Docker network → one TimeMachineShare per user → CaddyProxy."""
+import json
+
+import pulumi
+import pulumi_docker as docker
+
+from components.images import local_image
+from components.ipplan import gateway
+from components.policy import render_policy
+from components.proxy import CaddyProxy, CaddyProxyArgs
+from components.share import TimeMachineShare, TimeMachineShareArgs
+from components.smbconf import format_size
+from config.loader import load_stack_config
+
+# A bad config raises here, before any resource is declared.
+stack = load_stack_config()
+config = stack.config
+
+network = docker.Network(
+    "network",
+    name=config.network.name,
+    driver="bridge",
+    ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(config.network.subnet), gateway=str(gateway(config.network.subnet)))],
+    labels=[docker.NetworkLabelArgs(label="timemachine.role", value="network")],
+)
+samba_image = config.samba.image or local_image("samba-image", "samba").image_name
+caddy_image = config.proxy.image or local_image("caddy-image", "caddy").image_name
+bridge = config.proxy.network_mode == "bridge"
+
+shares = [
+    TimeMachineShare(
+        share.name,
+        TimeMachineShareArgs(
+            share=share,
+            ip=stack.ips[share.name],
+            subnet=config.network.subnet,
+            network_name=network.name,
+            image=samba_image,
+            storage_root=config.storage_root,
+            samba=config.samba,
+            tailnet=config.tailnet,
+            first_node_port=config.proxy.first_node_port if bridge else None,
+        ),
+    )
+    for share in config.shares
+]
+proxy = CaddyProxy(
+    "proxy",
+    CaddyProxyArgs(
+        route_fragments=[s.route_fragment for s in shares],
+        auth_keys={s.hostname: s.auth_key for s in shares},
+        image=caddy_image,
+        network_mode=config.proxy.network_mode,
+        network_name=network.name,
+        subnet=config.network.subnet,
+        node_ports=[s.node_port for s in shares if s.node_port is not None],
+    ),
+)
+
+
+def share_output(share_config, share: TimeMachineShare) -> dict:
+    host = share.hostname
+    if config.tailnet.dns_suffix:
+        host = f"{share.hostname}.{config.tailnet.dns_suffix}"
+    out = {
+        "hostname": share.hostname,
+        "smbUrl": f"smb://{host}/{share_config.name}",
+        "ip": share.ip,
+        "owner": share_config.owner,
+        "quota": format_size(share_config.quota) if share_config.quota else "unlimited",
+    }
+    if config.tailnet.dns_suffix:
+        out["fqdn"] = host
+    return out
+
+
+outputs = {s.name: share_output(s, share) for s, share in zip(config.shares, shares)}
+pulumi.export("shares", outputs)
+# macOS: -a adds a destination beside existing ones; guest access needs no user or password.
+pulumi.export("tmutilCommands", {
+    name: "sudo tmutil setdestination -a " + out["smbUrl"].replace("smb://", "smb://guest@", 1) for name, out in outputs.items()
+})
+pulumi.export("tailnetPolicy", json.dumps(
+    render_policy((s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares)), indent=2, sort_keys=True))

@@ -1,0 +1,34 @@
+"""Local image builds (no registry): one `docker.Image` per Dockerfile folder under images/."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+
+
+def context_digest(folder: Path) -> str:
+    """A short hash of every file in a build context: a changed Dockerfile gives a new tag."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def local_image_name(kind: str) -> str:
+    return f"tailscale-timemachine/{kind}:{context_digest(IMAGES_DIR / kind)}"
+
+
+def local_image(resource_name: str, kind: str, opts: pulumi.ResourceOptions | None = None) -> docker.Image:
+    """Build images/<kind> into the local engine, tagged by content so rebuilds show in the diff."""
+    context = IMAGES_DIR / kind
+    return docker.Image(
+        resource_name,
+        image_name=local_image_name(kind),
+        build=docker.DockerBuildArgs(context=str(context), dockerfile=str(context / "Dockerfile")),
+        skip_push=True,
+        opts=opts,
+    )

@@ -1,0 +1,70 @@
+"""CaddyProxy: one Caddy container (caddy-tailscale + caddy-l4) serving every share's route."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pulumi
+import pulumi_docker as docker
+
+from components.caddy_config import CADDY_CONFIG_PATH, CADDY_DATA_PATH, assemble, auth_key_env, render
+from components.ipplan import proxy_address
+
+LABEL_PREFIX = "timemachine"
+
+
+@dataclass(frozen=True)
+class CaddyProxyArgs:
+    route_fragments: list[dict]
+    # Node hostname → its auth key (a secret Output); reaches Caddy only as an environment value.
+    auth_keys: dict[str, pulumi.Output[str]]
+    image: pulumi.Input[str]
+    network_mode: Literal["host", "bridge"]
+    network_name: pulumi.Input[str]
+    subnet: ipaddress.IPv4Network
+    # Bridge mode: the fixed tsnet UDP port of each node, published on the host.
+    node_ports: list[int] = field(default_factory=list)
+
+
+class CaddyProxy(pulumi.ComponentResource):
+    config_json: str
+    container: docker.Container
+
+    def __init__(self, name: str, args: CaddyProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("timemachine:index:CaddyProxy", name, None, opts)
+        self.config = assemble(args.route_fragments)
+        self.config_json = render(self.config)
+
+        # tsnet node state: losing it means every node needs a fresh auth key, so it is protected
+        # and kept even if the resource is deleted.
+        self.state_volume = docker.Volume(
+            f"{name}-data",
+            name="tm-caddy-data",
+            labels=[docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.role", value="proxy")],
+            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+        )
+        envs = pulumi.Output.secret(pulumi.Output.all(*[
+            pulumi.Output.concat(auth_key_env(node), "=", key) for node, key in sorted(args.auth_keys.items())
+        ]))
+        network: dict = {}
+        if args.network_mode == "host":
+            # As the original design: tsnet picks its UDP ports on the host itself.
+            network["network_mode"] = "host"
+        else:
+            network["networks_advanced"] = [docker.ContainerNetworksAdvancedArgs(
+                name=args.network_name, ipv4_address=str(proxy_address(args.subnet)))]
+            network["ports"] = [docker.ContainerPortArgs(internal=p, external=p, protocol="udp") for p in sorted(args.node_ports)]
+        self.container = docker.Container(
+            f"{name}-caddy",
+            name="tm-caddy",
+            image=args.image,
+            restart="unless-stopped",
+            envs=envs,
+            uploads=[docker.ContainerUploadArgs(file=CADDY_CONFIG_PATH, content=self.config_json)],
+            mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
+            labels=[docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.role", value="proxy")],
+            opts=pulumi.ResourceOptions(parent=self),
+            **network,
+        )
+        self.register_outputs({"config": self.config_json, "containerId": self.container.id})

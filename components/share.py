@@ -1,0 +1,117 @@
+"""TimeMachineShare: one user's tailnet auth key, Samba container and Caddy route fragment."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_tailscale as tailscale
+
+from components.caddy_config import route_fragment
+from components.ipplan import node_port
+from components.policy import share_tags
+from components.smbconf import DATA_PATH, SMB_CONF_PATH, render_smb_conf
+from config.models import SambaConfig, ShareConfig, TailnetConfig
+
+SAMBA_STATE_PATH = "/var/lib/samba"
+LABEL_PREFIX = "timemachine"
+
+
+@dataclass(frozen=True)
+class TimeMachineShareArgs:
+    share: ShareConfig
+    ip: ipaddress.IPv4Address
+    subnet: ipaddress.IPv4Network
+    network_name: pulumi.Input[str]
+    image: pulumi.Input[str]
+    storage_root: str
+    samba: SambaConfig
+    tailnet: TailnetConfig
+    # Bridge mode only: the first tsnet UDP port; None in host mode.
+    first_node_port: Optional[int] = None
+
+
+def data_dir(storage_root: str, share: str) -> str:
+    return f"{storage_root}/{share}"
+
+
+class TimeMachineShare(pulumi.ComponentResource):
+    hostname: str
+    auth_key: pulumi.Output[str]
+    route_fragment: dict
+    container: docker.Container
+
+    def __init__(self, name: str, args: TimeMachineShareArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("timemachine:index:TimeMachineShare", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        share = args.share
+        self.hostname = args.tailnet.hostname_prefix + share.name
+        self.tags = share_tags(args.tailnet.tags, self.hostname)
+        self.ip = str(args.ip)
+
+        if args.tailnet.auth_keys == "managed":
+            self.tailnet_key = tailscale.TailnetKey(
+                f"{name}-key",
+                reusable=False,
+                ephemeral=False,
+                preauthorized=True,
+                tags=self.tags,
+                expiry=args.tailnet.key_expiry_days * 86400,
+                description=f"timemachine share {share.name}"[:50],
+                opts=child,
+            )
+            # The provider marks `key` secret through additional_secret_outputs; wrapping it again keeps
+            # it secret even where that option is not honoured (mocks, older engines).
+            self.auth_key = pulumi.Output.secret(self.tailnet_key.key)
+        else:
+            self.tailnet_key = None
+            self.auth_key = pulumi.Output.secret(share.auth_key.get_secret_value())
+
+        self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model)
+        # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
+        self.state_volume = docker.Volume(
+            f"{name}-samba-state",
+            name=f"tm-{share.name}-samba-state",
+            labels=[docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.share", value=share.name)],
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+        self.container = docker.Container(
+            f"{name}-samba",
+            name=f"tm-{share.name}-samba",
+            image=args.image,
+            hostname=f"tm-{share.name}-samba",
+            restart="unless-stopped",
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=self.ip)],
+            envs=[f"DATA_UID={args.samba.data_uid}"],
+            uploads=[docker.ContainerUploadArgs(file=SMB_CONF_PATH, content=self.smb_conf)],
+            # A host directory outside anything Pulumi owns: destroy and replacement leave it alone.
+            volumes=[docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)],
+            mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH)],
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "smbclient", "--no-pass", "--list=127.0.0.1"],
+                interval="30s",
+                timeout="10s",
+                start_period="10s",
+                retries=3,
+            ),
+            labels=[
+                docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.share", value=share.name),
+                docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.owner", value=share.owner),
+                docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.role", value="samba"),
+            ],
+            opts=child,
+        )
+
+        port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
+        self.node_port = port
+        self.route_fragment = route_fragment(
+            share.name, self.hostname, self.ip, tags=self.tags, control_url=args.tailnet.control_url, port=port
+        )
+        self.register_outputs({
+            "hostname": self.hostname,
+            "ip": self.ip,
+            "routeFragment": self.route_fragment,
+            "containerId": self.container.id,
+        })

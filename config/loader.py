@@ -1,0 +1,109 @@
+"""Reads the stack config once, validates it and raises one error that lists every problem."""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from pydantic import ValidationError
+
+from components.ipplan import IpPlanError, plan_ips
+from config.models import CrossCheckError, StackConfig
+
+PROJECT = "tailscale-timemachine"
+KEYS = ("storageRoot", "network", "tailnet", "proxy", "samba", "shares")
+OBJECT_KEYS = ("network", "tailnet", "proxy", "samba", "shares")
+
+
+class ConfigError(ValueError):
+    """The stack config is invalid; `problems` holds one 'path: what and how to fix' line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid stack config ({len(problems)} problem{'s' * (len(problems) != 1)}):\n{lines}")
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    config: StackConfig
+    ips: dict[str, ipaddress.IPv4Address]
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: dict) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or fix its spelling (keys are camelCase, e.g. hostnamePrefix)"
+    if kind == "missing" and error["loc"] == ("storageRoot",):
+        return f"missing; run pulumi config set {PROJECT}:storageRoot /srv/timemachine"
+    if kind == "missing":
+        return "missing; it is required"
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    return f"{message} (got {error.get('input')!r})"
+
+
+def _validation_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, CrossCheckError):
+            problems += [f"{_path(loc)}: {message}" for loc, message in cause.problems]
+        else:
+            problems.append(f"{_path(item['loc']) or '(stack)'}: {_describe(item)}")
+    return problems
+
+
+def load(raw: Mapping[str, Any]) -> LoadedStack:
+    """Validate raw config values (camelCase keys without the project prefix).
+
+    Objects may be given parsed or as JSON text, as Pulumi passes them.
+    """
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in KEYS:
+            problems.append(f"{key}: unknown key; the keys are {', '.join(KEYS)}")
+            continue
+        if key in OBJECT_KEYS and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{key}: not valid structured config ({exc.msg}); set it as a YAML map/list")
+                continue
+        data[key] = value
+    try:
+        config = StackConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += _validation_problems(exc)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet)
+    except IpPlanError as exc:
+        index = {share.name: i for i, share in enumerate(config.shares)}
+        raise ConfigError([
+            (f"shares[{index[p.share]}].{p.field}" if p.share in index else "shares") + f": {p.message}"
+            for p in exc.problems
+        ]) from None
+    return LoadedStack(config, ips)
+
+
+def raw_from_pulumi() -> dict[str, Any]:
+    """This project's config values, as the Pulumi engine handed them to the program."""
+    from pulumi.runtime.config import CONFIG
+
+    prefix = PROJECT + ":"
+    return {key[len(prefix):]: value for key, value in CONFIG.get().items() if key.startswith(prefix)}
+
+
+def load_stack_config() -> LoadedStack:
+    return load(raw_from_pulumi())

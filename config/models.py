@@ -1,0 +1,224 @@
+"""Pydantic models of the stack config: the one place where user input is checked."""
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from typing import Annotated, Literal, Optional
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+MAX_DNS_LABEL = 63
+QUOTA_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+QUOTA_PATTERN = re.compile(r"^\s*([0-9]+)\s*([KMGT])?B?\s*$", re.IGNORECASE)
+# Docker object names: what `docker network create` accepts.
+DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+class ConfigModel(BaseModel):
+    # camelCase keys in YAML (Pulumi's convention), snake_case in Python; a typo is an error.
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+def _parse_quota(value: object) -> object:
+    """Turn '1T' / '500G' / 1024 into bytes; anything else is left for the int check to reject."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 500G or 1T")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = QUOTA_PATTERN.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size (a whole number with K, M, G or T, e.g. 500G or 1T)")
+        number, unit = match.groups()
+        # A bare number is bytes.
+        return int(number) * (QUOTA_UNITS[unit.upper()] if unit else 1)
+    raise ValueError("must be a size such as 500G or 1T")
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be greater than zero (omit quota for an unlimited share)")
+    return value
+
+
+Quota = Annotated[int, BeforeValidator(_parse_quota), AfterValidator(_positive)]
+
+
+def _tag(value: str) -> str:
+    if not re.fullmatch(r"tag:[a-z0-9]([a-z0-9-]*[a-z0-9])?", value):
+        raise ValueError(f'{value!r} is not a tailnet tag (write it as "tag:<name>", lowercase a-z, 0-9, "-")')
+    return value
+
+
+Tag = Annotated[str, AfterValidator(_tag)]
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class NetworkConfig(ConfigModel):
+    name: str = "timemachine"
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("172.24.0.0/24")
+
+    @field_validator("name")
+    @classmethod
+    def _docker_name(cls, value: str) -> str:
+        if not DOCKER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a Docker network name (letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("subnet")
+    @classmethod
+    def _room(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        # network, gateway, proxy and broadcast addresses leave nothing below a /29.
+        if value.prefixlen > 29:
+            raise ValueError(f"{value} is too small; use a /29 or larger (e.g. a /24)")
+        return value
+
+
+class TailnetConfig(ConfigModel):
+    hostname_prefix: str = "tm-"
+    tags: list[Tag] = Field(default_factory=lambda: ["tag:timemachine"])
+    key_expiry_days: int = Field(default=90, ge=1, le=90)
+    dns_suffix: Optional[str] = None
+    control_url: Optional[str] = None
+    auth_keys: Literal["managed", "provided"] = "managed"
+
+    @field_validator("hostname_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*|", value):
+            raise ValueError(f'{value!r} must start a DNS label (lowercase a-z, 0-9, "-")')
+        return value
+
+    @field_validator("dns_suffix")
+    @classmethod
+    def _suffix(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        value = value.strip(".").lower()
+        labels = value.split(".")
+        if not all(DNS_LABEL.match(label) and len(label) <= MAX_DNS_LABEL for label in labels):
+            raise ValueError(f"{value!r} is not a DNS name (e.g. example-tailnet.ts.net)")
+        return value
+
+    @field_validator("control_url")
+    @classmethod
+    def _url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://headscale.example.com)")
+        return value.rstrip("/") if value else value
+
+
+class ProxyConfig(ConfigModel):
+    network_mode: Literal["host", "bridge"] = "host"
+    first_node_port: int = 41641
+    image: str = ""
+
+
+class SambaConfig(ConfigModel):
+    image: str = ""
+    model: NonEmpty = "TimeCapsule8,119"
+    data_uid: int = Field(default=1000, ge=1, le=65533)
+
+
+class ShareConfig(ConfigModel):
+    name: str
+    owner: str
+    quota: Optional[Quota] = None
+    ip: Optional[ipaddress.IPv4Address] = None
+    # Only with `authKeys: provided`; set it with `pulumi config set --secret --path 'shares[N].authKey'`.
+    auth_key: Optional[SecretStr] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > MAX_DNS_LABEL:
+            raise ValueError(
+                f'{value!r} is not a DNS label (lowercase a-z, 0-9, "-"; at most {MAX_DNS_LABEL} characters with the prefix)')
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty; give the owner's tailnet login (alice@example.com) or a group (group:…)")
+        if not (re.fullmatch(r"[^@\s]+@[^@\s]+", value) or re.fullmatch(r"(group|autogroup):[\w.-]+", value)):
+            raise ValueError(f"{value!r} is not a tailnet login (user@example.com) or group (group:…)")
+        return value
+
+
+class StackConfig(ConfigModel):
+    storage_root: str
+    network: NetworkConfig = NetworkConfig()
+    tailnet: TailnetConfig = TailnetConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    samba: SambaConfig = SambaConfig()
+    shares: list[ShareConfig] = Field(default_factory=list)
+
+    @field_validator("storage_root")
+    @classmethod
+    def _storage_root(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is relative; give an absolute path such as /srv/timemachine")
+        normal = posixpath.normpath(value)
+        if normal != value or value.startswith("//"):
+            raise ValueError(f"{value!r} is not normalised; write it as {normal!r}")
+        if value == "/":
+            raise ValueError("must not be / itself; give a directory such as /srv/timemachine")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "StackConfig":
+        # Problems found here carry their own paths; collect all, raise once.
+        problems: list[tuple[tuple, str]] = []
+        prefix = self.tailnet.hostname_prefix
+        seen: dict[str, int] = {}
+        for index, share in enumerate(self.shares):
+            host = prefix + share.name
+            if len(host) > MAX_DNS_LABEL:
+                problems.append((("shares", index, "name"), (
+                    f"{share.name!r} is too long: the node hostname {host!r} has {len(host)} characters, "
+                    f"a DNS label at most {MAX_DNS_LABEL}; shorten the name or tailnet.hostnamePrefix")))
+            if share.name in seen:
+                problems.append((("shares", index, "name"),
+                                 f"{share.name!r} is already used by shares[{seen[share.name]}]; share names must be unique"))
+            seen.setdefault(share.name, index)
+            if self.tailnet.auth_keys == "provided" and share.auth_key is None:
+                problems.append((("shares", index, "authKey"), (
+                    "missing: with tailnet.authKeys = provided every share needs its key; run "
+                    f"pulumi config set --secret --path 'shares[{index}].authKey' tskey-…")))
+            if self.tailnet.auth_keys == "managed" and share.auth_key is not None:
+                problems.append((("shares", index, "authKey"),
+                                 "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided"))
+        if self.proxy.network_mode == "bridge":
+            last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
+            if self.proxy.first_node_port < 1024 or last > 65535:
+                problems.append((("proxy", "firstNodePort"), (
+                    f"bridge mode gives node ports {self.proxy.first_node_port}..{last} for subnet "
+                    f"{self.network.subnet}; they must lie in 1024..65535 (lower firstNodePort or use a smaller subnet)")))
+        if problems:
+            raise CrossCheckError(problems)
+        return self
+
+
+class CrossCheckError(ValueError):
+    """Several located problems found after the per-field checks passed."""
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
