@@ -34,7 +34,8 @@ def render_smb_conf(share: str, quota: Optional[int], model: str, time_machine: 
         "disable spoolss": "yes",
         # smbd runs in the foreground with --debug-stdout: the log is the container's output.
         "log level": "1",
-        # The tailnet authenticates (SSO/MFA + access policy); anyone reaching smbd is a guest.
+        # The tailnet authenticates (SSO/MFA + access policy); anyone reaching smbd is a guest, and
+        # guests are the data owner's account. (`force user` on top breaks guest sessions in 4.17.)
         "map to guest": "Bad User",
         "guest account": DATA_USER,
         "restrict anonymous": "0",
@@ -48,18 +49,16 @@ def render_smb_conf(share: str, quota: Optional[int], model: str, time_machine: 
         "fruit:veto_appledouble": "no",
         "fruit:wipe_intentionally_left_blank_rfork": "yes",
         "fruit:delete_empty_adfiles": "yes",
-        "vfs objects": "catia fruit streams_xattr",
     }
     share_section = {
         "path": DATA_PATH,
         "comment": f"Time Machine backups of {share}",
+        # fruit must sit on streams_xattr (it stores its streams there).
         "vfs objects": "catia fruit streams_xattr",
         "browseable": "yes",
         "read only": "no",
         "guest ok": "yes",
         "guest only": "yes",
-        "force user": DATA_USER,
-        "force group": DATA_USER,
         "create mask": "0600",
         "directory mask": "0700",
         "ea support": "yes",

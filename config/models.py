@@ -80,6 +80,21 @@ class NetworkConfig(ConfigModel):
             raise ValueError(f"{value!r} is not a Docker network name (letters, digits, '_', '.', '-')")
         return value
 
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _network_address(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return ipaddress.IPv4Network(value)
+            except ipaddress.AddressValueError as exc:
+                raise ValueError(f"{value!r} is not an IPv4 subnet ({exc}); e.g. 172.24.0.0/24") from None
+            except ValueError as exc:
+                if "host bits" in str(exc):
+                    strict = ipaddress.IPv4Network(value, strict=False)
+                    raise ValueError(f"{value!r} has host bits set; write the network address, {strict}") from None
+                raise ValueError(f"{value!r} is not an IPv4 subnet ({exc}); e.g. 172.24.0.0/24") from None
+        return value
+
     @field_validator("subnet")
     @classmethod
     def _room(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
@@ -205,6 +220,10 @@ class StackConfig(ConfigModel):
             if self.tailnet.auth_keys == "managed" and share.auth_key is not None:
                 problems.append((("shares", index, "authKey"),
                                  "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided"))
+        if self.tailnet.auth_keys == "managed" and self.tailnet.control_url:
+            problems.append((("tailnet", "authKeys"), (
+                "managed keys come from the Tailscale API, which a Headscale controlUrl does not serve; "
+                "set authKeys: provided and give each share a key from `headscale preauthkeys create`")))
         if self.proxy.network_mode == "bridge":
             last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
             if self.proxy.first_node_port < 1024 or last > 65535:

@@ -121,7 +121,7 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
 
 
 def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = False,
-                secret_keys: Optional[list[str]] = None) -> ProgramRun:
+                secret_keys: Optional[list[str]] = None, main: Path = MAIN) -> ProgramRun:
     """Evaluate __main__.py once with a fresh event loop, settings and root stack."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -134,7 +134,7 @@ def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = 
         holder: dict = {}
 
         def program():
-            runpy.run_path(str(MAIN), run_name="__main__")
+            runpy.run_path(str(main), run_name="__main__")
             holder["stack"] = pulumi_settings.get_root_resource()
 
         loop.run_until_complete(run_in_stack(program))

@@ -1,0 +1,183 @@
+"""Config models and loading: every bad config is rejected with a located, actionable message."""
+import copy
+
+import pytest
+
+from config.loader import ConfigError, load
+
+GOOD = {
+    "storageRoot": "/srv/timemachine",
+    "network": {"name": "timemachine", "subnet": "172.24.0.0/24"},
+    "tailnet": {"hostnamePrefix": "tm-", "tags": ["tag:timemachine"], "keyExpiryDays": 90,
+                "dnsSuffix": "example-tailnet.ts.net", "authKeys": "managed"},
+    "proxy": {"networkMode": "host", "firstNodePort": 41641, "image": ""},
+    "samba": {"image": "", "model": "TimeCapsule8,119", "dataUid": 1000},
+    "shares": [
+        {"name": "alice", "owner": "alice@example.com", "quota": "1T"},
+        {"name": "bob", "owner": "bob@example.com", "quota": "500G", "ip": "172.24.0.20"},
+    ],
+}
+
+
+def with_(path, value):
+    """GOOD with one value replaced (or removed when value is DELETE); path like ('shares', 1, 'ip')."""
+    config = copy.deepcopy(GOOD)
+    target = config
+    for part in path[:-1]:
+        target = target[part]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return config
+
+
+DELETE = object()
+
+
+def test_good_config_loads_with_defaults_and_units():
+    stack = load(GOOD)
+    alice, bob = stack.config.shares
+    assert alice.quota == 1024**4 and bob.quota == 500 * 1024**3
+    assert str(stack.ips["bob"]) == "172.24.0.20"
+    assert stack.ips["alice"] in stack.config.network.subnet
+
+
+def test_minimal_config_takes_documented_defaults():
+    stack = load({"storageRoot": "/srv/tm"})
+    c = stack.config
+    assert (c.network.name, str(c.network.subnet)) == ("timemachine", "172.24.0.0/24")
+    assert (c.tailnet.hostname_prefix, c.tailnet.tags, c.tailnet.key_expiry_days) == ("tm-", ["tag:timemachine"], 90)
+    assert (c.tailnet.auth_keys, c.proxy.network_mode, c.proxy.first_node_port) == ("managed", "host", 41641)
+    assert (c.samba.model, c.samba.data_uid, c.shares) == ("TimeCapsule8,119", 1000, [])
+
+
+def test_objects_may_arrive_as_json_text_as_pulumi_passes_them():
+    import json
+    raw = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in GOOD.items()}
+    assert load(raw).config == load(GOOD).config
+
+
+def test_zero_shares_is_valid():
+    assert load(with_(("shares",), [])).ips == {}
+
+
+def test_provided_keys_are_secret_strings():
+    config = with_(("tailnet", "authKeys"), "provided")
+    config["shares"][0]["authKey"] = "tskey-auth-alice"
+    config["shares"][1]["authKey"] = "tskey-auth-bob"
+    share = load(config).config.shares[0]
+    assert "tskey" not in repr(share) and share.auth_key.get_secret_value() == "tskey-auth-alice"
+
+
+def shares_of(*shares):
+    return with_(("shares",), list(shares))
+
+
+BAD = {
+    "duplicate share names": (shares_of({"name": "alice", "owner": "a@x.com"}, {"name": "alice", "owner": "b@x.com"}),
+                              "shares[1].name", "already used by shares[0]"),
+    "name with capitals and punctuation": (with_(("shares", 1, "name"), "Bob!"), "shares[1].name", "is not a DNS label"),
+    "name with underscore": (with_(("shares", 0, "name"), "al_ice"), "shares[0].name", "is not a DNS label"),
+    "name starting with a dash": (with_(("shares", 0, "name"), "-alice"), "shares[0].name", "is not a DNS label"),
+    "empty name": (with_(("shares", 0, "name"), ""), "shares[0].name", "is not a DNS label"),
+    "name too long with the prefix": (with_(("shares", 0, "name"), "a" * 61), "shares[0].name", "shorten the name"),
+    "empty owner": (with_(("shares", 0, "owner"), "  "), "shares[0].owner", "is empty"),
+    "owner that is not a login": (with_(("shares", 0, "owner"), "alice"), "shares[0].owner", "not a tailnet login"),
+    "missing owner": (with_(("shares", 0, "owner"), DELETE), "shares[0].owner", "missing"),
+    "unparseable quota": (with_(("shares", 0, "quota"), "lots"), "shares[0].quota", "is not a size"),
+    "quota with unknown unit": (with_(("shares", 0, "quota"), "1P"), "shares[0].quota", "is not a size"),
+    "zero quota": (with_(("shares", 0, "quota"), "0G"), "shares[0].quota", "greater than zero"),
+    "negative quota": (with_(("shares", 0, "quota"), "-5G"), "shares[0].quota", "is not a size"),
+    "negative numeric quota": (with_(("shares", 0, "quota"), -5), "shares[0].quota", "greater than zero"),
+    "pinned ip outside subnet": (with_(("shares", 1, "ip"), "10.0.0.5"), "shares[1].ip", "outside the subnet"),
+    "pinned ip is the network address": (with_(("shares", 1, "ip"), "172.24.0.0"), "shares[1].ip", "network address"),
+    "pinned ip is the gateway": (with_(("shares", 1, "ip"), "172.24.0.1"), "shares[1].ip", "the gateway"),
+    "pinned ip is broadcast": (with_(("shares", 1, "ip"), "172.24.0.255"), "shares[1].ip", "broadcast"),
+    "pinned ip is the proxy's": (with_(("shares", 1, "ip"), "172.24.0.254"), "shares[1].ip", "reserved for the proxy"),
+    "pinned ip twice": (shares_of({"name": "a", "owner": "a@x.com", "ip": "172.24.0.9"},
+                                  {"name": "b", "owner": "b@x.com", "ip": "172.24.0.9"}), "shares[1].ip", "all want 172.24.0.9"),
+    "not an ip": (with_(("shares", 1, "ip"), "172.24.0.300"), "shares[1].ip", "valid IPv4"),
+    "more shares than the subnet holds": (
+        {**with_(("network", "subnet"), "172.24.0.0/29"),
+         "shares": [{"name": f"u{i}", "owner": "a@x.com"} for i in range(5)]}, "shares", "do not fit"),
+    "subnet too small": (with_(("network", "subnet"), "172.24.0.0/30"), "network.subnet", "too small"),
+    "subnet with host bits": (with_(("network", "subnet"), "172.24.0.7/24"), "network.subnet", "host bits"),
+    "relative storageRoot": (with_(("storageRoot",), "srv/timemachine"), "storageRoot", "relative"),
+    "non-normalised storageRoot": (with_(("storageRoot",), "/srv/../srv/timemachine/"), "storageRoot", "not normalised"),
+    "storageRoot is /": (with_(("storageRoot",), "/"), "storageRoot", "must not be /"),
+    "missing storageRoot": (with_(("storageRoot",), DELETE), "storageRoot", "pulumi config set"),
+    "keyExpiryDays zero": (with_(("tailnet", "keyExpiryDays"), 0), "tailnet.keyExpiryDays", "greater than or equal to 1"),
+    "keyExpiryDays above 90": (with_(("tailnet", "keyExpiryDays"), 91), "tailnet.keyExpiryDays", "less than or equal to 90"),
+    "tag without prefix": (with_(("tailnet", "tags"), ["timemachine"]), "tailnet.tags[0]", 'write it as "tag:<name>"'),
+    "unknown top-level key": ({**GOOD, "sharez": []}, "sharez", "unknown key"),
+    "unknown nested key": (with_(("tailnet", "hostnamePrefx"), "tm-"), "tailnet.hostnamePrefx", "unknown key"),
+    "unknown share key": (with_(("shares", 0, "quotaa"), "1T"), "shares[0].quotaa", "unknown key"),
+    "snake_case key": (with_(("samba", "data_uid"), 1000), "samba.data_uid", "unknown key"),
+    "provided keys without a share key": (with_(("tailnet", "authKeys"), "provided"), "shares[0].authKey", "--secret --path 'shares[0].authKey'"),
+    "share key while managed": (with_(("shares", 0, "authKey"), "tskey-x"), "shares[0].authKey", "tailnet.authKeys is managed"),
+    "unknown authKeys mode": (with_(("tailnet", "authKeys"), "manual"), "tailnet.authKeys", "'managed' or 'provided'"),
+    "networkMode not host/bridge": (with_(("proxy", "networkMode"), "macvlan"), "proxy.networkMode", "'host' or 'bridge'"),
+    "bridge node ports below 1024": ({**with_(("proxy", "firstNodePort"), 80), "proxy": {"networkMode": "bridge", "firstNodePort": 80}},
+                                     "proxy.firstNodePort", "1024..65535"),
+    "bridge node ports above 65535": ({**GOOD, "proxy": {"networkMode": "bridge", "firstNodePort": 65400}},
+                                      "proxy.firstNodePort", "1024..65535"),
+    "dataUid zero (root)": (with_(("samba", "dataUid"), 0), "samba.dataUid", "greater than or equal to 1"),
+    "bad network name": (with_(("network", "name"), "time machine"), "network.name", "not a Docker network name"),
+    "bad dnsSuffix": (with_(("tailnet", "dnsSuffix"), "exa mple.ts.net"), "tailnet.dnsSuffix", "not a DNS name"),
+    "bad controlUrl": (with_(("tailnet", "controlUrl"), "headscale.example.com"), "tailnet.controlUrl", "not an http(s) URL"),
+    "managed keys with a Headscale controlUrl": (with_(("tailnet", "controlUrl"), "https://hs.example.com"),
+                                                 "tailnet.authKeys", "authKeys: provided"),
+    "shares not a list": (with_(("shares",), {"alice": {}}), "shares", "valid list"),
+    "structured key given unparseable text": ({**GOOD, "network": "{not json"}, "network", "not valid structured config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=sorted(BAD))
+def test_bad_config_is_rejected_naming_the_field_and_the_fix(case):
+    config, path, fragment = BAD[case]
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    located = [p for p in caught.value.problems if p.startswith(path + ":")]
+    assert located, f"no problem at {path}: {caught.value.problems}"
+    assert any(fragment in p for p in located), caught.value.problems
+
+
+def test_at_least_25_distinct_bad_configs():
+    assert len(BAD) >= 25
+
+
+def test_one_error_lists_every_problem():
+    config = copy.deepcopy(GOOD)
+    config["shares"][0]["name"] = "Bob!"
+    config["shares"][1]["quota"] = "0"
+    config["tailnet"]["keyExpiryDays"] = 120
+    config["extra"] = 1
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    paths = {p.split(":")[0] for p in caught.value.problems}
+    assert {"shares[0].name", "shares[1].quota", "tailnet.keyExpiryDays", "extra"} <= paths
+    assert str(caught.value).startswith("invalid stack config (4 problems)")
+
+
+def test_hash_collision_names_both_shares_and_a_free_ip():
+    from components.ipplan import home_address
+    import ipaddress
+    subnet = ipaddress.ip_network("172.24.0.0/24")
+    names = [f"user{i}" for i in range(60)]
+    seen = {}
+    for name in names:
+        addr = home_address(name, subnet)
+        if addr in seen:
+            a, b = seen[addr], name
+            break
+        seen[addr] = name
+    else:
+        pytest.fail("no collision among 60 names in a /24 (expected by the birthday bound)")
+    with pytest.raises(ConfigError) as caught:
+        load(shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com"}))
+    (problem,) = caught.value.problems
+    assert problem.startswith("shares[1].name:") and repr(a) in problem and repr(b) in problem
+    free = problem.split("e.g. ip: ")[1].split(" ")[0]
+    fixed = shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com", "ip": free})
+    assert str(load(fixed).ips[b]) == free and load(fixed).ips[a] == addr

@@ -1,0 +1,118 @@
+"""smb.conf (checked by the real testparm), Caddy JSON (golden files) and the tailnet policy."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.caddy_config import assemble, auth_key_env, render, route_fragment
+from components.policy import render_policy, share_tags
+from components.smbconf import format_size, render_smb_conf
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def run_testparm(conf: str, tmp_path: Path) -> dict:
+    """Run the real testparm on a config; return its parsed sections (lower-cased keys)."""
+    if not shutil.which("testparm"):
+        pytest.fail("testparm is missing: apt-get install samba-common-bin (.ci/run installs it)")
+    path = tmp_path / "smb.conf"
+    path.write_text(conf)
+    done = subprocess.run(["testparm", "-s", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Unknown parameter" not in done.stderr and "Ignoring unknown" not in done.stderr, done.stderr
+    sections, current = {}, None
+    for line in done.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line and current is not None:
+            key, value = (part.strip() for part in line.split("=", 1))
+            current[key.lower()] = value
+    return sections
+
+
+@pytest.mark.parametrize("share,quota,model", [
+    ("alice", 1024**4, "TimeCapsule8,119"),
+    ("bob", 500 * 1024**3, "MacPro7,1@ECOLOR=226,226,224"),
+    ("carol-2", None, "TimeCapsule8,119"),
+    ("d", 1536 * 1024**2, "Xserve"),
+])
+def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model, tmp_path):
+    parsed = run_testparm(render_smb_conf(share, quota, model), tmp_path)
+    g, s = parsed["global"], parsed[share]
+    assert g["server role"] == "standalone server"
+    assert g["server min protocol"] == "SMB2"
+    assert g["disable netbios"] == "Yes" and g["load printers"] == "No"
+    assert g["map to guest"] == "Bad User" and g["guest account"] == "timemachine"
+    assert g["fruit:aapl"] == "yes" and g["fruit:model"] == model and g["fruit:nfs_aces"] == "no"
+    assert g["fruit:metadata"] == "stream"
+    assert s["vfs objects"].split()[-2:] == ["fruit", "streams_xattr"]
+    assert s["fruit:time machine"] == "yes"
+    assert s["guest ok"] == "Yes" and s["read only"] == "No" and s["path"] == "/data"
+    if quota is None:
+        assert "fruit:time machine max size" not in s
+    else:
+        assert s["fruit:time machine max size"] == format_size(quota)
+    assert list(parsed) == ["global", share]
+
+
+def test_negative_control_turns_time_machine_off(tmp_path):
+    parsed = run_testparm(render_smb_conf("x", None, "TimeCapsule8,119", time_machine=False), tmp_path)
+    assert parsed["x"]["fruit:time machine"] == "no"
+
+
+def test_rendering_is_deterministic():
+    assert render_smb_conf("a", 1024, "m") == render_smb_conf("a", 1024, "m")
+
+
+def test_format_size_picks_the_largest_exact_unit():
+    assert [format_size(n) for n in (1024**4, 500 * 1024**3, 1536 * 1024**2, 1024, 1000)] == ["1T", "500G", "1536M", "1K", "1000"]
+
+
+def dev_fragments(port=False):
+    return [
+        route_fragment("alice", "tm-alice", "172.24.0.241", tags=share_tags(["tag:timemachine"], "tm-alice"),
+                       port=41882 if port else None),
+        route_fragment("bob", "tm-bob", "172.24.0.20", tags=share_tags(["tag:timemachine"], "tm-bob"),
+                       control_url="https://headscale.example.com", port=41661 if port else None),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["host", "bridge"])
+def test_caddy_config_matches_golden(mode):
+    text = render(assemble(dev_fragments(port=mode == "bridge")))
+    assert text == (GOLDEN / f"caddy-{mode}.json").read_text()
+
+
+def test_assembly_is_order_independent_and_rejects_duplicates():
+    a, b = dev_fragments()
+    assert render(assemble([a, b])) == render(assemble([b, a]))
+    with pytest.raises(ValueError, match="twice"):
+        assemble([a, a])
+
+
+def test_fragment_carries_only_a_placeholder_for_the_key():
+    fragment = route_fragment("alice", "tm-alice", "172.24.0.9", tags=["tag:a"])
+    node = fragment["tailscale"]["nodes"]["tm-alice"]
+    assert node["auth_key"] == "{env.TS_AUTHKEY_TM_ALICE}" == "{env.%s}" % auth_key_env("tm-alice")
+    assert fragment["layer4"]["servers"]["alice"]["listen"] == ["tailscale/tm-alice:445"]
+    assert fragment["layer4"]["servers"]["alice"]["routes"][0]["handle"][0] == {
+        "handler": "proxy", "upstreams": [{"dial": ["172.24.0.9:445"]}]}
+
+
+def test_empty_stack_config_is_valid_json():
+    assert json.loads(render(assemble([])))["apps"] == {"layer4": {"servers": {}}, "tailscale": {"nodes": {}}}
+
+
+def test_policy_lets_each_owner_reach_only_their_share():
+    policy = render_policy([
+        ("tm-bob", "bob@example.com", share_tags(["tag:timemachine"], "tm-bob")),
+        ("tm-alice", "alice@example.com", share_tags(["tag:timemachine"], "tm-alice")),
+    ])
+    assert policy["tagOwners"] == {t: ["autogroup:admin"] for t in ("tag:timemachine", "tag:tm-alice", "tag:tm-bob")}
+    assert policy["grants"] == [
+        {"src": ["alice@example.com"], "dst": ["tag:tm-alice"], "ip": ["tcp:445"]},
+        {"src": ["bob@example.com"], "dst": ["tag:tm-bob"], "ip": ["tcp:445"]},
+    ]
