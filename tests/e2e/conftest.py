@@ -1,0 +1,89 @@
+"""Real Docker engine fixtures: the engine, the test stack materialised from the real program."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.pulumi_runner import ROOT
+
+ENGINE = ROOT / "scripts" / "engine.sh"
+
+
+def start_engine() -> str:
+    """Start (or reuse) the private engine and make sure the base image exists; returns DOCKER_HOST."""
+    done = subprocess.run(["bash", str(ENGINE), "start"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"engine did not start: {done.stderr.strip()}")
+    host = done.stdout.strip().splitlines()[-1]
+    done = subprocess.run(["bash", str(ENGINE), "base"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"base image could not be made: {done.stderr.strip()}")
+    return host
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        host = start_engine()
+    except (RuntimeError, FileNotFoundError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have a Docker engine: {exc}")
+        pytest.skip(f"no Docker engine could start here: {exc}")
+    os.environ["DOCKER_HOST"] = host
+    client = docker.DockerClient(base_url=host, timeout=600)
+    yield client
+    client.close()
+
+
+def wait_healthy(container, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        if health == "healthy":
+            return
+        if container.status == "exited":
+            raise AssertionError(f"{container.name} exited: {container.logs(tail=30).decode()}")
+        time.sleep(1)
+    raise AssertionError(f"{container.name} not healthy after {timeout}s: {container.logs(tail=30).decode()}")
+
+
+def wait_port(host: str, port: int, timeout: float = 60) -> None:
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{host}:{port} did not accept connections in {timeout}s")
+
+
+def unique_subnet(client) -> str:
+    """A /24 in 172.31.x.0 used by no network of this engine or route of this machine."""
+    used = {cfg.get("Subnet") for n in client.networks.list() for cfg in (n.attrs.get("IPAM", {}).get("Config") or [])}
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    for third in range(200, 250):
+        subnet = f"172.31.{third}.0/24"
+        if subnet not in used and f"172.31.{third}." not in routes:
+            return subnet
+    raise RuntimeError("no free test subnet")
+
+
+def stack_config_for(storage_root, subnet, shares, **overrides) -> dict:
+    config = {
+        "storageRoot": str(storage_root),
+        "network": {"name": f"tm-e2e-{uuid.uuid4().hex[:8]}", "subnet": subnet},
+        "samba": {"model": "TimeCapsule8,119", "dataUid": 1234},
+        "tailnet": {"dnsSuffix": "e2e.ts.net"},
+        "shares": shares,
+    }
+    config.update(overrides)
+    return config

@@ -1,0 +1,235 @@
+"""The stack's Samba containers on a real engine, exercised with real SMB clients (issue: e2e)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+
+import pytest
+import smbclient
+from smbprotocol.exceptions import SMBException
+
+from components.smbconf import render_smb_conf
+from tests.e2e.conftest import stack_config_for, unique_subnet, wait_healthy, wait_port
+from tests.e2e.materialize import materialize
+from tests.e2e.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
+from tests.pulumi_runner import run_program
+
+MiB = 1024 * 1024
+BAND = 8 * MiB
+DATA_UID = 1234
+QUOTAS = {"alice": 2 * 1024**3, "bob": 1024**3, "control": None}
+# The Caddy proxy is exercised by test_caddy_proxy.py; this module runs the shares alone.
+PROXY_RESOURCES = frozenset({"caddy-image", "proxy-caddy", "proxy-data"})
+
+
+def control_without_time_machine(container: str, path: str, content: str) -> str:
+    """Negative control: the 'control' share is rendered with fruit:time machine = no (and says so)."""
+    if container == "tm-control-samba" and path == "/etc/samba/smb.conf":
+        return render_smb_conf("control", None, "TimeCapsule8,119", time_machine=False)
+    return content
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    shares = [
+        {"name": "alice", "owner": "alice@example.com", "quota": "2G"},
+        {"name": "bob", "owner": "bob@example.com", "quota": "1G"},
+        {"name": "control", "owner": "carol@example.com"},
+    ]
+    subnet = unique_subnet(docker_client)
+    run = run_program(stack_config_for(storage, subnet, shares))
+    made = materialize(run, docker_client, rewrite_upload=control_without_time_machine, skip=PROXY_RESOURCES)
+    ips = {name: out["ip"] for name, out in run.outputs["shares"].items()}
+    try:
+        for name, container in made.containers.items():
+            wait_port(ips[name.split("-")[1]], 445)
+        yield {"run": run, "made": made, "ips": ips, "storage": storage, "client": docker_client}
+    finally:
+        made.remove_all()
+
+
+def test_guest_write_read_checksum_list_and_bytes_on_host(stack):
+    for share in ("alice", "bob"):
+        client = GuestClient(stack["ips"][share])
+        try:
+            payload = os.urandom(3 * MiB + 17)
+            with smbclient.open_file(client.path(share, "hello.bin"), mode="wb", **client.kw()) as f:
+                f.write(payload)
+            with smbclient.open_file(client.path(share, "hello.bin"), mode="rb", **client.kw()) as f:
+                assert sha256(f.read()) == sha256(payload)
+            assert "hello.bin" in smbclient.listdir(client.path(share), **client.kw())
+        finally:
+            client.close()
+        on_host = stack["storage"] / share / "hello.bin"
+        assert sha256(on_host.read_bytes()) == sha256(payload)
+        assert on_host.stat().st_uid == DATA_UID and (stack["storage"] / share).stat().st_uid == DATA_UID
+
+
+def test_time_machine_capability_is_advertised_only_with_the_flag(stack):
+    for share in ("alice", "bob"):
+        reply, guest = aapl_query(stack["ips"][share], share)
+        assert guest, "the session should be a guest session"
+        assert reply.volume_caps & AAPL_FULL_SYNC, f"{share}: volume caps {reply.volume_caps:#x} lack FULL_SYNC"
+        assert reply.model == "TimeCapsule8,119"
+        assert reply.server_caps & 0x4, "UNIX-based server capability expected from fruit"
+    control, _ = aapl_query(stack["ips"]["control"], "control")
+    assert not control.volume_caps & AAPL_FULL_SYNC, "the control share must not advertise FULL_SYNC"
+    assert control.model == "TimeCapsule8,119"
+
+
+def test_quota_is_the_reported_volume_size(stack):
+    for share in ("alice", "bob"):
+        client = GuestClient(stack["ips"][share])
+        try:
+            volume = smbclient.stat_volume(client.path(share), **client.kw())
+        finally:
+            client.close()
+        assert volume.total_size == QUOTAS[share], (share, volume)
+        assert 0 < volume.caller_available_size <= QUOTAS[share]
+
+
+def test_isolation_between_shares(stack):
+    alice = GuestClient(stack["ips"]["alice"])
+    bob = GuestClient(stack["ips"]["bob"])
+    try:
+        with smbclient.open_file(alice.path("alice", "only-alice.txt"), mode="w", **alice.kw()) as f:
+            f.write("private")
+        assert "only-alice.txt" not in smbclient.listdir(bob.path("bob"), **bob.kw())
+        assert not (stack["storage"] / "bob" / "only-alice.txt").exists()
+    finally:
+        alice.close()
+        bob.close()
+    # Each smbd serves only its own share: bob's name is unknown at alice's address.
+    with pytest.raises(SMBException):
+        with guest_tree(stack["ips"]["alice"], "bob"):
+            pass
+    states = []
+    for container in stack["made"].containers.values():
+        container.reload()
+        assert not container.attrs["HostConfig"].get("PortBindings"), f"{container.name} publishes ports"
+        assert all(not bindings for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values())
+        states += [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/var/lib/samba"]
+    assert len(states) == 3 and len(set(states)) == 3, f"Samba state shared: {states}"
+
+
+def test_smbd_killed_mid_write_comes_back_and_flushed_data_is_intact(stack):
+    container = stack["made"].containers["tm-alice-samba"]
+    ip = stack["ips"]["alice"]
+    wait_healthy(container, timeout=120)
+    client = GuestClient(ip)
+    before = os.urandom(5 * MiB)
+    with smbclient.open_file(client.path("alice", "flushed.bin"), mode="wb", **client.kw()) as f:
+        f.write(before)
+        f.flush()
+    restarts = container.attrs["RestartCount"]
+    pid = container.attrs["State"]["Pid"]
+    failed = False
+    try:
+        with smbclient.open_file(client.path("alice", "interrupted.bin"), mode="wb", **client.kw()) as f:
+            for i in range(64):
+                f.write(os.urandom(MiB))
+                if i == 8:
+                    os.kill(pid, signal.SIGKILL)  # a crash of smbd, not a docker stop
+                    time.sleep(0.5)
+    except (SMBException, OSError, ValueError):
+        failed = True
+    finally:
+        client.close()
+    assert failed, "writing on after smbd was killed should fail"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.attrs["RestartCount"] > restarts and container.status == "running":
+            break
+        time.sleep(0.5)
+    assert container.attrs["RestartCount"] > restarts, "the restart policy did not restart the container"
+    wait_healthy(container, timeout=120)
+    client = GuestClient(ip)
+    try:
+        with smbclient.open_file(client.path("alice", "flushed.bin"), mode="rb", **client.kw()) as f:
+            assert sha256(f.read()) == sha256(before)
+        with smbclient.open_file(client.path("alice", "after.bin"), mode="wb", **client.kw()) as f:
+            f.write(b"new session works")
+    finally:
+        client.close()
+    assert (stack["storage"] / "alice" / "after.bin").read_bytes() == b"new session works"
+
+
+def test_four_writers_two_shares_sparsebundle_bands(stack):
+    bands_per_writer = 6
+    results: dict = {}
+    errors: list = []
+
+    def writer(share: str, index: int) -> None:
+        client = GuestClient(stack["ips"][share])
+        try:
+            root = f"mac{index}.sparsebundle"
+            smbclient.makedirs(client.path(share, root, "bands"), exist_ok=True, **client.kw())
+            sums = {}
+            for band in range(bands_per_writer):
+                data = os.urandom(BAND)
+                name = f"{band:x}"
+                with smbclient.open_file(client.path(share, root, "bands", name), mode="wb", **client.kw()) as f:
+                    f.write(data)
+                sums[f"{root}/bands/{name}"] = sha256(data)
+            with smbclient.open_file(client.path(share, root, "Info.plist"), mode="w", **client.kw()) as f:
+                f.write(f"<plist>{index}</plist>")
+            for rel, digest in sums.items():
+                with smbclient.open_file(client.path(share, *rel.split("/")), mode="rb", **client.kw()) as f:
+                    assert sha256(f.read()) == digest
+            results[(share, index)] = sums
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append((share, index, exc))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=writer, args=(share, i)) for i, share in enumerate(["alice", "bob", "alice", "bob"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert len(results) == 4
+    for (share, _), sums in results.items():
+        for rel, digest in sums.items():
+            assert sha256((stack["storage"] / share / rel).read_bytes()) == digest
+
+
+def test_destroy_leaves_data_and_a_new_deployment_serves_it(docker_client, tmp_path):
+    shares = [{"name": "dora", "owner": "dora@example.com", "quota": "1G"}]
+    config = stack_config_for(tmp_path, unique_subnet(docker_client), shares)
+    run = run_program(config)
+    made = materialize(run, docker_client, skip=PROXY_RESOURCES)
+    ip = run.outputs["shares"]["dora"]["ip"]
+    payload = os.urandom(2 * MiB)
+    try:
+        wait_port(ip, 445)
+        client = GuestClient(ip)
+        try:
+            with smbclient.open_file(client.path("dora", "keep.bin"), mode="wb", **client.kw()) as f:
+                f.write(payload)
+        finally:
+            client.close()
+    finally:
+        made.remove_all()  # containers, network and (even) the retained state volume: as destroy at worst
+    assert sha256((tmp_path / "dora" / "keep.bin").read_bytes()) == sha256(payload)
+    # A fresh deployment of the same config (a replacement) serves the same bytes.
+    made = materialize(run_program(config), docker_client, skip=PROXY_RESOURCES)
+    try:
+        wait_port(ip, 445)
+        client = GuestClient(ip)
+        try:
+            with smbclient.open_file(client.path("dora", "keep.bin"), mode="rb", **client.kw()) as f:
+                assert sha256(f.read()) == sha256(payload)
+        finally:
+            client.close()
+    finally:
+        made.remove_all()
