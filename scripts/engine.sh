@@ -5,6 +5,8 @@
 #
 #   scripts/engine.sh start     start dockerd unless its socket answers; prints DOCKER_HOST
 #   scripts/engine.sh base      debootstrap + docker import as $BASE_IMAGE unless present
+#   scripts/engine.sh golang    build $GO_IMAGE (the Caddy Dockerfile's builder base) from the base
+#                               image and this machine's Go toolchain, unless present
 #   scripts/engine.sh stop      stop the engine this script started
 set -euo pipefail
 
@@ -56,6 +58,34 @@ base() {
   log "imported $BASE_IMAGE"
 }
 
+# The Caddy Dockerfile builds FROM golang:<version>-bookworm; with no registry, the same name is
+# made here from the Debian base and the Go toolchain installed on this machine.
+GO_IMAGE=${TM_GO_IMAGE:-golang:1.26-bookworm}
+golang() {
+  base
+  if docker image inspect "$GO_IMAGE" >/dev/null 2>&1; then log "$GO_IMAGE present"; return; fi
+  command -v go >/dev/null || { log "no Go toolchain on this machine to make $GO_IMAGE from"; exit 1; }
+  local goroot ctx
+  goroot=$(go env GOROOT)
+  ctx=$(mktemp -d)
+  cp -a "$goroot" "$ctx/go"
+  rm -rf "$ctx/go/pkg/obj" "$ctx/go/test" "$ctx/go/api"
+  # This machine's trust store: where the module proxy is reached through a TLS-inspecting
+  # gateway, its CA is in here and not in Debian's bundle.
+  cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM $BASE_IMAGE
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates git \
+ && rm -rf /var/lib/apt/lists/*
+COPY go /usr/local/go
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+ENV GOPATH=/go PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+DOCKERFILE
+  log "building $GO_IMAGE from $BASE_IMAGE + $(go version)"
+  docker build -q -t "$GO_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
 stop() {
   [ -f "$ENGINE_DIR/dockerd.pid" ] && kill "$(cat "$ENGINE_DIR/dockerd.pid")" 2>/dev/null || true
 }
@@ -63,6 +93,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   base) base ;;
+  golang) golang ;;
   stop) stop ;;
-  *) echo "usage: $0 start|base|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|base|golang|stop" >&2; exit 2 ;;
 esac

@@ -67,12 +67,14 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.declared: list[Declared] = []
+        self.urns: set[str] = set()
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC name
         if request.type != "pulumi:pulumi:Stack":
             urn = self.make_urn(request.parent, request.type, request.name)
-            if any(d.urn == urn for d in self.declared):
+            if urn in self.urns:
                 raise ValueError(f"duplicate resource URN {urn}")
+            self.urns.add(urn)
             raw = rpc.deserialize_properties(request.object, keep_internal=True)
             self.declared.append(Declared(
                 type=request.type, name=request.name, urn=urn, parent=request.parent,

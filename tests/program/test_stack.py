@@ -10,33 +10,13 @@ from components.caddy_config import assemble, render
 from components.smbconf import render_smb_conf
 from config.loader import ConfigError
 from tests.pulumi_runner import ROOT, mock_key, run_program
+from tests.stack_configs import generated
 
 DEV = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
 SHARE_T = "timemachine:index:TimeMachineShare"
 PROXY_T = "timemachine:index:CaddyProxy"
 CONTAINER_T = "docker:index/container:Container"
 KEY_T = "tailscale:index/tailnetKey:TailnetKey"
-
-
-def generated(n: int, **overrides) -> dict:
-    """A stack of n shares in a /16 with deterministic names; hash collisions resolved by pinning,
-    as the config error tells a user to."""
-    config = {
-        "storageRoot": "/srv/tm",
-        "network": {"name": "tm", "subnet": "10.77.0.0/16"},
-        "tailnet": {"dnsSuffix": "corp.ts.net"},
-        "shares": [{"name": f"user{i:03d}", "owner": f"user{i}@example.com", "quota": f"{i + 1}G"} for i in range(n)],
-    }
-    config.update(overrides)
-    from config.loader import load
-    while True:
-        try:
-            load(config)
-            return config
-        except ConfigError as exc:
-            (first, *_) = exc.problems
-            index = int(first.split("[")[1].split("]")[0])
-            config["shares"][index]["ip"] = first.split("e.g. ip: ")[1].split(" ")[0]
 
 
 def samba_containers(run):
