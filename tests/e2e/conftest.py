@@ -25,18 +25,23 @@ def start_engine() -> str:
     return host
 
 
-@pytest.fixture(scope="session")
-def docker_client():
+def docker_client_for():
+    """A Docker SDK client on the private engine (started if needed)."""
     import docker
 
+    host = start_engine()
+    os.environ["DOCKER_HOST"] = host
+    return docker.DockerClient(base_url=host, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
     try:
-        host = start_engine()
+        client = docker_client_for()
     except (RuntimeError, FileNotFoundError) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI must have a Docker engine: {exc}")
         pytest.skip(f"no Docker engine could start here: {exc}")
-    os.environ["DOCKER_HOST"] = host
-    client = docker.DockerClient(base_url=host, timeout=600)
     yield client
     client.close()
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""SMB throughput of Time Machine-like traffic (8 MiB band files) against the local disk, and through
+the Caddy layer4 proxy against straight to Samba, measured side by side in one run.
+
+It sets up what it needs with the tests' own helpers (private engine, images, the program's
+containers materialised from a mock-monitored run) and removes it afterwards. Clients: Samba's
+`smbclient` (C) so the client's CPU cost stays small next to the path measured. Each round writes
+and reads `--size-mib` through each path, alternating direct and proxy; the disk baseline writes
+the same files with fsync and reads them back. Before every read, the files' pages are dropped
+from the page cache (on the server side too), so reads come from the disk. Prints MB/s per round and, as its last line,
+`smb/disk write=<x.xx> read=<x.xx> proxy/direct write=<x.xx> read=<x.xx>` (medians).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.caddy_rewrite import without_tailnet  # noqa: E402
+from tests.e2e.caddy_image import build_caddy_image  # noqa: E402
+from tests.e2e.conftest import docker_client_for, stack_config_for, unique_subnet, wait_port  # noqa: E402
+from tests.e2e.materialize import materialize  # noqa: E402
+from tests.pulumi_runner import run_program  # noqa: E402
+
+BAND = 8 * 1024 * 1024
+
+
+def evict(folder: Path) -> None:
+    """Drop the files' pages from the page cache, so reads come from the disk, not memory."""
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def disk_round(src: Path, dest: Path) -> tuple[float, float]:
+    dest.mkdir()
+    files = sorted(src.iterdir())
+    data = [f.read_bytes() for f in files]
+    start = time.perf_counter()
+    for f, blob in zip(files, data):
+        with open(dest / f.name, "wb") as out:
+            out.write(blob)
+            out.flush()
+            os.fsync(out.fileno())
+    write = time.perf_counter() - start
+    evict(dest)
+    start = time.perf_counter()
+    for f in files:
+        (dest / f.name).read_bytes()
+    read = time.perf_counter() - start
+    shutil.rmtree(dest)
+    return write, read
+
+
+def cpu_seconds(containers) -> dict[str, float]:
+    """CPU time used so far by each container (all its processes) and by this script's children."""
+    out = {c.name: c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9 for c in containers}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["smbclient"] = children.ru_utime + children.ru_stime
+    return out
+
+
+def smb_round(host: str, port: int, share: str, src: Path, back: Path, name: str,
+              on_host: Path) -> tuple[float, float]:
+    base = ["smbclient", f"//{host}/{share}", "-p", str(port), "-N", "-m", "SMB3", "--option=client min protocol=SMB2"]
+
+    def run(commands: str) -> float:
+        start = time.perf_counter()
+        done = subprocess.run(base + ["-c", commands], capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0 or "NT_STATUS" in done.stdout + done.stderr:
+            raise RuntimeError(f"smbclient failed: {done.stdout[-400:]} {done.stderr[-400:]}")
+        return elapsed
+
+    run(f"mkdir {name}")
+    write = run(f"prompt off; lcd {src}; cd {name}; mput *")
+    evict(on_host / name)  # the server's copy: reads come from its disk, as for the baseline
+    back.mkdir()
+    read = run(f"prompt off; lcd {back}; cd {name}; mget *")
+    for f in src.iterdir():
+        if (back / f.name).stat().st_size != f.stat().st_size:
+            raise RuntimeError(f"{f.name}: size differs after the round trip")
+    shutil.rmtree(back)
+    run(f"prompt off; cd {name}; mask \"\"; del *; cd ..; rmdir {name}")
+    return write, read
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="data per path per round (≥ 1024 for the target)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    bands = max(1, args.size_mib * 1024 * 1024 // BAND)
+    size_mb = bands * BAND / 1e6
+
+    client = docker_client_for()
+    work = Path(tempfile.mkdtemp(prefix="tm-bench-"))
+    src = work / "bands"
+    src.mkdir()
+    for i in range(bands):
+        (src / f"{i:x}").write_bytes(os.urandom(BAND))
+    tag, modules, refused = build_caddy_image(client)
+    if refused:
+        print(f"note: Caddy built with {modules} only (module proxy refused {sorted(refused)}); "
+              "the tailscale listener is replaced by loopback TCP")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = stack_config_for(work / "storage", unique_subnet(client),
+                              [{"name": "bench", "owner": "bench@example.com"}], proxy={"image": tag})
+    run = run_program(config)
+    made = materialize(run, client, rewrite_upload=lambda c, p, text: without_tailnet(
+        text, {"tm-bench": f"127.0.0.1:{port}"}) if c == "tm-caddy" else text)
+    ip = run.outputs["shares"]["bench"]["ip"]
+    rows = {"disk": [], "direct": [], "proxy": []}
+    cpu = {"direct": {}, "proxy": {}}
+    containers = list(made.containers.values())
+    try:
+        wait_port(ip, 445)
+        wait_port("127.0.0.1", port)
+        for r in range(args.rounds):
+            order = [("direct", ip, 445), ("proxy", "127.0.0.1", port)]
+            if r % 2:
+                order.reverse()
+            rows["disk"].append(disk_round(src, work / f"disk{r}"))
+            for label, host, p in order:
+                before = cpu_seconds(containers)
+                rows[label].append(smb_round(host, p, "bench", src, work / f"back-{label}{r}", f"{label}{r}",
+                                             work / "storage" / "bench"))
+                after = cpu_seconds(containers)
+                for key in after:
+                    cpu[label][key] = cpu[label].get(key, 0.0) + after[key] - before[key]
+            print(f"round {r + 1}: " + "  ".join(
+                f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s" for k, v in rows.items()))
+    finally:
+        made.remove_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def rate(label: str, index: int) -> float:
+        return statistics.median(size_mb / row[index] for row in rows[label])
+
+    gb = 2 * size_mb * args.rounds / 1000  # written and read back
+    for label in ("direct", "proxy"):
+        print(f"  cpu seconds per GB moved, {label:<6}: " + ", ".join(
+            f"{k} {v / gb:.2f}" for k, v in sorted(cpu[label].items())))
+    print(f"{args.rounds} rounds of {size_mb:.0f} MB ({bands} bands of 8 MiB) per path; medians in MB/s:")
+    for label in rows:
+        print(f"  {label:<7} write {rate(label, 0):8.1f}  read {rate(label, 1):8.1f}")
+    print(f"smb/disk write={rate('direct', 0) / rate('disk', 0):.2f} read={rate('direct', 1) / rate('disk', 1):.2f} "
+          f"proxy/direct write={rate('proxy', 0) / rate('direct', 0):.2f} read={rate('proxy', 1) / rate('direct', 1):.2f}")
+
+
+if __name__ == "__main__":
+    main()
