@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Optional
 
 IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network

@@ -98,11 +98,16 @@ def load(raw: Mapping[str, Any]) -> LoadedStack:
 
 
 def raw_from_pulumi() -> dict[str, Any]:
-    """This project's config values, as the Pulumi engine handed them to the program."""
-    from pulumi.runtime.config import CONFIG
+    """This project's config values, as the Pulumi engine handed them to the program.
 
+    The CLI's language host passes them in the PULUMI_CONFIG environment variable; the automation
+    API and the test mocks set them explicitly. Explicit values win, as in `pulumi.Config`.
+    """
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    everything = {**(get_config_env() or {}), **CONFIG.get()}
     prefix = PROJECT + ":"
-    return {key[len(prefix):]: value for key, value in CONFIG.get().items() if key.startswith(prefix)}
+    return {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
 
 
 def load_stack_config() -> LoadedStack:

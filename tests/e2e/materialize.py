@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Callable, Optional
 
 import docker
-from docker.types import EndpointConfig, Healthcheck, IPAMConfig, IPAMPool, Mount
+from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 
 from tests.pulumi_runner import Declared, ProgramRun
 

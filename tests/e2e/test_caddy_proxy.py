@@ -1,7 +1,6 @@
 """The Caddy image with the real modules: `caddy validate` on generated configs, and SMB through it."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json

@@ -1,12 +1,11 @@
 """The real __main__.py under Pulumi's mock monitor: the declared graph, its inputs and the exports."""
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-from components.caddy_config import assemble, render
+from components.caddy_config import render
 from components.smbconf import render_smb_conf
 from config.loader import ConfigError
 from tests.pulumi_runner import ROOT, mock_key, run_program

@@ -181,3 +181,22 @@ def test_hash_collision_names_both_shares_and_a_free_ip():
     free = problem.split("e.g. ip: ")[1].split(" ")[0]
     fixed = shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com", "ip": free})
     assert str(load(fixed).ips[b]) == free and load(fixed).ips[a] == addr
+
+
+def test_config_from_the_cli_environment_variable(monkeypatch):
+    # `pulumi up` hands config to the program in PULUMI_CONFIG, not through set_all_config.
+    import json
+    from pulumi.runtime.config import CONFIG
+    from config.loader import load_stack_config
+
+    token = CONFIG.set({})
+    try:
+        monkeypatch.setenv("PULUMI_CONFIG", json.dumps({
+            "tailscale-timemachine:storageRoot": "/srv/tm",
+            "tailscale-timemachine:shares": json.dumps([{"name": "alice", "owner": "alice@example.com"}]),
+            "tailscale:tailnet": "example.com",
+        }))
+        stack = load_stack_config()
+    finally:
+        CONFIG.reset(token)
+    assert stack.config.storage_root == "/srv/tm" and [s.name for s in stack.config.shares] == ["alice"]
