@@ -4,6 +4,7 @@ import json
 import pulumi
 import pulumi_docker as docker
 
+from components.gc_tuning import tune_gc
 from components.images import local_image
 from components.ipplan import gateway
 from components.policy import render_policy
@@ -12,6 +13,7 @@ from components.share import TimeMachineShare, TimeMachineShareArgs
 from components.smbconf import format_size
 from config.loader import load_stack_config
 
+tune_gc()
 # A bad config raises here, before any resource is declared.
 stack = load_stack_config()
 config = stack.config
