@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from components.caddy_config import render
+from components.caddy_config import assemble, render, route_fragment
 from components.smbconf import render_smb_conf
 from config.loader import ConfigError
 from tests.pulumi_runner import ROOT, mock_key, run_program
@@ -86,6 +86,11 @@ def test_caddy_upload_is_the_assembled_config_without_key_material(dev):
     (upload,) = caddy.inputs["uploads"]
     config = json.loads(upload["content"])
     assert upload["file"] == "/etc/caddy/config.json"
+    ips = {name: share["ip"] for name, share in dev.outputs["shares"].items()}
+    expected = assemble([
+        route_fragment(name, f"tm-{name}", ips[name], tags=["tag:timemachine", f"tag:tm-{name}"]) for name in ("alice", "bob")
+    ])
+    assert upload["content"] == render(expected)
     assert set(config["apps"]["tailscale"]["nodes"]) == {"tm-alice", "tm-bob"}
     assert config["apps"]["layer4"]["servers"]["bob"]["routes"][0]["handle"][0]["upstreams"] == [{"dial": ["172.24.0.20:445"]}]
     assert caddy.inputs["networkMode"] == "host"
