@@ -60,27 +60,30 @@ proxy = CaddyProxy(
 )
 
 
+def share_host(share: TimeMachineShare) -> str:
+    """The name a Mac connects to: the FQDN when the tailnet's DNS suffix is known."""
+    suffix = config.tailnet.dns_suffix
+    return f"{share.hostname}.{suffix}" if suffix else share.hostname
+
+
 def share_output(share_config, share: TimeMachineShare) -> dict:
-    host = share.hostname
-    if config.tailnet.dns_suffix:
-        host = f"{share.hostname}.{config.tailnet.dns_suffix}"
     out = {
         "hostname": share.hostname,
-        "smbUrl": f"smb://{host}/{share_config.name}",
+        "smbUrl": f"smb://{share_host(share)}/{share_config.name}",
         "ip": share.ip,
         "owner": share_config.owner,
         "quota": format_size(share_config.quota) if share_config.quota else "unlimited",
     }
     if config.tailnet.dns_suffix:
-        out["fqdn"] = host
+        out["fqdn"] = share_host(share)
     return out
 
 
-outputs = {s.name: share_output(s, share) for s, share in zip(config.shares, shares)}
-pulumi.export("shares", outputs)
-# macOS: -a adds a destination beside existing ones; guest access needs no user or password.
+pulumi.export("shares", {c.name: share_output(c, s) for c, s in zip(config.shares, shares)})
+# -a adds the share beside any existing destination. "guest" with no password: Samba maps an
+# unknown user to its guest account; the tailnet has already decided who may connect.
 pulumi.export("tmutilCommands", {
-    name: "sudo tmutil setdestination -a " + out["smbUrl"].replace("smb://", "smb://guest@", 1) for name, out in outputs.items()
+    c.name: f"sudo tmutil setdestination -a smb://guest@{share_host(s)}/{c.name}" for c, s in zip(config.shares, shares)
 })
 pulumi.export("tailnetPolicy", json.dumps(
     render_policy((s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares)), indent=2, sort_keys=True))
