@@ -7,6 +7,7 @@ import pulumi_docker as docker
 from components.gc_tuning import tune_gc
 from components.images import local_image
 from components.ipplan import gateway
+from components.labels import network_labels
 from components.policy import render_policy
 from components.proxy import CaddyProxy, CaddyProxyArgs
 from components.share import TimeMachineShare, TimeMachineShareArgs
@@ -23,7 +24,7 @@ network = docker.Network(
     name=config.network.name,
     driver="bridge",
     ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(config.network.subnet), gateway=str(gateway(config.network.subnet)))],
-    labels=[docker.NetworkLabelArgs(label="timemachine.role", value="network")],
+    labels=network_labels(role="network"),
 )
 samba_image = config.samba.image or local_image("samba-image", "samba").image_name
 caddy_image = config.proxy.image or local_image("caddy-image", "caddy").image_name

@@ -10,8 +10,7 @@ import pulumi_docker as docker
 
 from components.caddy_config import CADDY_CONFIG_PATH, CADDY_DATA_PATH, assemble, auth_key_env, render
 from components.ipplan import proxy_address
-
-LABEL_PREFIX = "timemachine"
+from components.labels import container_labels, volume_labels
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class CaddyProxy(pulumi.ComponentResource):
         self.state_volume = docker.Volume(
             f"{name}-data",
             name="tm-caddy-data",
-            labels=[docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.role", value="proxy")],
+            labels=volume_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
         envs = pulumi.Output.secret(pulumi.Output.all(*[
@@ -63,7 +62,7 @@ class CaddyProxy(pulumi.ComponentResource):
             envs=envs,
             uploads=[docker.ContainerUploadArgs(file=CADDY_CONFIG_PATH, content=self.config_json)],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
-            labels=[docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.role", value="proxy")],
+            labels=container_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self),
             **network,
         )

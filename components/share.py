@@ -11,12 +11,12 @@ import pulumi_tailscale as tailscale
 
 from components.caddy_config import route_fragment
 from components.ipplan import node_port
+from components.labels import container_labels, volume_labels
 from components.policy import share_tags
 from components.smbconf import DATA_PATH, SMB_CONF_PATH, render_smb_conf
 from config.models import SambaConfig, ShareConfig, TailnetConfig
 
 SAMBA_STATE_PATH = "/var/lib/samba"
-LABEL_PREFIX = "timemachine"
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.state_volume = docker.Volume(
             f"{name}-samba-state",
             name=f"tm-{share.name}-samba-state",
-            labels=[docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.share", value=share.name)],
+            labels=volume_labels(share=share.name),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.container = docker.Container(
@@ -96,11 +96,7 @@ class TimeMachineShare(pulumi.ComponentResource):
                 start_period="10s",
                 retries=3,
             ),
-            labels=[
-                docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.share", value=share.name),
-                docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.owner", value=share.owner),
-                docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.role", value="samba"),
-            ],
+            labels=container_labels(share=share.name, owner=share.owner, role="samba"),
             opts=child,
         )
 
