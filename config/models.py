@@ -86,9 +86,7 @@ class NetworkConfig(ConfigModel):
         if isinstance(value, str):
             try:
                 return ipaddress.IPv4Network(value)
-            except ipaddress.AddressValueError as exc:
-                raise ValueError(f"{value!r} is not an IPv4 subnet ({exc}); e.g. 172.24.0.0/24") from None
-            except ValueError as exc:
+            except ValueError as exc:  # AddressValueError and NetmaskValueError included
                 if "host bits" in str(exc):
                     strict = ipaddress.IPv4Network(value, strict=False)
                     raise ValueError(f"{value!r} has host bits set; write the network address, {strict}") from None

@@ -16,7 +16,6 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.caddy_rewrite import without_tailnet  # noqa: E402
 from tests.e2e.caddy_image import build_caddy_image  # noqa: E402
-from tests.e2e.conftest import docker_client_for, stack_config_for, unique_subnet, wait_port  # noqa: E402
+from tests.e2e.conftest import docker_client_for, free_port, stack_config_for, unique_subnet, wait_port  # noqa: E402
 from tests.e2e.materialize import materialize  # noqa: E402
 from tests.pulumi_runner import run_program  # noqa: E402
 
@@ -117,9 +116,7 @@ def main() -> None:
     if refused:
         print(f"note: Caddy built with {modules} only (module proxy refused {sorted(refused)}); "
               "the tailscale listener is replaced by loopback TCP")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = stack_config_for(work / "storage", unique_subnet(client),
                               [{"name": "bench", "owner": "bench@example.com"}], proxy={"image": tag})
     run = run_program(config)

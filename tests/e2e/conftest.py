@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -59,8 +60,14 @@ def wait_healthy(container, timeout: float = 90) -> None:
     raise AssertionError(f"{container.name} not healthy after {timeout}s: {container.logs(tail=30).decode()}")
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_port(host: str, port: int, timeout: float = 60) -> None:
-    import socket
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

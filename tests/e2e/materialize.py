@@ -63,14 +63,15 @@ def _labels(items: list[dict]) -> dict:
     return {item["label"]: item["value"] for item in items}
 
 
-def _tar(path: str, content: str, mode: int) -> bytes:
+def upload(container, path: str, content: str, mode: int = 0o644) -> None:
+    """Put one file into a (created, not yet started) container, as the provider's `uploads` do."""
     data = content.encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         info = tarfile.TarInfo(PurePosixPath(path).name)
         info.size, info.mode = len(data), mode
         tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    container.put_archive(str(PurePosixPath(path).parent), buffer.getvalue())
 
 
 @dataclass
@@ -110,15 +111,13 @@ def materialize(
     run: ProgramRun,
     client: docker.DockerClient,
     *,
-    build_args: Optional[dict[str, dict[str, str]]] = None,
     rewrite_upload: Optional[Callable[[str, str, str], str]] = None,
     skip: frozenset[str] = frozenset(),
 ) -> Materialized:
     """Create everything `run` declared, in declaration order.
 
-    build_args: extra `--build-arg`s per image name (the test Caddy build drops a module the proxy
-    refuses here). rewrite_upload(container, path, content): lets a test change an upload it says it
-    changes (the Caddy listeners, with no tailnet in CI). skip: resource names a test leaves out (and says why).
+    rewrite_upload(container, path, content): lets a test change an upload it says it changes (the
+    Caddy listeners, with no tailnet in CI). skip: resource names a test leaves out (and says why).
     """
     done = Materialized(client)
     try:
@@ -134,7 +133,7 @@ def materialize(
             if kind == "Network":
                 _network(done, resource)
             elif kind == "Image":
-                _image(done, resource, (build_args or {}).get(resource.inputs["imageName"], {}))
+                _image(done, resource)
             elif kind == "Volume":
                 _volume(done, resource)
             else:
@@ -158,7 +157,7 @@ def _network(done: Materialized, resource: Declared) -> None:
     ))
 
 
-def _image(done: Materialized, resource: Declared, extra_args: dict[str, str]) -> None:
+def _image(done: Materialized, resource: Declared) -> None:
     inputs = resource.inputs
     build = inputs["build"]
     if set(build) - {"context", "dockerfile"}:
@@ -170,8 +169,7 @@ def _image(done: Materialized, resource: Declared, extra_args: dict[str, str]) -
         done.client.images.get(name)  # tagged by content digest: present means up to date
     except docker.errors.ImageNotFound:
         dockerfile = str(PurePosixPath(build["dockerfile"]).relative_to(build["context"]))
-        done.client.images.build(path=build["context"], dockerfile=dockerfile, tag=name, rm=True,
-                                 buildargs=extra_args or None)
+        done.client.images.build(path=build["context"], dockerfile=dockerfile, tag=name, rm=True)
     done.images[resource.name] = name
 
 
@@ -231,12 +229,11 @@ def _container(done: Materialized, resource: Declared, rewrite_upload) -> None:
     done.containers[name] = container
     for network in networks[1:]:
         done.client.networks.get(network["name"]).connect(container, ipv4_address=network.get("ipv4Address"))
-    for upload in inputs.get("uploads", []):
-        if set(upload) != {"file", "content"}:
-            raise UnsupportedInput(f"{name}: upload fields {sorted(upload)}")
-        content = upload["content"]
+    for upload_input in inputs.get("uploads", []):
+        if set(upload_input) != {"file", "content"}:
+            raise UnsupportedInput(f"{name}: upload fields {sorted(upload_input)}")
+        content = upload_input["content"]
         if rewrite_upload:
-            content = rewrite_upload(name, upload["file"], content)
-        path = PurePosixPath(upload["file"])
-        container.put_archive(str(path.parent), _tar(str(path), content, 0o644))
+            content = rewrite_upload(name, upload_input["file"], content)
+        upload(container, upload_input["file"], content)
     container.start()

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import socket
-import tarfile
 import warnings
 
 import pytest
@@ -15,8 +12,8 @@ from smbprotocol.exceptions import SMBException
 
 from tests.caddy_rewrite import without_tailnet
 from tests.e2e.caddy_image import build_caddy_image
-from tests.e2e.conftest import stack_config_for, unique_subnet, wait_port
-from tests.e2e.materialize import materialize
+from tests.e2e.conftest import free_port, stack_config_for, unique_subnet, wait_port
+from tests.e2e.materialize import materialize, upload
 from tests.e2e.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
 from tests.pulumi_runner import ROOT, run_program
 
@@ -38,12 +35,6 @@ def caddy(docker_client):
     return {"tag": tag, "tailscale": not refused}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def caddy_config(config: dict) -> str:
     return run_program(config).named("proxy-caddy").inputs["uploads"][0]["content"]
 
@@ -52,13 +43,7 @@ def validate(client, image: str, config_text: str) -> tuple[int, str]:
     """Run `caddy validate` inside the image on a config uploaded as the stack uploads it."""
     container = client.containers.create(image, command=["caddy", "validate", "--config", "/etc/caddy/config.json"])
     try:
-        data = config_text.encode()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo("config.json")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        container.put_archive("/etc/caddy", buffer.getvalue())
+        upload(container, "/etc/caddy/config.json", config_text)
         container.start()
         status = container.wait(timeout=120)["StatusCode"]
         return status, container.logs().decode()
