@@ -12,11 +12,15 @@ from components.policy import render_policy
 from components.proxy import CaddyProxy, CaddyProxyArgs
 from components.share import TimeMachineShare, TimeMachineShareArgs
 from components.smbconf import format_size
-from config.loader import load_stack_config
+from config.loader import ConfigError, load_stack_config
 
 tune_gc()
-# A bad config raises here, before any resource is declared.
-stack = load_stack_config()
+# A bad config stops here, before any resource is declared. RunError: the engine prints the
+# message (every problem with its fix) without a Python traceback.
+try:
+    stack = load_stack_config()
+except ConfigError as error:
+    raise pulumi.RunError(str(error)) from None
 config = stack.config
 
 network = docker.Network(
@@ -27,7 +31,7 @@ network = docker.Network(
     labels=network_labels(role="network"),
 )
 samba_image = config.samba.image or local_image("samba-image", "samba").image_name
-caddy_image = config.proxy.image or local_image("caddy-image", "caddy").image_name
+caddy_image = config.proxy.image or local_image("caddy-image", "caddy", config.proxy.build_args).image_name
 bridge = config.proxy.network_mode == "bridge"
 
 shares = [
@@ -57,6 +61,7 @@ proxy = CaddyProxy(
         network_name=network.name,
         subnet=config.network.subnet,
         node_ports=[s.node_port for s in shares if s.node_port is not None],
+        self_hosted=config.tailnet.control_url is not None,
     ),
 )
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Mapping
 
 import pulumi
 import pulumi_docker as docker
@@ -10,25 +11,32 @@ import pulumi_docker as docker
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 
 
-def context_digest(folder: Path) -> str:
-    """A short hash of every file in a build context: a changed Dockerfile gives a new tag."""
+def context_digest(folder: Path, build_args: Mapping[str, str] | None = None) -> str:
+    """A short hash of every file in a build context and of the build args: a changed Dockerfile
+    or argument gives a new tag."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, value in sorted((build_args or {}).items()):
+        digest.update(b"arg\0" + name.encode() + b"\0" + value.encode() + b"\0")
     return digest.hexdigest()[:12]
 
 
-def local_image_name(kind: str) -> str:
-    return f"tailscale-timemachine/{kind}:{context_digest(IMAGES_DIR / kind)}"
+def local_image_name(kind: str, build_args: Mapping[str, str] | None = None) -> str:
+    return f"tailscale-timemachine/{kind}:{context_digest(IMAGES_DIR / kind, build_args)}"
 
 
-def local_image(resource_name: str, kind: str, opts: pulumi.ResourceOptions | None = None) -> docker.Image:
+def local_image(
+    resource_name: str, kind: str, build_args: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None
+) -> docker.Image:
     """Build images/<kind> into the local engine, tagged by content so rebuilds show in the diff."""
     context = IMAGES_DIR / kind
     return docker.Image(
         resource_name,
-        image_name=local_image_name(kind),
-        build=docker.DockerBuildArgs(context=str(context), dockerfile=str(context / "Dockerfile")),
+        image_name=local_image_name(kind, build_args),
+        build=docker.DockerBuildArgs(
+            context=str(context), dockerfile=str(context / "Dockerfile"), args=dict(build_args) if build_args else None
+        ),
         skip_push=True,
         opts=opts,
     )

@@ -24,6 +24,8 @@ class CaddyProxyArgs:
     subnet: ipaddress.IPv4Network
     # Bridge mode: the fixed tsnet UDP port of each node, published on the host.
     node_ports: list[int] = field(default_factory=list)
+    # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
+    self_hosted: bool = False
 
 
 class CaddyProxy(pulumi.ComponentResource):
@@ -43,7 +45,8 @@ class CaddyProxy(pulumi.ComponentResource):
             labels=volume_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
-        envs = pulumi.Output.secret(pulumi.Output.all(*[
+        plain_envs = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
+        envs = pulumi.Output.secret(pulumi.Output.all(*plain_envs, *[
             pulumi.Output.concat(auth_key_env(node), "=", key) for node, key in sorted(args.auth_keys.items())
         ]))
         network: dict = {}

@@ -136,10 +136,23 @@ class TailnetConfig(ConfigModel):
         return value.rstrip("/") if value else value
 
 
+BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ProxyConfig(ConfigModel):
     network_mode: Literal["host", "bridge"] = "host"
     first_node_port: int = 41641
     image: str = ""
+    # Build args for images/caddy, e.g. GOPROXY for a company module proxy or other module pins.
+    build_args: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("build_args")
+    @classmethod
+    def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(name for name in value if not BUILD_ARG.match(name))
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))}: not a Dockerfile ARG name (letters, digits, '_'), e.g. GOPROXY")
+        return value
 
 
 class SambaConfig(ConfigModel):
