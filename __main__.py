@@ -1,4 +1,5 @@
 """The tailscale-timemachine stack: Docker network → one TimeMachineShare per user → CaddyProxy."""
+
 import json
 
 import pulumi
@@ -27,7 +28,9 @@ network = docker.Network(
     "network",
     name=config.network.name,
     driver="bridge",
-    ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(config.network.subnet), gateway=str(gateway(config.network.subnet)))],
+    ipam_configs=[
+        docker.NetworkIpamConfigArgs(subnet=str(config.network.subnet), gateway=str(gateway(config.network.subnet)))
+    ],
     labels=network_labels(role="network"),
 )
 samba_image = config.samba.image or local_image("samba-image", "samba").image_name
@@ -85,11 +88,21 @@ def share_output(share_config, share: TimeMachineShare) -> dict:
     return out
 
 
-pulumi.export("shares", {c.name: share_output(c, s) for c, s in zip(config.shares, shares)})
+pulumi.export("shares", {c.name: share_output(c, s) for c, s in zip(config.shares, shares, strict=True)})
 # -a adds the share beside any existing destination. "guest" with no password: Samba maps an
 # unknown user to its guest account; the tailnet has already decided who may connect.
-pulumi.export("tmutilCommands", {
-    c.name: f"sudo tmutil setdestination -a smb://guest@{share_host(s)}/{c.name}" for c, s in zip(config.shares, shares)
-})
-pulumi.export("tailnetPolicy", json.dumps(
-    render_policy((s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares)), indent=2, sort_keys=True))
+pulumi.export(
+    "tmutilCommands",
+    {
+        c.name: f"sudo tmutil setdestination -a smb://guest@{share_host(s)}/{c.name}"
+        for c, s in zip(config.shares, shares, strict=True)
+    },
+)
+pulumi.export(
+    "tailnetPolicy",
+    json.dumps(
+        render_policy((s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares, strict=True)),
+        indent=2,
+        sort_keys=True,
+    ),
+)

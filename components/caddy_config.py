@@ -1,9 +1,10 @@
 """Renders each share's Caddy route fragment and assembles all fragments into one Caddy JSON config."""
+
 from __future__ import annotations
 
 import copy
 import json
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 SMB_PORT = 445
 CADDY_CONFIG_PATH = "/etc/caddy/config.json"
@@ -22,15 +23,15 @@ def route_fragment(
     ip: str,
     *,
     tags: Iterable[str],
-    control_url: Optional[str] = None,
-    port: Optional[int] = None,
+    control_url: str | None = None,
+    port: int | None = None,
 ) -> dict:
     """The tailnet node and layer4 server that route `tailscale/<node>:445` to the share's smbd.
 
     The auth key appears only as an `{env.…}` placeholder: key material never enters the config.
     """
     node_config: dict = {
-        "auth_key": "{env.%s}" % auth_key_env(node),
+        "auth_key": "{env." + auth_key_env(node) + "}",
         "ephemeral": False,
         "hostname": node,
         "state_dir": f"{TAILSCALE_STATE_ROOT}/{node}",

@@ -1,4 +1,5 @@
 """Garbage-collector settings for one evaluation of the program."""
+
 import gc
 
 # The Pulumi SDK allocates several Outputs, futures and tasks per resource input, most of them in

@@ -1,9 +1,10 @@
 """Local image builds (no registry): one `docker.Image` per Dockerfile folder under images/."""
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pulumi
 import pulumi_docker as docker
@@ -27,7 +28,10 @@ def local_image_name(kind: str, build_args: Mapping[str, str] | None = None) -> 
 
 
 def local_image(
-    resource_name: str, kind: str, build_args: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None
+    resource_name: str,
+    kind: str,
+    build_args: Mapping[str, str] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
 ) -> docker.Image:
     """Build images/<kind> into the local engine, tagged by content so rebuilds show in the diff."""
     context = IMAGES_DIR / kind

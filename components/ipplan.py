@@ -1,10 +1,11 @@
 """The static IP plan: which address in the Docker subnet each share's Samba container gets."""
+
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network
@@ -48,7 +49,7 @@ class IpPlanError(ValueError):
         super().__init__("; ".join(f"{p.share}: {p.message}" for p in problems))
 
 
-def plan_ips(shares: Iterable[tuple[str, Optional[IPv4]]], subnet: Net) -> dict[str, IPv4]:
+def plan_ips(shares: Iterable[tuple[str, IPv4 | None]], subnet: Net) -> dict[str, IPv4]:
     """Map share name → IPv4 address. `shares` is (name, pinned ip or None), in any order.
 
     Raises IpPlanError listing every problem: a pin outside the subnet or on a reserved address, an
@@ -64,9 +65,16 @@ def plan_ips(shares: Iterable[tuple[str, Optional[IPv4]]], subnet: Net) -> dict[
         subnet.broadcast_address: "the broadcast address",
     }
     if len(shares) > share_capacity(subnet):
-        problems.append(PlanProblem("*", "shares", (
-            f"{len(shares)} shares do not fit in {subnet}, which holds {share_capacity(subnet)}; "
-            "use a larger subnet (e.g. a /20)")))
+        problems.append(
+            PlanProblem(
+                "*",
+                "shares",
+                (
+                    f"{len(shares)} shares do not fit in {subnet}, which holds {share_capacity(subnet)}; "
+                    "use a larger subnet (e.g. a /20)"
+                ),
+            )
+        )
         raise IpPlanError(problems)
 
     wanted: dict[str, IPv4] = {}
@@ -98,9 +106,16 @@ def plan_ips(shares: Iterable[tuple[str, Optional[IPv4]]], subnet: Net) -> dict[
         how = ", ".join(f"{n!r} ({'pinned' if n in pinned else 'hashed'})" for n in names)
         # Reported at the contender listed last: new users are usually appended.
         last = max(names, key=order.__getitem__)
-        problems.append(PlanProblem(last, "ip" if last in pinned else "name", (
-            f"{how} all want {address}; pin the share that is new to a free address, "
-            f"e.g. ip: {free} (the deployed one keeps {address})")))
+        problems.append(
+            PlanProblem(
+                last,
+                "ip" if last in pinned else "name",
+                (
+                    f"{how} all want {address}; pin the share that is new to a free address, "
+                    f"e.g. ip: {free} (the deployed one keeps {address})"
+                ),
+            )
+        )
     if problems:
         raise IpPlanError(problems)
     return dict(sorted(wanted.items()))
@@ -116,4 +131,3 @@ def _free_address(subnet: Net, taken: set[IPv4]) -> IPv4:
 def node_port(ip: IPv4, subnet: Net, first_node_port: int) -> int:
     """Bridge mode: a node's fixed tsnet UDP port, derived from its share's (stable) address."""
     return first_node_port + int(ip) - int(subnet.network_address)
-

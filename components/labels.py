@@ -1,4 +1,5 @@
 """Docker labels that mark what this stack created (timemachine.share, .owner, .role)."""
+
 import pulumi_docker as docker
 
 PREFIX = "timemachine"

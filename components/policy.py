@@ -1,7 +1,8 @@
 """Renders the tailnet policy fragment that lets each owner reach only their own share on tcp:445."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 # Who may apply the tags when auth keys are created: the tailnet's admins (the API key's user or the
 # OAuth client acting for them). Tagged keys are refused until these tagOwners exist.
@@ -22,8 +23,5 @@ def render_policy(shares: Iterable[tuple[str, str, list[str]]]) -> dict:
     tags = sorted({tag for _, _, share_tags_ in shares for tag in share_tags_})
     return {
         "tagOwners": {tag: list(TAG_OWNERS) for tag in tags},
-        "grants": [
-            {"src": [owner], "dst": [node_tag(hostname)], "ip": ["tcp:445"]}
-            for hostname, owner, _ in shares
-        ],
+        "grants": [{"src": [owner], "dst": [node_tag(hostname)], "ip": ["tcp:445"]} for hostname, owner, _ in shares],
     }

@@ -1,9 +1,10 @@
 """CaddyProxy: one Caddy container (caddy-tailscale + caddy-l4) serving every share's route."""
+
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pulumi
 import pulumi_docker as docker
@@ -32,7 +33,7 @@ class CaddyProxy(pulumi.ComponentResource):
     config_json: str
     container: docker.Container
 
-    def __init__(self, name: str, args: CaddyProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: CaddyProxyArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("timemachine:index:CaddyProxy", name, None, opts)
         self.config = assemble(args.route_fragments)
         self.config_json = render(self.config)
@@ -46,17 +47,25 @@ class CaddyProxy(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
         plain_envs = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
-        envs = pulumi.Output.secret(pulumi.Output.all(*plain_envs, *[
-            pulumi.Output.concat(auth_key_env(node), "=", key) for node, key in sorted(args.auth_keys.items())
-        ]))
+        envs: pulumi.Output[list[str]] = pulumi.Output.secret(
+            pulumi.Output.all(
+                *plain_envs,
+                *[pulumi.Output.concat(auth_key_env(node), "=", key) for node, key in sorted(args.auth_keys.items())],
+            )
+        )
         network: dict = {}
         if args.network_mode == "host":
             # As the original design: tsnet picks its UDP ports on the host itself.
             network["network_mode"] = "host"
         else:
-            network["networks_advanced"] = [docker.ContainerNetworksAdvancedArgs(
-                name=args.network_name, ipv4_address=str(proxy_address(args.subnet)))]
-            network["ports"] = [docker.ContainerPortArgs(internal=p, external=p, protocol="udp") for p in sorted(args.node_ports)]
+            network["networks_advanced"] = [
+                docker.ContainerNetworksAdvancedArgs(
+                    name=args.network_name, ipv4_address=str(proxy_address(args.subnet))
+                )
+            ]
+            network["ports"] = [
+                docker.ContainerPortArgs(internal=p, external=p, protocol="udp") for p in sorted(args.node_ports)
+            ]
         self.container = docker.Container(
             f"{name}-caddy",
             name="tm-caddy",

@@ -1,9 +1,9 @@
 """TimeMachineShare: one user's tailnet auth key, Samba container and Caddy route fragment."""
+
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
@@ -30,7 +30,7 @@ class TimeMachineShareArgs:
     samba: SambaConfig
     tailnet: TailnetConfig
     # Bridge mode only: the first tsnet UDP port; None in host mode.
-    first_node_port: Optional[int] = None
+    first_node_port: int | None = None
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -43,7 +43,7 @@ class TimeMachineShare(pulumi.ComponentResource):
     route_fragment: dict
     container: docker.Container
 
-    def __init__(self, name: str, args: TimeMachineShareArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: TimeMachineShareArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("timemachine:index:TimeMachineShare", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         share = args.share
@@ -51,6 +51,7 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.tags = share_tags(args.tailnet.tags, self.hostname)
         self.ip = str(args.ip)
 
+        self.tailnet_key: tailscale.TailnetKey | None = None
         if args.tailnet.auth_keys == "managed":
             self.tailnet_key = tailscale.TailnetKey(
                 f"{name}-key",
@@ -66,7 +67,8 @@ class TimeMachineShare(pulumi.ComponentResource):
             # it secret even where that option is not honoured (mocks, older engines).
             self.auth_key = pulumi.Output.secret(self.tailnet_key.key)
         else:
-            self.tailnet_key = None
+            # The config check guarantees a provided key for every share.
+            assert share.auth_key is not None
             self.auth_key = pulumi.Output.secret(share.auth_key.get_secret_value())
 
         self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model)
@@ -87,7 +89,9 @@ class TimeMachineShare(pulumi.ComponentResource):
             envs=[f"DATA_UID={args.samba.data_uid}"],
             uploads=[docker.ContainerUploadArgs(file=SMB_CONF_PATH, content=self.smb_conf)],
             # A host directory outside anything Pulumi owns: destroy and replacement leave it alone.
-            volumes=[docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)],
+            volumes=[
+                docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)
+            ],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH)],
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD", "smbclient", "--no-pass", "--list=127.0.0.1"],
@@ -105,9 +109,11 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.route_fragment = route_fragment(
             share.name, self.hostname, self.ip, tags=self.tags, control_url=args.tailnet.control_url, port=port
         )
-        self.register_outputs({
-            "hostname": self.hostname,
-            "ip": self.ip,
-            "routeFragment": self.route_fragment,
-            "containerId": self.container.id,
-        })
+        self.register_outputs(
+            {
+                "hostname": self.hostname,
+                "ip": self.ip,
+                "routeFragment": self.route_fragment,
+                "containerId": self.container.id,
+            }
+        )

@@ -1,7 +1,6 @@
 """Renders the smb.conf of one share's smbd-only Samba container."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 # The Samba container creates this account with the configured dataUid; guests become it.
 DATA_USER = "timemachine"
@@ -17,7 +16,7 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-def render_smb_conf(share: str, quota: Optional[int], model: str, time_machine: bool = True) -> str:
+def render_smb_conf(share: str, quota: int | None, model: str, time_machine: bool = True) -> str:
     """One share on a standalone, guest-only, SMB2+ server with the fruit Time Machine options.
 
     `time_machine=False` exists for tests: a negative control that must not advertise FULL_SYNC.

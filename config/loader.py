@@ -1,12 +1,15 @@
 """Reads the stack config once, validates it and raises one error that lists every problem."""
+
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from components.ipplan import IpPlanError, plan_ips
 from config.models import CrossCheckError, StackConfig
@@ -38,7 +41,7 @@ def _path(loc: tuple) -> str:
     return out
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return "unknown key; remove it or fix its spelling (keys are camelCase, e.g. hostnamePrefix)"
@@ -90,10 +93,12 @@ def load(raw: Mapping[str, Any]) -> LoadedStack:
         ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet)
     except IpPlanError as exc:
         index = {share.name: i for i, share in enumerate(config.shares)}
-        raise ConfigError([
-            (f"shares[{index[p.share]}].{p.field}" if p.share in index else "shares") + f": {p.message}"
-            for p in exc.problems
-        ]) from None
+        raise ConfigError(
+            [
+                (f"shares[{index[p.share]}].{p.field}" if p.share in index else "shares") + f": {p.message}"
+                for p in exc.problems
+            ]
+        ) from None
     return LoadedStack(config, ips)
 
 
@@ -107,7 +112,7 @@ def raw_from_pulumi() -> dict[str, Any]:
 
     everything = {**(get_config_env() or {}), **CONFIG.get()}
     prefix = PROJECT + ":"
-    return {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in everything.items() if key.startswith(prefix)}
 
 
 def load_stack_config() -> LoadedStack:

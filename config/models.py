@@ -1,10 +1,11 @@
 """Pydantic models of the stack config: the one place where user input is checked."""
+
 from __future__ import annotations
 
 import ipaddress
 import posixpath
 import re
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,9 +30,7 @@ DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 class ConfigModel(BaseModel):
     # camelCase keys in YAML (Pulumi's convention), snake_case in Python; a typo is an error.
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
 def _parse_quota(value: object) -> object:
@@ -106,8 +105,8 @@ class TailnetConfig(ConfigModel):
     hostname_prefix: str = "tm-"
     tags: list[Tag] = Field(default_factory=lambda: ["tag:timemachine"])
     key_expiry_days: int = Field(default=90, ge=1, le=90)
-    dns_suffix: Optional[str] = None
-    control_url: Optional[str] = None
+    dns_suffix: str | None = None
+    control_url: str | None = None
     auth_keys: Literal["managed", "provided"] = "managed"
 
     @field_validator("hostname_prefix")
@@ -119,7 +118,7 @@ class TailnetConfig(ConfigModel):
 
     @field_validator("dns_suffix")
     @classmethod
-    def _suffix(cls, value: Optional[str]) -> Optional[str]:
+    def _suffix(cls, value: str | None) -> str | None:
         if value is None:
             return None
         value = value.strip(".").lower()
@@ -130,7 +129,7 @@ class TailnetConfig(ConfigModel):
 
     @field_validator("control_url")
     @classmethod
-    def _url(cls, value: Optional[str]) -> Optional[str]:
+    def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
             raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://headscale.example.com)")
         return value.rstrip("/") if value else value
@@ -151,7 +150,9 @@ class ProxyConfig(ConfigModel):
     def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
         bad = sorted(name for name in value if not BUILD_ARG.match(name))
         if bad:
-            raise ValueError(f"{', '.join(map(repr, bad))}: not a Dockerfile ARG name (letters, digits, '_'), e.g. GOPROXY")
+            raise ValueError(
+                f"{', '.join(map(repr, bad))}: not a Dockerfile ARG name (letters, digits, '_'), e.g. GOPROXY"
+            )
         return value
 
 
@@ -164,17 +165,19 @@ class SambaConfig(ConfigModel):
 class ShareConfig(ConfigModel):
     name: str
     owner: str
-    quota: Optional[Quota] = None
-    ip: Optional[ipaddress.IPv4Address] = None
+    quota: Quota | None = None
+    ip: ipaddress.IPv4Address | None = None
     # Only with `authKeys: provided`; set it with `pulumi config set --secret --path 'shares[N].authKey'`.
-    auth_key: Optional[SecretStr] = None
+    auth_key: SecretStr | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not DNS_LABEL.match(value) or len(value) > MAX_DNS_LABEL:
             raise ValueError(
-                f'{value!r} is not a DNS label (lowercase a-z, 0-9, "-"; at most {MAX_DNS_LABEL} characters with the prefix)')
+                f'{value!r} is not a DNS label (lowercase a-z, 0-9, "-"; '
+                f"at most {MAX_DNS_LABEL} characters with the prefix)"
+            )
         return value
 
     @field_validator("owner")
@@ -209,7 +212,7 @@ class StackConfig(ConfigModel):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "StackConfig":
+    def _cross_checks(self) -> StackConfig:
         # Problems found here carry their own paths; collect all, raise once.
         problems: list[tuple[tuple, str]] = []
         prefix = self.tailnet.hostname_prefix
@@ -217,30 +220,63 @@ class StackConfig(ConfigModel):
         for index, share in enumerate(self.shares):
             host = prefix + share.name
             if len(host) > MAX_DNS_LABEL:
-                problems.append((("shares", index, "name"), (
-                    f"{share.name!r} is too long: the node hostname {host!r} has {len(host)} characters, "
-                    f"a DNS label at most {MAX_DNS_LABEL}; shorten the name or tailnet.hostnamePrefix")))
+                problems.append(
+                    (
+                        ("shares", index, "name"),
+                        (
+                            f"{share.name!r} is too long: the node hostname {host!r} has {len(host)} characters, "
+                            f"a DNS label at most {MAX_DNS_LABEL}; shorten the name or tailnet.hostnamePrefix"
+                        ),
+                    )
+                )
             if share.name in seen:
-                problems.append((("shares", index, "name"),
-                                 f"{share.name!r} is already used by shares[{seen[share.name]}]; share names must be unique"))
+                problems.append(
+                    (
+                        ("shares", index, "name"),
+                        f"{share.name!r} is already used by shares[{seen[share.name]}]; share names must be unique",
+                    )
+                )
             seen.setdefault(share.name, index)
             if self.tailnet.auth_keys == "provided" and share.auth_key is None:
-                problems.append((("shares", index, "authKey"), (
-                    "missing: with tailnet.authKeys = provided every share needs its key; run "
-                    f"pulumi config set --secret --path 'shares[{index}].authKey' tskey-…")))
+                problems.append(
+                    (
+                        ("shares", index, "authKey"),
+                        (
+                            "missing: with tailnet.authKeys = provided every share needs its key; run "
+                            f"pulumi config set --secret --path 'shares[{index}].authKey' tskey-…"
+                        ),
+                    )
+                )
             if self.tailnet.auth_keys == "managed" and share.auth_key is not None:
-                problems.append((("shares", index, "authKey"),
-                                 "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided"))
+                problems.append(
+                    (
+                        ("shares", index, "authKey"),
+                        "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided",
+                    )
+                )
         if self.tailnet.auth_keys == "managed" and self.tailnet.control_url:
-            problems.append((("tailnet", "authKeys"), (
-                "managed keys come from the Tailscale API, which a Headscale controlUrl does not serve; "
-                "set authKeys: provided and give each share a key from `headscale preauthkeys create`")))
+            problems.append(
+                (
+                    ("tailnet", "authKeys"),
+                    (
+                        "managed keys come from the Tailscale API, which a Headscale controlUrl does not serve; "
+                        "set authKeys: provided and give each share a key from `headscale preauthkeys create`"
+                    ),
+                )
+            )
         if self.proxy.network_mode == "bridge":
             last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
             if self.proxy.first_node_port < 1024 or last > 65535:
-                problems.append((("proxy", "firstNodePort"), (
-                    f"bridge mode gives node ports {self.proxy.first_node_port}..{last} for subnet "
-                    f"{self.network.subnet}; they must lie in 1024..65535 (lower firstNodePort or use a smaller subnet)")))
+                problems.append(
+                    (
+                        ("proxy", "firstNodePort"),
+                        (
+                            f"bridge mode gives node ports {self.proxy.first_node_port}..{last} for subnet "
+                            f"{self.network.subnet}; they must lie in 1024..65535 "
+                            "(lower firstNodePort or use a smaller subnet)"
+                        ),
+                    )
+                )
         if problems:
             raise CrossCheckError(problems)
         return self

@@ -6,6 +6,7 @@
 # build time only, never copied into this repository).
 #
 #   scripts/pulumi-tools.sh          build what is missing (cached), then print where it is
+#   scripts/pulumi-tools.sh dir      print the cache directory for this script's inputs
 #   scripts/pulumi-tools.sh env      print the shell exports that put the tools in use:
 #                                    eval "$(scripts/pulumi-tools.sh env)"
 #
@@ -45,7 +46,7 @@ installed_normally() {
 cache_key() {
   {
     echo "$PULUMI_VERSION $DOCKER_PROVIDER $TAILSCALE_PROVIDER"
-    declare -f build_cli build_language_host embed_schema build_docker_provider build_tailscale_provider install_plugins
+    declare -f clean build_cli build_language_host embed_schema build_docker_provider build_tailscale_provider install_plugins
     for f in pulumi-language-python-1b594989.tar.gz pulumi-docker-237b7899-provider-patches.tar.gz \
       terraform-provider-docker-5074970c.tar.gz pulumi-tailscale-f4935cef-provider.tar.gz \
       terraform-provider-tailscale-v0.29.2.tar.gz; do
@@ -78,11 +79,14 @@ step() {
 
 LDFLAGS_VERSION="-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION"
 
+# Module cache copies are read-only: make them writable before removing them.
+clean() { for d in "$@"; do if [ -e "$d" ]; then chmod -R u+w "$d" && rm -rf "$d"; fi; done; }
+
 module_dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
 
 # 1. The CLI. pkg's go.mod replaces sdk with ../sdk, so `go install` refuses it: build from copies.
 build_cli() {
-  rm -rf "$DIR/src/pkg" "$DIR/src/sdk"
+  clean "$DIR/src/pkg" "$DIR/src/sdk"
   mkdir -p "$DIR/src" "$DIR/bin"
   cp -r "$(module_dir "github.com/pulumi/pulumi/pkg/v3@$PULUMI_VERSION")" "$DIR/src/pkg"
   cp -r "$(module_dir "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION")" "$DIR/src/sdk"
@@ -95,7 +99,7 @@ build_cli() {
 # 2. The Python language host, inside the sdk copy so its go.mod's replaces land on pkg and sdk.
 build_language_host() {
   local dir="$DIR/src/sdk/python/cmd/pulumi-language-python"
-  rm -rf "$dir"; mkdir -p "$dir"
+  clean "$dir"; mkdir -p "$dir"
   tar -xzf "$VENDOR/pulumi-language-python-1b594989.tar.gz" -C "$dir"
   (cd "$dir" \
     && go mod edit -require "github.com/pulumi/pulumi/pkg/v3@$PULUMI_VERSION" \
@@ -121,7 +125,7 @@ PY
 # 3. The docker provider: pulumi-docker's provider plus its patched terraform upstream.
 build_docker_provider() {
   local src="$DIR/src/pulumi-docker"
-  rm -rf "$src"; mkdir -p "$src/upstream" "$DIR/providers"
+  clean "$src"; mkdir -p "$src/upstream" "$DIR/providers"
   tar -xzf "$VENDOR/pulumi-docker-237b7899-provider-patches.tar.gz" -C "$src"
   tar -xzf "$VENDOR/terraform-provider-docker-5074970c.tar.gz" -C "$src/upstream"
   (cd "$src/upstream" && git init -q && git add -A \
@@ -137,7 +141,7 @@ build_docker_provider() {
 #    pulumi-docker builds with is served and works.
 build_tailscale_provider() {
   local src="$DIR/src/pulumi-tailscale"
-  rm -rf "$src"; mkdir -p "$src/upstream" "$DIR/providers"
+  clean "$src"; mkdir -p "$src/upstream" "$DIR/providers"
   tar -xzf "$VENDOR/pulumi-tailscale-f4935cef-provider.tar.gz" -C "$src"
   tar -xzf "$VENDOR/terraform-provider-tailscale-v0.29.2.tar.gz" -C "$src/upstream"
   embed_schema "$src/provider/cmd/pulumi-resource-tailscale" "$TAILSCALE_PROVIDER"
@@ -181,6 +185,7 @@ if installed_normally; then
 fi
 command -v go >/dev/null || die "no Go toolchain (Go >= 1.26) to build the Pulumi tools with"
 DIR="$CACHE_ROOT/$(cache_key)"
+if [ "${1:-}" = dir ]; then echo "$DIR"; exit 0; fi
 if [ "${1:-}" = env ]; then
   [ -f "$DIR/.done-plugins" ] || die "tools not built yet: run scripts/pulumi-tools.sh first"
   print_env

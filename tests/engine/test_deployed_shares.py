@@ -1,35 +1,26 @@
-"""The stack's Samba containers on a real engine, exercised with real SMB clients (issue: e2e)."""
+"""What `pulumi up` deployed, exercised with real SMB clients: guest I/O, AAPL, quota, isolation,
+smbd killed mid-write, concurrent writers."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import signal
 import threading
 import time
+import uuid
 
 import pytest
 import smbclient
 from smbprotocol.exceptions import SMBException
 
 from components.smbconf import render_smb_conf
-from tests.e2e.conftest import stack_config_for, unique_subnet, wait_healthy, wait_port
-from tests.e2e.materialize import materialize
+from tests.conftest import upload, wait_healthy, wait_port
 from tests.e2e.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
-from tests.pulumi_runner import run_program
+from tests.engine.conftest import DATA_UID, MiB, QUOTAS
 
-MiB = 1024 * 1024
+pytestmark = pytest.mark.engine
 BAND = 8 * MiB
-DATA_UID = 1234
-QUOTAS = {"alice": 2 * 1024**3, "bob": 1024**3, "control": None}
-# The Caddy proxy is exercised by test_caddy_proxy.py; this module runs the shares alone.
-PROXY_RESOURCES = frozenset({"caddy-image", "proxy-caddy", "proxy-data"})
-
-
-def control_without_time_machine(container: str, path: str, content: str) -> str:
-    """Negative control: the 'control' share is rendered with fruit:time machine = no (and says so)."""
-    if container == "tm-control-samba" and path == "/etc/samba/smb.conf":
-        return render_smb_conf("control", None, "TimeCapsule8,119", time_machine=False)
-    return content
 
 
 def sha256(data: bytes) -> str:
@@ -37,23 +28,26 @@ def sha256(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
-    shares = [
-        {"name": "alice", "owner": "alice@example.com", "quota": "2G"},
-        {"name": "bob", "owner": "bob@example.com", "quota": "1G"},
-        {"name": "control", "owner": "carol@example.com"},
-    ]
-    subnet = unique_subnet(docker_client)
-    run = run_program(stack_config_for(storage, subnet, shares))
-    made = materialize(run, docker_client, rewrite_upload=control_without_time_machine, skip=PROXY_RESOURCES)
-    ips = {name: out["ip"] for name, out in run.outputs["shares"].items()}
+def stack(deployed):
+    client = deployed["client"]
+    containers = {name: client.containers.get(f"tm-{name}-samba") for name in deployed["ips"]}
+    # A share rendered with fruit:time machine = no, from the image and on the network `up` made.
+    alice = containers["alice"]
+    used = set(deployed["ips"].values())
+    subnet = ipaddress.IPv4Network(deployed["config"]["network"]["subnet"])
+    control_ip = next(str(ip) for ip in list(subnet.hosts())[1:-1] if str(ip) not in used)
+    control = client.containers.create(
+        alice.image.id, name=f"tm-control-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}"],
+        volumes={str(deployed["storage"] / "control"): {"bind": "/data", "mode": "rw"}},
+        network=deployed["network"], networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=control_ip)},
+    )
     try:
-        for name, container in made.containers.items():
-            wait_port(ips[name.split("-")[1]], 445)
-        yield {"run": run, "made": made, "ips": ips, "storage": storage, "client": docker_client}
+        upload(control, "/etc/samba/smb.conf", render_smb_conf("control", None, "TimeCapsule8,119", time_machine=False))
+        control.start()
+        wait_port(control_ip, 445)
+        yield {**deployed, "containers": containers, "control_ip": control_ip}
     finally:
-        made.remove_all()
+        control.remove(force=True)
 
 
 def test_guest_write_read_checksum_list_and_bytes_on_host(stack):
@@ -80,7 +74,8 @@ def test_time_machine_capability_is_advertised_only_with_the_flag(stack):
         assert reply.volume_caps & AAPL_FULL_SYNC, f"{share}: volume caps {reply.volume_caps:#x} lack FULL_SYNC"
         assert reply.model == "TimeCapsule8,119"
         assert reply.server_caps & 0x4, "UNIX-based server capability expected from fruit"
-    control, _ = aapl_query(stack["ips"]["control"], "control")
+    # Negative control: the deployed image and network, with fruit:time machine = no.
+    control, _ = aapl_query(stack["control_ip"], "control")
     assert not control.volume_caps & AAPL_FULL_SYNC, "the control share must not advertise FULL_SYNC"
     assert control.model == "TimeCapsule8,119"
 
@@ -112,7 +107,7 @@ def test_isolation_between_shares(stack):
         with guest_tree(stack["ips"]["alice"], "bob"):
             pass
     states = []
-    for container in stack["made"].containers.values():
+    for container in stack["containers"].values():
         container.reload()
         assert not container.attrs["HostConfig"].get("PortBindings"), f"{container.name} publishes ports"
         assert all(not bindings for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values())
@@ -121,7 +116,7 @@ def test_isolation_between_shares(stack):
 
 
 def test_smbd_killed_mid_write_comes_back_and_flushed_data_is_intact(stack):
-    container = stack["made"].containers["tm-alice-samba"]
+    container = stack["containers"]["alice"]
     ip = stack["ips"]["alice"]
     wait_healthy(container, timeout=120)
     client = GuestClient(ip)
@@ -201,35 +196,3 @@ def test_four_writers_two_shares_sparsebundle_bands(stack):
     for (share, _), sums in results.items():
         for rel, digest in sums.items():
             assert sha256((stack["storage"] / share / rel).read_bytes()) == digest
-
-
-def test_destroy_leaves_data_and_a_new_deployment_serves_it(docker_client, tmp_path):
-    shares = [{"name": "dora", "owner": "dora@example.com", "quota": "1G"}]
-    config = stack_config_for(tmp_path, unique_subnet(docker_client), shares)
-    run = run_program(config)
-    made = materialize(run, docker_client, skip=PROXY_RESOURCES)
-    ip = run.outputs["shares"]["dora"]["ip"]
-    payload = os.urandom(2 * MiB)
-    try:
-        wait_port(ip, 445)
-        client = GuestClient(ip)
-        try:
-            with smbclient.open_file(client.path("dora", "keep.bin"), mode="wb", **client.kw()) as f:
-                f.write(payload)
-        finally:
-            client.close()
-    finally:
-        made.remove_all()  # containers, network and (even) the retained state volume: as destroy at worst
-    assert sha256((tmp_path / "dora" / "keep.bin").read_bytes()) == sha256(payload)
-    # A fresh deployment of the same config (a replacement) serves the same bytes.
-    made = materialize(run_program(config), docker_client, skip=PROXY_RESOURCES)
-    try:
-        wait_port(ip, 445)
-        client = GuestClient(ip)
-        try:
-            with smbclient.open_file(client.path("dora", "keep.bin"), mode="rb", **client.kw()) as f:
-                assert sha256(f.read()) == sha256(payload)
-        finally:
-            client.close()
-    finally:
-        made.remove_all()

@@ -1,11 +1,14 @@
 """Real Docker engine fixtures: the engine, the test stack materialised from the real program."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import time
+import tarfile
 import uuid
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -99,3 +102,14 @@ def stack_config_for(storage_root, subnet, shares, **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+def upload(container, path: str, content: str, mode: int = 0o644) -> None:
+    """Put one file into a (created, not yet started) container, as the provider's `uploads` do."""
+    data = content.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(PurePosixPath(path).name)
+        info.size, info.mode = len(data), mode
+        tar.addfile(info, io.BytesIO(data))
+    container.put_archive(str(PurePosixPath(path).parent), buffer.getvalue())

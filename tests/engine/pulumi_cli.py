@@ -1,0 +1,168 @@
+"""Drives the real `pulumi` CLI as a user does: a project folder, a file backend, one stack.
+
+Each stack gets a temporary project folder whose entries link to this repository's program
+(`Pulumi.yaml`, `__main__.py`, `components/`, `config/`, `images/`, `.venv`), so the stack's own
+`Pulumi.<stack>.yaml` (and the passphrase provider's salt in it) never lands in the repository.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.pulumi_runner import PROJECT, ROOT
+
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "components", "config", "images", ".venv", "requirements.txt")
+PASSPHRASE = "engine-tests-only"
+
+
+def tools_env() -> dict[str, str]:
+    """The exports of `scripts/pulumi-tools.sh env`, applied to this process's environment."""
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-tools.sh"), "env"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip() or "scripts/pulumi-tools.sh env failed")
+    shell = f"{done.stdout}\nenv -0"
+    dump = subprocess.run(["bash", "-c", shell], capture_output=True, check=True).stdout
+    return dict(item.split("=", 1) for item in dump.decode().split("\0") if "=" in item)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class PulumiError(AssertionError):
+    pass
+
+
+class Stack:
+    def __init__(self, workdir: Path, name: str, env: dict[str, str], docker_host: str):
+        self.name = name
+        self.project = workdir / "project"
+        self.project.mkdir(parents=True)
+        for entry in PROGRAM_FILES:
+            (self.project / entry).symlink_to(ROOT / entry)
+        state = workdir / "state"
+        state.mkdir()
+        self.env = {
+            **env,
+            "PULUMI_BACKEND_URL": f"file://{state}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "DOCKER_HOST": docker_host,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "NO_COLOR": "1",
+        }
+        self.config_file = self.project / f"Pulumi.{name}.yaml"
+
+    def run(self, *args: str, check: bool = True, timeout: float = 3600) -> Result:
+        done = subprocess.run(
+            ["pulumi", *args, "--non-interactive"], cwd=self.project, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        result = Result(done.returncode, done.stdout, done.stderr)
+        if check and done.returncode != 0:
+            raise PulumiError(f"pulumi {' '.join(args)} exited {done.returncode}:\n{result.output[-6000:]}")
+        return result
+
+    def init(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> "Stack":
+        """`pulumi stack init`, then the config as a user writes it: plain values in the stack
+        file, secrets through `pulumi config set --secret` (with --path for nested ones)."""
+        self.run("stack", "init", self.name)
+        self.write_config(config)
+        for path, value in (secrets or {}).items():
+            self.run("config", "set", "--secret", "--path", path, value, "--stack", self.name)
+        return self
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the plain config, keeping the secrets and the salt already in the stack file."""
+        current = yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else None
+        current = current or {}
+        keep = {k: v for k, v in (current.get("config") or {}).items() if _has_secret(v)}
+        values = {(k if ":" in k else f"{PROJECT}:{k}"): v for k, v in config.items()}
+        for key, secret in keep.items():
+            values[key] = _merge_secret(values.get(key), secret)
+        current["config"] = values
+        self.config_file.write_text(yaml.safe_dump(current, sort_keys=True))
+
+    def stack_args(self) -> tuple[str, str]:
+        return ("--stack", self.name)
+
+    def preview_json(self, *extra: str, check: bool = True) -> Result:
+        return self.run("preview", "--json", *self.stack_args(), *extra, check=check)
+
+    def up(self, *extra: str, check: bool = True) -> Result:
+        return self.run("up", "--yes", "--skip-preview", *self.stack_args(), *extra, check=check)
+
+    def outputs(self, show_secrets: bool = False) -> dict:
+        args = ["stack", "output", "--json", *self.stack_args()]
+        if show_secrets:
+            args.append("--show-secrets")
+        return self.run(*args).json()
+
+    def export(self, show_secrets: bool = False) -> str:
+        args = ["stack", "export", *self.stack_args()]
+        if show_secrets:
+            args.append("--show-secrets")
+        return self.run(*args).stdout
+
+    def resources(self) -> list[dict]:
+        return json.loads(self.export())["deployment"].get("resources") or []
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "secure" in value or any(_has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+def _merge_secret(plain: Any, secret: Any) -> Any:
+    """Put the `secure:` leaves of the old value back into the new plain value (same paths)."""
+    if isinstance(secret, dict) and "secure" in secret:
+        return secret
+    if isinstance(secret, dict) and isinstance(plain, dict):
+        return {**plain, **{k: _merge_secret(plain.get(k), v) for k, v in secret.items() if _has_secret(v)}}
+    if isinstance(secret, list) and isinstance(plain, list):
+        return [_merge_secret(p, s) if i < len(secret) and _has_secret(s) else p
+                for i, (p, s) in enumerate(zip(plain, secret + [None] * len(plain)))]
+    return plain
+
+
+def step_type(urn: str) -> str:
+    """`urn:pulumi:stack::project::parent$type::name` → type."""
+    return urn.split("::")[2].split("$")[-1]
+
+
+def step_name(urn: str) -> str:
+    return urn.split("::")[-1]
+
+
+def plan(preview: dict) -> dict[str, str]:
+    """Resource name → planned operation, from `pulumi preview --json`."""
+    return {step_name(step["urn"]): step["op"] for step in preview.get("steps", [])}
+
+
+def tools_or_reason() -> tuple[dict[str, str] | None, str]:
+    try:
+        return tools_env(), ""
+    except (RuntimeError, subprocess.CalledProcessError, FileNotFoundError) as exc:
+        return None, str(exc)
+
+
+def ci() -> bool:
+    return bool(os.environ.get("CI"))

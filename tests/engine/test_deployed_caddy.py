@@ -1,0 +1,155 @@
+"""The Caddy that `pulumi up` built and started (caddy-l4 + caddy-tailscale): its container, its
+config as Caddy itself judges it, and SMB through its layer4 routes."""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import uuid
+
+import pytest
+import smbclient
+import yaml
+from smbprotocol.exceptions import SMBException
+
+from components.caddy_config import CADDY_CONFIG_PATH
+from components.ipplan import node_port, proxy_address
+from tests.caddy_rewrite import without_tailnet
+from tests.conftest import free_port, upload, wait_port
+from tests.e2e.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
+from tests.engine.conftest import FIRST_NODE_PORT, MiB, SHARES
+from tests.pulumi_runner import ROOT, run_program
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def caddy(deployed):
+    container = deployed["client"].containers.get("tm-caddy")
+    bits, _ = container.get_archive(CADDY_CONFIG_PATH)
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+        member = tar.getmembers()[0]
+        config_text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+    return {**deployed, "container": container, "image": container.image.id, "config_text": config_text}
+
+
+def validate(client, image: str, config_text: str) -> tuple[int, str]:
+    """`caddy validate` inside the deployed image on a config uploaded as the stack uploads it."""
+    container = client.containers.create(image, command=["caddy", "validate", "--config", CADDY_CONFIG_PATH],
+                                         network_mode="none")
+    try:
+        upload(container, CADDY_CONFIG_PATH, config_text)
+        container.start()
+        status = container.wait(timeout=120)["StatusCode"]
+        return status, container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_env(caddy):
+    container = caddy["container"]
+    container.reload()
+    assert container.status == "running" and container.attrs["RestartCount"] == 0, container.logs(tail=40).decode()
+    modules = container.exec_run(["caddy", "list-modules"]).output.decode()
+    assert "layer4" in modules and "tailscale" in modules, modules
+    subnet = ipaddress.IPv4Network(caddy["config"]["network"]["subnet"])
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    assert networks[caddy["network"]]["IPAMConfig"]["IPv4Address"] == str(proxy_address(subnet))
+    published = {int(p.split("/")[0]) for p, b in container.attrs["NetworkSettings"]["Ports"].items() if p.endswith("/udp") and b}
+    assert published == {node_port(ipaddress.IPv4Address(ip), subnet, FIRST_NODE_PORT) for ip in caddy["ips"].values()}
+    assert not any(p.endswith("/tcp") for p in container.attrs["NetworkSettings"]["Ports"])
+    env = container.attrs["Config"]["Env"]
+    for share, key in caddy["keys"].items():
+        assert f"TS_AUTHKEY_TM_{share.upper()}={key}" in env
+        assert key not in caddy["config_text"]
+    assert "TS_NO_LOGS_NO_SUPPORT=true" in env, "a self-hosted tailnet's nodes must not upload logs"
+    # Every node is configured from the placeholder and state dir the program rendered.
+    nodes = json.loads(caddy["config_text"])["apps"]["tailscale"]["nodes"]
+    assert sorted(nodes) == [f"tm-{s['name']}" for s in SHARES]
+    assert all(n["auth_key"].startswith("{env.TS_AUTHKEY_") for n in nodes.values())
+
+
+DEV = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+THREE = {"storageRoot": "/srv/tm", "shares": SHARES, "tailnet": {"dnsSuffix": "x.ts.net"}}
+CASES = {
+    "dev-host": DEV,
+    "dev-bridge": {**DEV, "tailscale-timemachine:proxy": {"networkMode": "bridge"}},
+    "three-host": THREE,
+    "three-bridge": {**THREE, "proxy": {"networkMode": "bridge", "firstNodePort": 42000}},
+    "three-headscale": {**THREE, "tailnet": {"authKeys": "provided", "controlUrl": "https://hs.example.com"},
+                        "shares": [{**s, "authKey": f"tskey-{s['name']}"} for s in SHARES]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_caddy_validate_accepts_generated_config(caddy, case):
+    text = run_program(CASES[case]).named("proxy-caddy").inputs["uploads"][0]["content"]
+    status, logs = validate(caddy["client"], caddy["image"], text)
+    assert status == 0 and "Valid configuration" in logs, logs
+
+
+def test_caddy_validate_rejects_a_broken_fragment(caddy):
+    config = json.loads(caddy["config_text"])
+    route = config["apps"]["layer4"]["servers"]["bob"]["routes"][0]["handle"][0]
+    route["upstreams"] = [{"dail": ["172.24.0.20:445"]}]  # misspelt field
+    status, logs = validate(caddy["client"], caddy["image"], json.dumps(config))
+    assert status != 0 and "dail" in logs, logs
+
+
+@pytest.fixture(scope="module")
+def through_caddy(caddy):
+    """The deployed config in a second Caddy from the deployed image, with each tailscale/<node>:445
+    listener replaced by a loopback port (no control server here): routes, handlers and upstreams
+    are exactly what `pulumi up` uploaded."""
+    ports = {f"tm-{s['name']}": free_port() for s in SHARES}
+    text = without_tailnet(caddy["config_text"], {node: f"127.0.0.1:{port}" for node, port in ports.items()})
+    client = caddy["client"]
+    side = client.containers.create(caddy["image"], name=f"tm-caddy-side-{uuid.uuid4().hex[:6]}", network_mode="host")
+    try:
+        upload(side, CADDY_CONFIG_PATH, text)
+        side.start()
+        for port in ports.values():
+            wait_port("127.0.0.1", port)
+        yield {**caddy, "ports": ports}
+    finally:
+        side.remove(force=True)
+
+
+def test_guest_session_aapl_and_checksums_through_caddy(through_caddy):
+    for share in ("alice", "bob"):
+        port = through_caddy["ports"][f"tm-{share}"]
+        reply, guest = aapl_query("127.0.0.1", share, port)
+        assert guest and reply.volume_caps & AAPL_FULL_SYNC and reply.model == "TimeCapsule8,119"
+        client = GuestClient("127.0.0.1", port)
+        payload = os.urandom(4 * MiB + 3)
+        try:
+            with smbclient.open_file(client.path(share, "via-caddy.bin"), mode="wb", **client.kw()) as f:
+                f.write(payload)
+            with smbclient.open_file(client.path(share, "via-caddy.bin"), mode="rb", **client.kw()) as f:
+                assert hashlib.sha256(f.read()).digest() == hashlib.sha256(payload).digest()
+        finally:
+            client.close()
+        assert (through_caddy["storage"] / share / "via-caddy.bin").read_bytes() == payload
+
+
+def test_each_listener_reaches_only_its_own_share(through_caddy):
+    ports = through_caddy["ports"]
+    for share in ("alice", "bob", "carol"):
+        for other in ("alice", "bob", "carol"):
+            if other == share:
+                continue
+            with pytest.raises(SMBException):
+                with guest_tree("127.0.0.1", other, ports[f"tm-{share}"]):
+                    pass
+    client = GuestClient("127.0.0.1", ports["tm-carol"])
+    try:
+        with smbclient.open_file(client.path("carol", "mine.txt"), mode="w", **client.kw()) as f:
+            f.write("carol")
+    finally:
+        client.close()
+    assert (through_caddy["storage"] / "carol" / "mine.txt").read_text() == "carol"
+    assert not (through_caddy["storage"] / "alice" / "mine.txt").exists()

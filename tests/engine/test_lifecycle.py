@@ -1,0 +1,153 @@
+"""The deployed stack through a maintainer's life with it: no-op re-runs, adding and removing a
+user, a bad config, secrets in the state, destroy. Runs after the read-only checks (file order)
+and ends the session stack."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+
+import pytest
+import smbclient
+
+from tests.conftest import wait_port
+from tests.e2e.smb import GuestClient
+from tests.engine.conftest import fake_key
+from tests.engine.pulumi_cli import plan
+
+pytestmark = pytest.mark.engine
+SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state")
+
+
+def write(ip: str, share: str, name: str, data: bytes) -> None:
+    client = GuestClient(ip)
+    try:
+        with smbclient.open_file(client.path(share, name), mode="wb", **client.kw()) as f:
+            f.write(data)
+    finally:
+        client.close()
+
+
+def read(ip: str, share: str, name: str) -> bytes:
+    client = GuestClient(ip)
+    try:
+        with smbclient.open_file(client.path(share, name), mode="rb", **client.kw()) as f:
+            return f.read()
+    finally:
+        client.close()
+
+
+def test_second_preview_and_refresh_change_nothing(deployed):
+    stack = deployed["stack"]
+    stack.run("preview", "--expect-no-changes", *stack.stack_args())
+    stack.run("refresh", "--yes", "--expect-no-changes", *stack.stack_args())
+    stack.run("preview", "--expect-no-changes", *stack.stack_args())
+
+
+def with_dave(deployed) -> dict:
+    config = copy.deepcopy(deployed["config"])
+    config["shares"].append({"name": "dave", "owner": "dave@example.com", "quota": "1G"})
+    return config
+
+
+def test_adding_a_share_touches_no_other_share(deployed):
+    stack, client = deployed["stack"], deployed["client"]
+    caddy_before = client.containers.get("tm-caddy").id
+    others_before = {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]}
+    stack.write_config(with_dave(deployed))
+    stack.run("config", "set", "--secret", "--path", "shares[3].authKey", fake_key("dave"), *stack.stack_args())
+
+    steps = plan(stack.preview_json().json())
+    for resource in SHARE_RESOURCES:
+        assert steps.get(resource.format("dave")) == "create", steps
+    for name in deployed["ips"]:
+        for resource in SHARE_RESOURCES:
+            assert steps.get(resource.format(name), "same") == "same", (resource.format(name), steps)
+    assert steps.get("network", "same") == "same" and steps.get("samba-image", "same") == "same"
+    # The docker provider forces a new container when `uploads` or `envs` change: the new config
+    # and key reach Caddy by replacing its container (README: "Adding a user").
+    assert steps["proxy-caddy"] == "replace", steps
+    assert steps.get("proxy-data", "same") == "same", "the tsnet state volume must stay"
+
+    stack.up()
+    ip = stack.outputs()["shares"]["dave"]["ip"]
+    wait_port(ip, 445)
+    payload = os.urandom(1024 * 1024)
+    write(ip, "dave", "dave.bin", payload)
+    assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == payload
+    assert {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]} == others_before
+    assert client.containers.get("tm-caddy").id != caddy_before
+    stack.run("preview", "--expect-no-changes", *stack.stack_args())
+
+
+def test_removing_a_share_deletes_its_container_and_keeps_its_data(deployed):
+    stack, client = deployed["stack"], deployed["client"]
+    on_disk = (deployed["storage"] / "dave" / "dave.bin").read_bytes()
+    stack.write_config(deployed["config"])  # the three original shares; dave's key goes with his entry
+    steps = plan(stack.preview_json().json())
+    assert steps.get("dave-samba") == "delete" and steps.get("dave") == "delete", steps
+    stack.up()
+    assert not client.containers.list(all=True, filters={"name": "^/tm-dave-samba$"})
+    assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == on_disk
+    assert client.volumes.get("tm-dave-samba-state"), "the Samba state volume is retained on delete"
+    stack.run("preview", "--expect-no-changes", *stack.stack_args())
+
+
+def test_bad_config_stops_preview_and_up_with_the_config_error_and_no_traceback(deployed):
+    stack = deployed["stack"]
+    before = stack.resources()
+    bad = copy.deepcopy(deployed["config"])
+    bad["shares"][1]["name"] = "Bob!"
+    bad["network"]["subnet"] = "172.24.0.1/24"
+    stack.write_config(bad)
+    try:
+        for command in (["preview"], ["up", "--yes"]):
+            result = stack.run(*command, *stack.stack_args(), check=False)
+            assert result.code != 0, result.output
+            assert "invalid stack config (2 problems)" in result.output, result.output
+            assert "shares[1].name: 'Bob!' is not a DNS label" in result.output, result.output
+            assert "network.subnet: '172.24.0.1/24' has host bits set; write the network address, 172.24.0.0/24" in result.output
+            assert "Traceback" not in result.output, result.output
+    finally:
+        stack.write_config(deployed["config"])
+    assert stack.resources() == before
+    stack.run("preview", "--expect-no-changes", *stack.stack_args())
+
+
+def test_state_holds_auth_keys_only_encrypted(deployed):
+    stack = deployed["stack"]
+    plain_state = stack.export()
+    shown = stack.export(show_secrets=True)
+    for key in deployed["keys"].values():
+        assert key not in plain_state
+        assert key in shown, "the key should be in the state, encrypted"
+    caddy = next(r for r in json.loads(plain_state)["deployment"]["resources"] if r["urn"].endswith("::proxy-caddy"))
+    assert "ciphertext" in json.dumps(caddy["inputs"]["envs"]), "envs must be stored as a secret"
+    assert "TS_AUTHKEY" not in json.dumps(stack.outputs(show_secrets=True)), "no key belongs in the outputs"
+
+
+def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed):
+    stack, client, storage = deployed["stack"], deployed["client"], deployed["storage"]
+    alice = deployed["ips"]["alice"]
+    payload = os.urandom(2 * 1024 * 1024)
+    write(alice, "alice", "keep.bin", payload)
+    states = {v.name for v in client.volumes.list(filters={"label": "timemachine.share"})}
+
+    refused = stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
+    assert refused.code != 0
+    assert "proxy-data" in refused.output and "protected" in refused.output, refused.output
+    urn = next(r["urn"] for r in stack.resources() if r["urn"].endswith("::proxy-data"))
+    stack.run("state", "unprotect", urn, "--yes", *stack.stack_args())
+    stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args())
+
+    assert not client.containers.list(all=True, filters={"label": "timemachine.role"})
+    assert not client.networks.list(names=[deployed["network"]])
+    assert hashlib.sha256((storage / "alice" / "keep.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
+    assert client.volumes.get("tm-caddy-data"), "the tsnet state volume is retained"
+    assert states <= {v.name for v in client.volumes.list()}, "Samba state volumes are retained"
+
+    # A new deployment of the same config serves the same bytes.
+    stack.up()
+    wait_port(alice, 445)
+    assert read(alice, "alice", "keep.bin") == payload
