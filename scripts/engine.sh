@@ -18,6 +18,9 @@ SUITE=${TM_BASE_SUITE:-bookworm}
 
 log() { printf 'engine: %s\n' "$*" >&2; }
 
+# The machine's Go toolchain, wherever PATH left it out.
+if [ -d /usr/local/go/bin ]; then PATH="$PATH:/usr/local/go/bin"; fi
+
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start() {

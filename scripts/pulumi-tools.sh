@@ -150,7 +150,7 @@ build_tailscale_provider() {
          -require=github.com/pulumi/pulumi-terraform-bridge/v3@v3.137.0 \
          -require=github.com/pulumi/pulumi/pkg/v3@v3.256.0 \
          -require=github.com/pulumi/pulumi/sdk/v3@v3.256.0 \
-         -require=github.com/pulumi/pulumi-java/pkg@v1.34.0 \
+         -require=github.com/pulumi/pulumi-java@v1.34.0 \
          -require=github.com/pulumi/pulumi-yaml@v1.38.1 \
          -require=github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3@v3.110.0 \
     && go mod tidy \

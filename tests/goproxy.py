@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import subprocess
 import tarfile
 import threading
 import zipfile
@@ -29,8 +32,6 @@ PORT = 38765
 
 
 def vendor_dir() -> Path:
-    import os
-
     return Path(os.environ.get("TM_VENDOR_DIR", VENDOR))
 
 
@@ -55,9 +56,8 @@ def write_module_tree(root: Path) -> None:
 
 def machine_goproxy() -> str:
     """The module proxy this machine's Go uses (the builder image's Go is a copy of it)."""
-    import subprocess
-
-    return subprocess.run(["go", "env", "GOPROXY"], capture_output=True, text=True, check=True).stdout.strip()
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    return subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 class _Quiet(SimpleHTTPRequestHandler):
