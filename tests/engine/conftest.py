@@ -5,6 +5,7 @@ made, and test_lifecycle.py (last in file order) changes and finally destroys it
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -51,7 +52,9 @@ def goproxy(docker_client, tmp_path_factory):
     """caddy-tailscale for the Caddy build, served on the private engine's bridge gateway."""
     # The Caddy Dockerfile's builder base, made from this machine's Go where no registry serves it.
     subprocess.run(["bash", str(ENGINE), "golang"], check=True, capture_output=True)
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    ipam = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # The default bridge's gateway is its subnet's first host unless the engine says otherwise.
+    gateway = ipam.get("Gateway") or str(next(ipaddress.IPv4Network(ipam["Subnet"]).hosts()))
     proxy = GoProxy(tmp_path_factory.mktemp("goproxy"), gateway)
     yield proxy
     proxy.close()

@@ -47,7 +47,7 @@ def validate(client, image: str, config_text: str) -> tuple[int, str]:
         status = container.wait(timeout=120)["StatusCode"]
         return status, container.logs().decode()
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_env(caddy):
@@ -116,7 +116,7 @@ def through_caddy(caddy):
             wait_port("127.0.0.1", port)
         yield {**caddy, "ports": ports}
     finally:
-        side.remove(force=True)
+        side.remove(force=True, v=True)
 
 
 def test_guest_session_aapl_and_checksums_through_caddy(through_caddy):

@@ -47,7 +47,7 @@ def stack(deployed):
         wait_port(control_ip, 445)
         yield {**deployed, "containers": containers, "control_ip": control_ip}
     finally:
-        control.remove(force=True)
+        control.remove(force=True, v=True)
 
 
 def test_guest_write_read_checksum_list_and_bytes_on_host(stack):
