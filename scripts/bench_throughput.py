@@ -2,8 +2,9 @@
 """SMB throughput of Time Machine-like traffic (8 MiB band files) against the local disk, and through
 the Caddy layer4 proxy against straight to Samba, measured side by side in one run.
 
-It sets up what it needs with the tests' own helpers (private engine, images, the program's
-containers materialised from a mock-monitored run) and removes it afterwards. Clients: Samba's
+It deploys a one-share stack with the real engine (`pulumi up`, the tests' own helpers; needs
+scripts/setup.sh) and destroys it afterwards; the proxy path is the deployed Caddy config in a
+second Caddy from the deployed image whose tailnet listener is a loopback port. Clients: Samba's
 `smbclient` (C) so the client's CPU cost stays small next to the path measured. Each round writes
 and reads `--size-mib` through each path, alternating direct and proxy; the disk baseline writes
 the same files with fsync and reads them back. Before every read, the files' pages are dropped
@@ -25,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.caddy_rewrite import without_tailnet  # noqa: E402
-from tests.e2e.caddy_image import build_caddy_image  # noqa: E402
-from tests.e2e.conftest import docker_client_for, free_port, stack_config_for, unique_subnet, wait_port  # noqa: E402
-from tests.e2e.materialize import materialize  # noqa: E402
-from tests.pulumi_runner import run_program  # noqa: E402
+from tests.conftest import docker_client_for, free_port, unique_subnet, wait_port  # noqa: E402
+from tests.engine.deploy import (  # noqa: E402
+    caddy_config_of, deploy, new_stack, side_caddy, stack_config, start_goproxy, teardown,
+)
+from tests.engine.pulumi_cli import tools_env  # noqa: E402
 
 BAND = 8 * 1024 * 1024
 
@@ -112,39 +113,38 @@ def main() -> None:
     src.mkdir()
     for i in range(bands):
         (src / f"{i:x}").write_bytes(os.urandom(BAND))
-    tag, modules, refused = build_caddy_image(client)
-    if refused:
-        print(f"note: Caddy built with {modules} only (module proxy refused {sorted(refused)}); "
-              "the tailscale listener is replaced by loopback TCP")
     port = free_port()
-    config = stack_config_for(work / "storage", unique_subnet(client),
-                              [{"name": "bench", "owner": "bench@example.com"}], proxy={"image": tag})
-    run = run_program(config)
-    made = materialize(run, client, rewrite_upload=lambda c, p, text: without_tailnet(
-        text, {"tm-bench": f"127.0.0.1:{port}"}) if c == "tm-caddy" else text)
-    ip = run.outputs["shares"]["bench"]["ip"]
-    rows = {"disk": [], "direct": [], "proxy": []}
-    cpu = {"direct": {}, "proxy": {}}
-    containers = list(made.containers.values())
+    goproxy = start_goproxy(client, work / "goproxy")
+    stack = new_stack(work / "stack", "bench", tools_env())
+    config = stack_config(work / "storage", f"tm-bench-{os.getpid()}", unique_subnet(client), goproxy.build_args(),
+                          [{"name": "bench", "owner": "bench@example.com"}])
+    rows: dict[str, list] = {"disk": [], "direct": [], "proxy": []}
+    cpu: dict[str, dict] = {"direct": {}, "proxy": {}}
     try:
-        wait_port(ip, 445)
-        wait_port("127.0.0.1", port)
-        for r in range(args.rounds):
-            order = [("direct", ip, 445), ("proxy", "127.0.0.1", port)]
-            if r % 2:
-                order.reverse()
-            rows["disk"].append(disk_round(src, work / f"disk{r}"))
-            for label, host, p in order:
-                before = cpu_seconds(containers)
-                rows[label].append(smb_round(host, p, "bench", src, work / f"back-{label}{r}", f"{label}{r}",
-                                             work / "storage" / "bench"))
-                after = cpu_seconds(containers)
-                for key in after:
-                    cpu[label][key] = cpu[label].get(key, 0.0) + after[key] - before[key]
-            print(f"round {r + 1}: " + "  ".join(
-                f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s" for k, v in rows.items()))
+        deploy(stack, config)
+        ip = stack.outputs()["shares"]["bench"]["ip"]
+        caddy = client.containers.get("tm-caddy")
+        with side_caddy(client, caddy.image.id, caddy_config_of(caddy), {"tm-bench": port}):
+            side = [c for c in client.containers.list() if c.name.startswith("tm-caddy-side-")]
+            containers = [client.containers.get("tm-bench-samba"), *side]
+            wait_port(ip, 445)
+            for r in range(args.rounds):
+                order = [("direct", ip, 445), ("proxy", "127.0.0.1", port)]
+                if r % 2:
+                    order.reverse()
+                rows["disk"].append(disk_round(src, work / f"disk{r}"))
+                for label, host, p in order:
+                    before = cpu_seconds(containers)
+                    rows[label].append(smb_round(host, p, "bench", src, work / f"back-{label}{r}", f"{label}{r}",
+                                                 work / "storage" / "bench"))
+                    after = cpu_seconds(containers)
+                    for key in after:
+                        cpu[label][key] = cpu[label].get(key, 0.0) + after[key] - before[key]
+                print(f"round {r + 1}: " + "  ".join(
+                    f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s" for k, v in rows.items()))
     finally:
-        made.remove_all()
+        teardown(stack, client, work / "storage")
+        goproxy.close()
         shutil.rmtree(work, ignore_errors=True)
 
     def rate(label: str, index: int) -> float:

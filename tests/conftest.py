@@ -1,4 +1,4 @@
-"""Real Docker engine fixtures: the engine, the test stack materialised from the real program."""
+"""Real Docker engine fixtures shared by the tiers that use the private engine."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,6 @@ import socket
 import subprocess
 import time
 import tarfile
-import uuid
 from pathlib import PurePosixPath
 
 import pytest
@@ -90,18 +89,6 @@ def unique_subnet(client) -> str:
         if subnet not in used and f"172.31.{third}." not in routes:
             return subnet
     raise RuntimeError("no free test subnet")
-
-
-def stack_config_for(storage_root, subnet, shares, **overrides) -> dict:
-    config = {
-        "storageRoot": str(storage_root),
-        "network": {"name": f"tm-e2e-{uuid.uuid4().hex[:8]}", "subnet": subnet},
-        "samba": {"model": "TimeCapsule8,119", "dataUid": 1234},
-        "tailnet": {"dnsSuffix": "e2e.ts.net"},
-        "shares": shares,
-    }
-    config.update(overrides)
-    return config
 
 
 def upload(container, path: str, content: str, mode: int = 0o644) -> None:

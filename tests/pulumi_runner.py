@@ -1,7 +1,7 @@
 """Runs the real __main__.py under Pulumi's mock monitor and records what it declares.
 
-Shared by the program tests (assertions on the graph) and the e2e harness (which materialises the
-recorded Docker resources on a real engine).
+Used by the program tests (assertions on the graph), the engine tier's `caddy validate` checks
+and the program benchmark.
 """
 from __future__ import annotations
 

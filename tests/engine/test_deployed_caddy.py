@@ -6,7 +6,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import uuid
 
 import pytest
 import smbclient
@@ -15,10 +14,10 @@ from smbprotocol.exceptions import SMBException
 
 from components.caddy_config import CADDY_CONFIG_PATH
 from components.ipplan import node_port, proxy_address
-from tests.caddy_rewrite import without_tailnet
-from tests.conftest import free_port, upload, wait_port
-from tests.e2e.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
+from tests.conftest import free_port, upload
+from tests.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
 from tests.engine.conftest import FIRST_NODE_PORT, MiB, SHARES
+from tests.engine.deploy import caddy_config_of, side_caddy
 from tests.pulumi_runner import ROOT, run_program
 
 pytestmark = pytest.mark.engine
@@ -27,14 +26,7 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def caddy(deployed):
     container = deployed["client"].containers.get("tm-caddy")
-    bits, _ = container.get_archive(CADDY_CONFIG_PATH)
-    import io
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
-        member = tar.getmembers()[0]
-        config_text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
-    return {**deployed, "container": container, "image": container.image.id, "config_text": config_text}
+    return {**deployed, "container": container, "image": container.image.id, "config_text": caddy_config_of(container)}
 
 
 def validate(client, image: str, config_text: str) -> tuple[int, str]:
@@ -106,17 +98,8 @@ def through_caddy(caddy):
     listener replaced by a loopback port (no control server here): routes, handlers and upstreams
     are exactly what `pulumi up` uploaded."""
     ports = {f"tm-{s['name']}": free_port() for s in SHARES}
-    text = without_tailnet(caddy["config_text"], {node: f"127.0.0.1:{port}" for node, port in ports.items()})
-    client = caddy["client"]
-    side = client.containers.create(caddy["image"], name=f"tm-caddy-side-{uuid.uuid4().hex[:6]}", network_mode="host")
-    try:
-        upload(side, CADDY_CONFIG_PATH, text)
-        side.start()
-        for port in ports.values():
-            wait_port("127.0.0.1", port)
+    with side_caddy(caddy["client"], caddy["image"], caddy["config_text"], ports):
         yield {**caddy, "ports": ports}
-    finally:
-        side.remove(force=True, v=True)
 
 
 def test_guest_session_aapl_and_checksums_through_caddy(through_caddy):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.engine.conftest import new_stack
+from tests.engine.deploy import new_stack
 from tests.engine.pulumi_cli import step_type
 from tests.pulumi_runner import ROOT
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_preview_of_the_dev_stack_plans_its_resources(pulumi_env, docker_client, tmp_path_factory):
-    stack = new_stack(tmp_path_factory, "dev", pulumi_env)
+    stack = new_stack(tmp_path_factory.mktemp("dev"), "dev", pulumi_env)
     shutil.copy(ROOT / "Pulumi.dev.yaml", stack.config_file)
     stack.run("stack", "init", "dev")
     # The tailscale provider wants a credential even to preview; nothing is called with it.
