@@ -9,7 +9,7 @@ from components.gc_tuning import tune_gc
 from components.images import local_image
 from components.ipplan import gateway
 from components.labels import network_labels
-from components.policy import render_policy
+from components.policy import SharePolicy, render_policy
 from components.proxy import CaddyProxy, CaddyProxyArgs
 from components.share import TimeMachineShare, TimeMachineShareArgs
 from components.smbconf import format_size
@@ -101,7 +101,12 @@ pulumi.export(
 pulumi.export(
     "tailnetPolicy",
     json.dumps(
-        render_policy((s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares, strict=True)),
+        render_policy(
+            (SharePolicy(s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares, strict=True)),
+            tag_owners=config.tailnet.effective_tag_owners,
+            base_tags=config.tailnet.tags,
+            self_hosted=config.tailnet.control_url is not None,
+        ),
         indent=2,
         sort_keys=True,
     ),

@@ -20,6 +20,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+# A tailnet identity: a login (alice@example.com; Headscale names users alice@), a group, an
+# autogroup, or a tag.
+LOGIN = re.compile(r"[^@\s:]+@[^@\s]*")
+OWNER = re.compile(r"[^@\s:]+@[^@\s]*|(group|autogroup):[\w.-]+|tag:[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+DEFAULT_TAG_OWNERS = ("autogroup:admin",)
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_DNS_LABEL = 63
 QUOTA_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -108,6 +113,8 @@ class TailnetConfig(ConfigModel):
     dns_suffix: str | None = None
     control_url: str | None = None
     auth_keys: Literal["managed", "provided"] = "managed"
+    # Who may apply the tags; None: the default for Tailscale, a required choice for Headscale.
+    tag_owners: list[str] | None = None
 
     @field_validator("hostname_prefix")
     @classmethod
@@ -115,6 +122,25 @@ class TailnetConfig(ConfigModel):
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*|", value):
             raise ValueError(f'{value!r} must start a DNS label (lowercase a-z, 0-9, "-")')
         return value
+
+    @field_validator("tag_owners")
+    @classmethod
+    def _tag_owners(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("is empty; give at least one owner, e.g. [autogroup:admin] or [admin@example.com]")
+        for owner in value:
+            if not OWNER.fullmatch(owner):
+                raise ValueError(
+                    f"{owner!r} is not a tag owner (a login alice@example.com, alice@ on Headscale, "
+                    "group:…, autogroup:admin or tag:…)"
+                )
+        return value
+
+    @property
+    def effective_tag_owners(self) -> list[str]:
+        return self.tag_owners if self.tag_owners is not None else list(DEFAULT_TAG_OWNERS)
 
     @field_validator("dns_suffix")
     @classmethod
@@ -186,8 +212,10 @@ class ShareConfig(ConfigModel):
         value = value.strip()
         if not value:
             raise ValueError("is empty; give the owner's tailnet login (alice@example.com) or a group (group:…)")
-        if not (re.fullmatch(r"[^@\s]+@[^@\s]+", value) or re.fullmatch(r"(group|autogroup):[\w.-]+", value)):
-            raise ValueError(f"{value!r} is not a tailnet login (user@example.com) or group (group:…)")
+        if not (LOGIN.fullmatch(value) or re.fullmatch(r"(group|autogroup):[\w.-]+", value)):
+            raise ValueError(
+                f"{value!r} is not a tailnet login (user@example.com; alice@ for a Headscale user) or group (group:…)"
+            )
         return value
 
 
@@ -252,6 +280,33 @@ class StackConfig(ConfigModel):
                     (
                         ("shares", index, "authKey"),
                         "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided",
+                    )
+                )
+        headscale = self.tailnet.control_url is not None
+        for index, share in enumerate(self.shares):
+            if share.owner.endswith("@") and not headscale:
+                problems.append(
+                    (
+                        ("shares", index, "owner"),
+                        f"{share.owner!r} is a Headscale user name; without tailnet.controlUrl give the "
+                        "full tailnet login (alice@example.com)",
+                    )
+                )
+        if headscale and self.tailnet.tag_owners is None:
+            problems.append(
+                (
+                    ("tailnet", "tagOwners"),
+                    "missing: with tailnet.controlUrl (Headscale) give the users or groups who own the tags, "
+                    "e.g. tagOwners: [admin@]; Headscale refuses autogroup:admin",
+                )
+            )
+        for owner in (self.tailnet.tag_owners or []) if headscale else []:
+            if not (LOGIN.fullmatch(owner) or owner.startswith("group:")):
+                problems.append(
+                    (
+                        ("tailnet", "tagOwners"),
+                        f"{owner!r}: Headscale (tailnet.controlUrl) accepts only users (admin@) and groups "
+                        "(group:…) as tag owners",
                     )
                 )
         if self.tailnet.auth_keys == "managed" and self.tailnet.control_url:

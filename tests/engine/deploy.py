@@ -51,7 +51,8 @@ def stack_config(storage: Path, network: str, subnet: str, build_args: dict, sha
     return {
         "storageRoot": str(storage),
         "network": {"name": network, "subnet": subnet},
-        "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": DEAD_CONTROL_URL},
+        "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": DEAD_CONTROL_URL,
+                    "tagOwners": ["admin@"]},
         "proxy": {"networkMode": "bridge", "firstNodePort": FIRST_NODE_PORT, "buildArgs": build_args},
         "samba": {"model": "TimeCapsule8,119", "dataUid": DATA_UID},
         "shares": [dict(s) for s in shares],

@@ -72,7 +72,8 @@ CASES = {
     "dev-bridge": {**DEV, "tailscale-timemachine:proxy": {"networkMode": "bridge"}},
     "three-host": THREE,
     "three-bridge": {**THREE, "proxy": {"networkMode": "bridge", "firstNodePort": 42000}},
-    "three-headscale": {**THREE, "tailnet": {"authKeys": "provided", "controlUrl": "https://hs.example.com"},
+    "three-headscale": {**THREE, "tailnet": {"authKeys": "provided", "controlUrl": "https://hs.example.com",
+                                             "tagOwners": ["admin@"]},
                         "shares": [{**s, "authKey": f"tskey-{s['name']}"} for s in SHARES]},
 }
 

@@ -35,6 +35,28 @@ def with_(path, value):
 DELETE = object()
 
 
+def headscale(tag_owners=None) -> dict:
+    """GOOD on Headscale: controlUrl, provided keys, users written alice@."""
+    config = copy.deepcopy(GOOD)
+    config["tailnet"] = {**config["tailnet"], "authKeys": "provided", "controlUrl": "http://headscale:8080"}
+    if tag_owners is not None:
+        config["tailnet"]["tagOwners"] = tag_owners
+    for share in config["shares"]:
+        share["owner"] = share["owner"].split("@")[0] + "@"
+        share["authKey"] = "hskey-auth-" + share["name"]
+    return config
+
+
+HEADSCALE_WITHOUT_OWNERS = headscale()
+
+
+def test_headscale_users_and_tag_owners_are_accepted_with_control_url():
+    stack = load(headscale(["admin@", "group:it"]))
+    assert [s.owner for s in stack.config.shares] == ["alice@", "bob@"]
+    assert stack.config.tailnet.effective_tag_owners == ["admin@", "group:it"]
+    assert load(GOOD).config.tailnet.effective_tag_owners == ["autogroup:admin"]
+
+
 def test_good_config_loads_with_defaults_and_units():
     stack = load(GOOD)
     alice, bob = stack.config.shares
@@ -128,6 +150,14 @@ BAD = {
     "bad controlUrl": (with_(("tailnet", "controlUrl"), "headscale.example.com"), "tailnet.controlUrl", "not an http(s) URL"),
     "managed keys with a Headscale controlUrl": (with_(("tailnet", "controlUrl"), "https://hs.example.com"),
                                                  "tailnet.authKeys", "authKeys: provided"),
+    "Headscale user form without controlUrl": (with_(("shares", 0, "owner"), "alice@"), "shares[0].owner",
+                                               "is a Headscale user name; without tailnet.controlUrl"),
+    "Headscale without tagOwners": (HEADSCALE_WITHOUT_OWNERS, "tailnet.tagOwners", "missing: with tailnet.controlUrl"),
+    "Headscale with autogroup:admin owning tags": (
+        headscale(["autogroup:admin"]), "tailnet.tagOwners", "accepts only users (admin@) and groups"),
+    "empty tagOwners": (with_(("tailnet", "tagOwners"), []), "tailnet.tagOwners", "is empty"),
+    "tag owner that is no identity": (with_(("tailnet", "tagOwners"), ["admin"]), "tailnet.tagOwners",
+                                      "'admin' is not a tag owner"),
     "shares not a list": (with_(("shares",), {"alice": {}}), "shares", "valid list"),
     "structured key given unparseable text": ({**GOOD, "network": "{not json"}, "network", "not valid structured config"),
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from components.caddy_config import assemble, auth_key_env, render, route_fragment
-from components.policy import render_policy, share_tags
+from components.policy import SharePolicy, render_policy, share_tags
 from components.smbconf import format_size, render_smb_conf
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -106,13 +106,49 @@ def test_empty_stack_config_is_valid_json():
     assert json.loads(render(assemble([])))["apps"] == {"layer4": {"servers": {}}, "tailscale": {"nodes": {}}}
 
 
-def test_policy_lets_each_owner_reach_only_their_share():
-    policy = render_policy([
-        ("tm-bob", "bob@example.com", share_tags(["tag:timemachine"], "tm-bob")),
-        ("tm-alice", "alice@example.com", share_tags(["tag:timemachine"], "tm-alice")),
-    ])
-    assert policy["tagOwners"] == {t: ["autogroup:admin"] for t in ("tag:timemachine", "tag:tm-alice", "tag:tm-bob")}
-    assert policy["grants"] == [
-        {"src": ["alice@example.com"], "dst": ["tag:tm-alice"], "ip": ["tcp:445"]},
-        {"src": ["bob@example.com"], "dst": ["tag:tm-bob"], "ip": ["tcp:445"]},
+BASE = ["tag:timemachine"]
+
+
+def shares_policy(*owners: tuple[str, str]) -> list[SharePolicy]:
+    return [SharePolicy(f"tm-{name}", owner, share_tags(BASE, f"tm-{name}")) for name, owner in owners]
+
+
+def test_tailscale_policy_lets_each_owner_reach_only_their_share_and_tests_it():
+    policy = render_policy(shares_policy(("bob", "bob@example.com"), ("alice", "alice@example.com")),
+                           tag_owners=["autogroup:admin"], base_tags=BASE, self_hosted=False)
+    # Per-share tags are also owned by the base tag: an OAuth client tagged tag:timemachine may mint them.
+    assert policy["tagOwners"] == {
+        "tag:timemachine": ["autogroup:admin"],
+        "tag:tm-alice": ["autogroup:admin", "tag:timemachine"],
+        "tag:tm-bob": ["autogroup:admin", "tag:timemachine"],
+    }
+    assert policy["acls"] == [
+        {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:tm-alice:445"]},
+        {"action": "accept", "src": ["bob@example.com"], "dst": ["tag:tm-bob:445"]},
     ]
+    assert policy["tests"] == [
+        {"src": "alice@example.com", "accept": ["tag:tm-alice:445"], "deny": ["tag:tm-bob:445"]},
+        {"src": "bob@example.com", "accept": ["tag:tm-bob:445"], "deny": ["tag:tm-alice:445"]},
+    ]
+    assert "grants" not in policy, "Headscale 0.27 refuses grants"
+
+
+def test_policy_tests_skip_group_owners_but_deny_their_shares_to_others():
+    policy = render_policy(shares_policy(("alice", "alice@example.com"), ("alice2", "alice@example.com"),
+                                         ("family", "group:family")),
+                           tag_owners=["autogroup:admin"], base_tags=BASE, self_hosted=False)
+    assert policy["tests"] == [
+        {"src": "alice@example.com", "accept": ["tag:tm-alice:445"], "deny": ["tag:tm-family:445"]},
+        {"src": "alice@example.com", "accept": ["tag:tm-alice2:445"], "deny": ["tag:tm-family:445"]},
+    ]
+
+
+def test_headscale_policy_has_user_tag_owners_and_no_tests():
+    policy = render_policy(shares_policy(("alice", "alice@"), ("bob", "bob@")),
+                           tag_owners=["admin@"], base_tags=BASE, self_hosted=True)
+    assert policy["tagOwners"] == {t: ["admin@"] for t in ("tag:timemachine", "tag:tm-alice", "tag:tm-bob")}
+    assert policy["acls"] == [
+        {"action": "accept", "src": ["alice@"], "dst": ["tag:tm-alice:445"]},
+        {"action": "accept", "src": ["bob@"], "dst": ["tag:tm-bob:445"]},
+    ]
+    assert "tests" not in policy
