@@ -28,6 +28,7 @@ network = docker.Network(
     "network",
     name=config.network.name,
     driver="bridge",
+    internal=config.network.internal,
     ipam_configs=[
         docker.NetworkIpamConfigArgs(subnet=str(config.network.subnet), gateway=str(gateway(config.network.subnet)))
     ],
@@ -63,7 +64,8 @@ proxy = CaddyProxy(
         network_mode=config.proxy.network_mode,
         network_name=network.name,
         subnet=config.network.subnet,
-        node_ports=[s.node_port for s in shares if s.node_port is not None],
+        # An internal network publishes nothing: its nodes reach only peers on the network itself.
+        node_ports=[] if config.network.internal else [s.node_port for s in shares if s.node_port is not None],
         self_hosted=config.tailnet.control_url is not None,
     ),
 )

@@ -76,6 +76,8 @@ NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 class NetworkConfig(ConfigModel):
     name: str = "timemachine"
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("172.24.0.0/24")
+    # No route off the machine for the Samba network (Docker's `internal`).
+    internal: bool = False
 
     @field_validator("name")
     @classmethod

@@ -121,6 +121,23 @@ def test_volumes_holding_state_are_kept_on_delete_and_node_state_protected(dev):
     assert dev.named("alice-samba-state").retain_on_delete
 
 
+def test_internal_network_publishes_no_port_and_self_hosted_nodes_send_no_logs():
+    config = copy.deepcopy(DEV)
+    config["tailscale-timemachine:network"] = {"name": "timemachine", "subnet": "172.24.0.0/24", "internal": True}
+    config["tailscale-timemachine:proxy"] = {"networkMode": "bridge"}
+    run = run_program(config)
+    assert run.named("network").inputs["internal"] is True
+    caddy = run.named("proxy-caddy").inputs
+    assert not caddy.get("ports")
+    nodes = json.loads(caddy["uploads"][0]["content"])["apps"]["tailscale"]["nodes"]
+    assert all("port" in n for n in nodes.values()), "nodes keep their fixed ports on the network"
+    assert "TS_NO_LOGS_NO_SUPPORT=true" not in caddy["envs"], "Tailscale's own control plane: its choice"
+    config["tailscale-timemachine:tailnet"] = {"authKeys": "provided", "controlUrl": "http://hs:8080", "tagOwners": ["a@"]}
+    config["tailscale-timemachine:shares"] = [
+        {**s, "owner": s["owner"].split("@")[0] + "@", "authKey": "k"} for s in DEV["tailscale-timemachine:shares"]]
+    assert "TS_NO_LOGS_NO_SUPPORT=true" in run_program(config).named("proxy-caddy").inputs["envs"]
+
+
 def test_bridge_mode_publishes_each_nodes_fixed_udp_port():
     config = copy.deepcopy(DEV)
     config["tailscale-timemachine:proxy"] = {"networkMode": "bridge", "firstNodePort": 41641}
