@@ -67,6 +67,7 @@ proxy = CaddyProxy(
         # An internal network publishes nothing: its nodes reach only peers on the network itself.
         node_ports=[] if config.network.internal else [s.node_port for s in shares if s.node_port is not None],
         self_hosted=config.tailnet.control_url is not None,
+        plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
     ),
 )
 

@@ -27,6 +27,7 @@ class CaddyProxyArgs:
     node_ports: list[int] = field(default_factory=list)
     # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
     self_hosted: bool = False
+    plain_http_control: bool = False
 
 
 class CaddyProxy(pulumi.ComponentResource):
@@ -47,6 +48,10 @@ class CaddyProxy(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
         plain_envs = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
+        if args.plain_http_control:
+            # A plain-HTTP control server (e.g. Headscale on a private network) serves its embedded
+            # DERP relay over plain HTTP too; tailscale clients need this to use it.
+            plain_envs.append("TS_DEBUG_USE_DERP_HTTP=true")
         envs: pulumi.Output[list[str]] = pulumi.Output.secret(
             pulumi.Output.all(
                 *plain_envs,

@@ -5,8 +5,8 @@ import io
 import os
 import socket
 import subprocess
-import time
 import tarfile
+import time
 from pathlib import PurePosixPath
 
 import pytest
@@ -80,13 +80,13 @@ def wait_port(host: str, port: int, timeout: float = 60) -> None:
     raise AssertionError(f"{host}:{port} did not accept connections in {timeout}s")
 
 
-def unique_subnet(client) -> str:
+def unique_subnet(client, exclude: frozenset[str] | set[str] = frozenset()) -> str:
     """A /24 in 172.31.x.0 used by no network of this engine or route of this machine."""
     used = {cfg.get("Subnet") for n in client.networks.list() for cfg in (n.attrs.get("IPAM", {}).get("Config") or [])}
     routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
     for third in range(200, 250):
         subnet = f"172.31.{third}.0/24"
-        if subnet not in used and f"172.31.{third}." not in routes:
+        if subnet not in used and subnet not in exclude and f"172.31.{third}." not in routes:
             return subnet
     raise RuntimeError("no free test subnet")
 
@@ -100,3 +100,27 @@ def upload(container, path: str, content: str, mode: int = 0o644) -> None:
         info.size, info.mode = len(data), mode
         tar.addfile(info, io.BytesIO(data))
     container.put_archive(str(PurePosixPath(path).parent), buffer.getvalue())
+
+
+@pytest.fixture(scope="session")
+def pulumi_env():
+    """The exports of scripts/pulumi-tools.sh env: the real Pulumi CLI and plugins."""
+    from tests.engine.pulumi_cli import tools_or_reason
+
+    env, reason = tools_or_reason()
+    if env is None:
+        message = f"the Pulumi tools are not built (run scripts/setup.sh): {reason}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return env
+
+
+@pytest.fixture(scope="session")
+def goproxy(docker_client, tmp_path_factory):
+    """caddy-tailscale for the Caddy build (see tests/goproxy.py)."""
+    from tests.engine.deploy import start_goproxy
+
+    proxy = start_goproxy(docker_client, tmp_path_factory.mktemp("goproxy"))
+    yield proxy
+    proxy.close()

@@ -10,7 +10,13 @@ import smbclient
 from smbprotocol.connection import Connection
 from smbprotocol.create_contexts import SMB2CreateContextRequest
 from smbprotocol.open import (
-    CreateDisposition, CreateOptions, DirectoryAccessMask, FileAttributes, ImpersonationLevel, Open, ShareAccess,
+    CreateDisposition,
+    CreateOptions,
+    DirectoryAccessMask,
+    FileAttributes,
+    ImpersonationLevel,
+    Open,
+    ShareAccess,
 )
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect

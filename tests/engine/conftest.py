@@ -1,6 +1,6 @@
 """The engine tier: the real `pulumi` CLI, language host and providers against the private dockerd.
 
-One stack is deployed for the session (`deployed`); the SMB and Caddy checks read what `pulumi up`
+One stack is deployed for this package (`deployed`); the SMB and Caddy checks read what `pulumi up`
 made, and test_lifecycle.py (last in file order) changes and finally destroys it.
 """
 from __future__ import annotations
@@ -10,8 +10,7 @@ import uuid
 import pytest
 
 from tests.conftest import unique_subnet
-from tests.engine.deploy import DATA_UID, FIRST_NODE_PORT, deploy, new_stack, stack_config, start_goproxy, teardown
-from tests.engine.pulumi_cli import ci, tools_or_reason
+from tests.engine.deploy import DATA_UID, FIRST_NODE_PORT, deploy, new_stack, stack_config, teardown
 
 __all__ = ["DATA_UID", "FIRST_NODE_PORT", "MiB", "QUOTAS", "SHARES"]
 
@@ -24,25 +23,8 @@ SHARES = [
 QUOTAS = {"alice": 2 * 1024**3, "bob": 1024**3, "carol": None}
 
 
-@pytest.fixture(scope="session")
-def pulumi_env():
-    env, reason = tools_or_reason()
-    if env is None:
-        message = f"the Pulumi tools are not built (run scripts/pulumi-tools.sh): {reason}"
-        if ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return env
-
-
-@pytest.fixture(scope="session")
-def goproxy(docker_client, tmp_path_factory):
-    proxy = start_goproxy(docker_client, tmp_path_factory.mktemp("goproxy"))
-    yield proxy
-    proxy.close()
-
-
-@pytest.fixture(scope="session")
+# Package scope: gone before another tier deploys (container names are not stack-scoped).
+@pytest.fixture(scope="package")
 def deployed(pulumi_env, docker_client, goproxy, tmp_path_factory):
     """`pulumi up` of a three-share stack: both images built by the program's docker.Image resources."""
     storage = tmp_path_factory.mktemp("storage")

@@ -46,12 +46,13 @@ def new_stack(folder: Path, name: str, pulumi_env: dict) -> Stack:
     return Stack(folder, name, pulumi_env, os.environ["DOCKER_HOST"])
 
 
-def stack_config(storage: Path, network: str, subnet: str, build_args: dict, shares: list[dict]) -> dict:
+def stack_config(storage: Path, network: str, subnet: str, build_args: dict, shares: list[dict], *,
+                 control_url: str = DEAD_CONTROL_URL, internal: bool = False) -> dict:
     """A stack with provided keys, bridge networking and both images built from images/."""
     return {
         "storageRoot": str(storage),
-        "network": {"name": network, "subnet": subnet},
-        "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": DEAD_CONTROL_URL,
+        "network": {"name": network, "subnet": subnet, "internal": internal},
+        "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": control_url,
                     "tagOwners": ["admin@"]},
         "proxy": {"networkMode": "bridge", "firstNodePort": FIRST_NODE_PORT, "buildArgs": build_args},
         "samba": {"model": "TimeCapsule8,119", "dataUid": DATA_UID},
@@ -59,13 +60,14 @@ def stack_config(storage: Path, network: str, subnet: str, build_args: dict, sha
     }
 
 
-def deploy(stack: Stack, config: dict) -> dict[str, str]:
-    """`pulumi stack init` with a fake key per share, `pulumi up`; returns the keys by share."""
-    keys = {s["name"]: fake_key(s["name"]) for s in config["shares"]}
+def deploy(stack: Stack, config: dict, keys: dict[str, str] | None = None, wait: bool = True) -> dict[str, str]:
+    """`pulumi stack init` with the given (else fake) key per share, `pulumi up`; returns the keys."""
+    keys = keys or {s["name"]: fake_key(s["name"]) for s in config["shares"]}
     stack.init(config, {f"shares[{i}].authKey": keys[s["name"]] for i, s in enumerate(config["shares"])})
     stack.up()
-    for share in stack.outputs()["shares"].values():
-        wait_port(share["ip"], 445)
+    if wait:
+        for share in stack.outputs()["shares"].values():
+            wait_port(share["ip"], 445)
     return keys
 
 

@@ -12,9 +12,9 @@ import pytest
 import smbclient
 
 from tests.conftest import wait_port
-from tests.smb import GuestClient
 from tests.engine.deploy import fake_key
 from tests.engine.pulumi_cli import plan, step_name
+from tests.smb import GuestClient
 
 pytestmark = pytest.mark.engine
 SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state")

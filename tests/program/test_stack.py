@@ -2,12 +2,12 @@
 import copy
 import json
 
+import pulumi
 import pytest
 import yaml
 
 from components.caddy_config import assemble, render, route_fragment
 from components.smbconf import render_smb_conf
-import pulumi
 from tests.pulumi_runner import ROOT, mock_key, run_program
 from tests.stack_configs import generated
 

@@ -191,8 +191,9 @@ def test_one_error_lists_every_problem():
 
 
 def test_hash_collision_names_both_shares_and_a_free_ip():
-    from components.ipplan import home_address
     import ipaddress
+
+    from components.ipplan import home_address
     subnet = ipaddress.ip_network("172.24.0.0/24")
     names = [f"user{i}" for i in range(60)]
     seen = {}
@@ -216,7 +217,9 @@ def test_hash_collision_names_both_shares_and_a_free_ip():
 def test_config_from_the_cli_environment_variable(monkeypatch):
     # `pulumi up` hands config to the program in PULUMI_CONFIG, not through set_all_config.
     import json
+
     from pulumi.runtime.config import CONFIG
+
     from config.loader import load_stack_config
 
     token = CONFIG.set({})

@@ -2,10 +2,17 @@
 import ipaddress
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from components.ipplan import (
-    IpPlanError, gateway, home_address, node_port, plan_ips, proxy_address, share_capacity,
+    IpPlanError,
+    gateway,
+    home_address,
+    node_port,
+    plan_ips,
+    proxy_address,
+    share_capacity,
 )
 
 NAME = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)

@@ -1,0 +1,203 @@
+"""A real tailnet on the private engine: Headscale (images/headscale) as control server with its
+embedded DERP over plain HTTP, and tailscale v1.90.9 clients (tests/images/tailnet-client) in
+userspace networking. Everything sits on `internal` Docker networks; log upload is off."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from components.images import context_digest
+from tests.conftest import upload
+from tests.pulumi_runner import ROOT
+
+HEADSCALE_CONTEXT = ROOT / "images" / "headscale"
+CLIENT_CONTEXT = ROOT / "tests" / "images" / "tailnet-client"
+POLICY_PATH = "/etc/headscale/policy.hujson"
+CONFIG_PATH = "/etc/headscale/config.yaml"
+PORT = 8080
+
+
+def build(client, context: Path, repository: str) -> str:
+    """Build a Dockerfile folder once per content (Docker's layer cache keeps the Go builds)."""
+    tag = f"{repository}:{context_digest(context)}"
+    try:
+        client.images.get(tag)
+    except Exception:  # noqa: BLE001 - ImageNotFound: build it
+        client.images.build(path=str(context), tag=tag, rm=True, timeout=3600)
+    return tag
+
+
+def headscale_config(ip: str) -> str:
+    """Offline Headscale: plain HTTP, embedded DERP only (no DERP map fetched), no log upload."""
+    return yaml.safe_dump({
+        "server_url": f"http://{ip}:{PORT}",
+        "listen_addr": f"0.0.0.0:{PORT}",
+        "metrics_listen_addr": "127.0.0.1:9090",
+        "grpc_listen_addr": "127.0.0.1:50443",
+        "noise": {"private_key_path": "/var/lib/headscale/noise_private.key"},
+        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
+        "derp": {
+            "server": {
+                "enabled": True, "region_id": 999, "region_code": "headscale", "region_name": "Headscale DERP",
+                "stun_listen_addr": "0.0.0.0:3478", "ipv4": ip,
+                "private_key_path": "/var/lib/headscale/derp_server_private.key",
+                "automatically_add_embedded_derp_region": True,
+            },
+            "urls": [], "paths": [], "auto_update_enabled": False, "update_frequency": "24h",
+        },
+        "disable_check_updates": True,
+        "database": {"type": "sqlite", "sqlite": {"path": "/var/lib/headscale/db.sqlite", "write_ahead_log": True}},
+        "log": {"level": "info", "format": "text"},
+        "policy": {"mode": "file", "path": POLICY_PATH},
+        "dns": {"magic_dns": True, "base_domain": "tailnet.internal", "override_local_dns": False,
+                "nameservers": {"global": []}},
+        "unix_socket": "/var/run/headscale/headscale.sock",
+        "unix_socket_permission": "0770",
+        "logtail": {"enabled": False},
+        "randomize_client_port": False,
+    })
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+def run(container, *command: str, check: bool = True, timeout: int | None = None) -> tuple[int, str]:
+    cmd = list(command) if timeout is None else ["timeout", str(timeout), *command]
+    code, output = container.exec_run(cmd, demux=False)
+    text = (output or b"").decode(errors="replace")
+    if check and code != 0:
+        raise CommandFailed(f"{' '.join(command)} exited {code}: {text[-2000:]}")
+    return code, text
+
+
+@dataclass
+class Headscale:
+    container: object
+    ip: str
+    users: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{PORT}"
+
+    def cli(self, *args: str, check: bool = True) -> str:
+        return run(self.container, "headscale", *args, check=check)[1]
+
+    def cli_json(self, *args: str):
+        return json.loads(self.cli(*args, "-o", "json"))
+
+    def user(self, name: str) -> int:
+        if name not in self.users:
+            self.cli("users", "create", name)
+            self.users = {u["name"]: int(u["id"]) for u in self.cli_json("users", "list")}
+        return self.users[name]
+
+    def preauth_key(self, user: str, tags: list[str] | None = None) -> str:
+        args = ["preauthkeys", "create", "-u", str(self.user(user)), "--expiration", "2h"]
+        if tags:
+            args += ["--tags", ",".join(tags)]
+        return self.cli_json(*args)["key"]
+
+    def load_policy(self, policy_text: str) -> None:
+        """Check the policy with Headscale's own parser, write it, restart Headscale to read it."""
+        upload(self.container, "/tmp/candidate.hujson", policy_text)
+        self.cli("policy", "check", "-f", "/tmp/candidate.hujson")
+        upload(self.container, POLICY_PATH, policy_text)
+        self.container.restart(timeout=10)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if run(self.container, "headscale", "users", "list", check=False)[0] == 0:
+                return
+            time.sleep(0.5)
+        raise CommandFailed(f"Headscale not ready: {self.container.logs(tail=40).decode()}")
+
+    def nodes(self) -> dict[str, dict]:
+        return {n["given_name"]: n for n in self.cli_json("nodes", "list")}
+
+    def wait_online(self, names: list[str], timeout: float = 180) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        nodes: dict = {}
+        while time.monotonic() < deadline:
+            nodes = self.nodes()
+            if all(nodes.get(n, {}).get("online") for n in names):
+                return nodes
+            time.sleep(1)
+        raise CommandFailed(f"nodes {names} not online after {timeout}s: {json.dumps(nodes)[:3000]}")
+
+
+def start_headscale(client, image: str, network: str, ip: str, policy_text: str) -> Headscale:
+    container = client.containers.create(
+        image, name=f"tm-test-headscale-{uuid.uuid4().hex[:6]}", network=network,
+        networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
+    )
+    upload(container, CONFIG_PATH, headscale_config(ip))
+    upload(container, POLICY_PATH, policy_text)
+    container.start()
+    headscale = Headscale(container, ip)
+    headscale.wait_ready()
+    return headscale
+
+
+@dataclass
+class Client:
+    """A tailnet client container (the Mac's stand-in) with a TCP forwarder to one tailnet peer."""
+    container: object
+    ip: str
+    name: str
+
+    def up(self, login_server: str, key: str) -> None:
+        run(self.container, "tailscale", "up", f"--login-server={login_server}", f"--authkey={key}",
+            f"--hostname={self.name}", "--accept-dns=false", timeout=120)
+
+    def status(self) -> dict:
+        return json.loads(run(self.container, "tailscale", "status", "--json")[1])
+
+    def peers(self) -> dict[str, dict]:
+        return {p["HostName"]: p for p in (self.status().get("Peer") or {}).values()}
+
+    def tailnet_ip(self) -> str:
+        return self.status()["Self"]["TailscaleIPs"][0]
+
+    def forward(self, port: int, peer: str, peer_port: int) -> None:
+        """Listen on this container's `port`; each connection is piped to peer:peer_port through
+        this client's own tailnet identity (`tailscale nc`)."""
+        self.container.exec_run(
+            ["socat", f"TCP-LISTEN:{port},fork,reuseaddr", f"EXEC:tailscale nc {peer} {peer_port}"], detach=True)
+
+    def nc_fails(self, peer: str, port: int, seconds: int = 15) -> tuple[bool, str]:
+        """Try to open peer:port over the tailnet; (True, why) when it cannot be opened."""
+        code, text = run(self.container, "sh", "-c", f"echo | tailscale nc {peer} {port}", check=False,
+                         timeout=seconds)
+        return code != 0, text
+
+    def ping_direct(self, peer: str, timeout: float = 90) -> str:
+        """Wait for a direct (not relayed) path to peer; returns tailscale ping's last line."""
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            _, text = run(self.container, "tailscale", "ping", "--c", "5", peer, check=False, timeout=30)
+            if " via " in text and "DERP" not in text.strip().splitlines()[-1]:
+                return text
+            time.sleep(1)
+        raise CommandFailed(f"no direct path to {peer}: {text}")
+
+
+def start_client(client, image: str, network: str, ip: str, name: str) -> Client:
+    container = client.containers.run(
+        image, name=f"tm-test-{name}-{uuid.uuid4().hex[:6]}", detach=True, network=network,
+        networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
+    )
+    c = Client(container, ip, name)
+    deadline = time.monotonic() + 30
+    while run(container, "tailscale", "status", "--json", check=False)[0] not in (0, 1) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return c

@@ -1,0 +1,64 @@
+"""Every policy the program renders for Headscale loads in the real `headscale policy check`; the
+Tailscale-only parts (autogroup:admin as tag owner, `tests`) are why that form is not for Headscale."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.conftest import upload
+from tests.pulumi_runner import run_program
+from tests.tailnet.harness import CONFIG_PATH, headscale_config
+
+pytestmark = pytest.mark.tailnet
+
+BASE = {"storageRoot": "/srv/tm", "tailnet": {"authKeys": "provided", "controlUrl": "http://hs:8080",
+                                               "tagOwners": ["admin@"]}}
+CASES = {
+    "two users": [("alice", "alice@"), ("bob", "bob@")],
+    "one user, two shares": [("alice", "alice@"), ("alice2", "alice@")],
+    "a group and e-mail style users": [("family", "group:family"), ("carol", "carol@example.com")],
+    "twenty shares": [(f"u{i:02d}", f"u{i:02d}@") for i in range(20)],
+}
+# The policy fragment names groups it does not define; the tailnet's policy does.
+GROUPS = {"group:family": ["alice@", "bob@"], "group:it": ["admin@"]}
+
+
+def rendered(shares, **tailnet) -> str:
+    config = copy.deepcopy(BASE)
+    config["tailnet"].update(tailnet)
+    config["shares"] = [{"name": n, "owner": o, "authKey": f"hskey-{n}"} for n, o in shares]
+    return run_program(config).outputs["tailnetPolicy"]
+
+
+def check(docker_client, image: str, policy_text: str) -> tuple[int, str]:
+    import json
+
+    policy = json.loads(policy_text)
+    used = {o for acl in policy.get("acls", []) for o in acl["src"]} | {o for v in policy["tagOwners"].values() for o in v}
+    policy["groups"] = {g: m for g, m in GROUPS.items() if g in used}
+    container = docker_client.containers.create(image, command=["headscale", "policy", "check", "-f", "/tmp/p.hujson"],
+                                                network_mode="none")
+    try:
+        upload(container, CONFIG_PATH, headscale_config("127.0.0.1"))
+        upload(container, "/tmp/p.hujson", json.dumps(policy))
+        container.start()
+        code = container.wait(timeout=120)["StatusCode"]
+        return code, container.logs().decode()
+    finally:
+        container.remove(force=True, v=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_headscale_accepts_every_rendered_headscale_policy(docker_client, images, case):
+    for owners in (["admin@"], ["group:it"]):
+        code, logs = check(docker_client, images["headscale"], rendered(CASES[case], tagOwners=owners))
+        assert code == 0, logs
+
+
+def test_headscale_refuses_the_tailscale_form_which_is_why_it_is_not_rendered_for_it(docker_client, images):
+    tailscale_form = run_program({"storageRoot": "/srv/tm", "shares": [
+        {"name": "alice", "owner": "alice@example.com"}, {"name": "bob", "owner": "bob@example.com"}]}
+    ).outputs["tailnetPolicy"]
+    code, logs = check(docker_client, images["headscale"], tailscale_form)
+    assert code != 0, logs

@@ -1,0 +1,127 @@
+"""The tailnet decides who reaches which share: the owner gets in, nobody else does."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import pytest
+import smbclient
+
+from tests.smb import AAPL_FULL_SYNC, GuestClient, aapl_query
+from tests.tailnet.conftest import FORWARD, MiB
+from tests.tailnet.harness import run, start_client
+
+pytestmark = pytest.mark.tailnet
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def smb_write_read(host: str, port: int, share: str, name: str, payload: bytes) -> None:
+    client = GuestClient(host, port)
+    try:
+        with smbclient.open_file(client.path(share, name), mode="wb", **client.kw()) as f:
+            f.write(payload)
+        with smbclient.open_file(client.path(share, name), mode="rb", **client.kw()) as f:
+            assert sha256(f.read()) == sha256(payload)
+    finally:
+        client.close()
+
+
+def test_owner_reaches_their_share_through_its_tailnet_node(tailnet):
+    alice = tailnet["clients"]["alice"]
+    assert "tm-alice" in alice.peers(), alice.peers().keys()
+    reply, guest = aapl_query(alice.ip, "alice", FORWARD["alice"])
+    assert guest, "the tailnet is the authentication: Samba maps the session to its guest"
+    assert reply.volume_caps & AAPL_FULL_SYNC and reply.model == "TimeCapsule8,119"
+    payload = os.urandom(64 * MiB)
+    smb_write_read(alice.ip, FORWARD["alice"], "alice", "over-tailnet.bin", payload)
+    assert sha256((tailnet["storage"] / "alice" / "over-tailnet.bin").read_bytes()) == sha256(payload)
+
+
+def test_another_user_is_not_a_peer_of_the_share_and_cannot_connect(tailnet):
+    bob = tailnet["clients"]["bob"]
+    assert "tm-alice" not in bob.peers(), "the policy gives bob nothing on tm-alice"
+    failed, why = bob.nc_fails("tm-alice", 445)
+    assert failed, why
+    with pytest.raises(Exception):
+        aapl_query(bob.ip, "alice", FORWARD["bob-to-alice"])
+    # bob's own share works.
+    smb_write_read(bob.ip, FORWARD["bob"], "bob", "bob.bin", os.urandom(MiB))
+    assert not (tailnet["storage"] / "alice" / "bob.bin").exists()
+
+
+def test_a_peer_on_another_port_is_still_dropped_on_445(tailnet):
+    headscale, bob = tailnet["headscale"], tailnet["clients"]["bob"]
+    policy = json.loads(tailnet["policy"])
+    widened = {**policy, "acls": policy["acls"] + [{"action": "accept", "src": ["bob@"], "dst": ["tag:tm-alice:22"]}]}
+    headscale.load_policy(json.dumps(widened))
+    try:
+        deadline = time.monotonic() + 90
+        while "tm-alice" not in bob.peers() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert "tm-alice" in bob.peers(), "with a rule on port 22, tm-alice becomes bob's peer"
+        failed, why = bob.nc_fails("tm-alice", 445)
+        assert failed, f"tm-alice's packet filter must drop bob on 445: {why}"
+    finally:
+        headscale.load_policy(tailnet["policy"])
+        headscale.wait_online(["tm-alice", "tm-bob", "alice-mac", "bob-mac"])
+
+
+def test_caddy_restart_keeps_each_node_and_its_address_without_a_new_key(tailnet):
+    headscale, client = tailnet["headscale"], tailnet["client"]
+    before = {name: (n["id"], n["ip_addresses"]) for name, n in headscale.nodes().items()}
+    caddy = client.containers.get("tm-caddy")
+    caddy.restart(timeout=10)
+    headscale.wait_online(["tm-alice", "tm-bob"])
+    after = {name: (n["id"], n["ip_addresses"]) for name, n in headscale.nodes().items()}
+    assert after == before, "same nodes, same IDs and addresses: the state on tm-caddy-data was reused"
+    alice = tailnet["clients"]["alice"]
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            smb_write_read(alice.ip, FORWARD["alice"], "alice", "after-restart.bin", os.urandom(MiB))
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_a_used_single_use_key_cannot_register_another_node(tailnet, images):
+    headscale = tailnet["headscale"]
+    spare_ip = tailnet["spare_ip"]
+    intruder = start_client(tailnet["client"], images["client"], tailnet["network"], spare_ip, "intruder")
+    try:
+        code, text = run(intruder.container, "tailscale", "up", f"--login-server={headscale.url}",
+                         f"--authkey={tailnet['keys']['alice']}", "--hostname=intruder", check=False, timeout=60)
+        assert code != 0, text
+        assert "intruder" not in headscale.nodes()
+    finally:
+        intruder.container.remove(force=True, v=True)
+
+
+def test_data_keeps_moving_while_headscale_is_down(tailnet):
+    headscale, alice = tailnet["headscale"], tailnet["clients"]["alice"]
+    alice.ping_direct("tm-alice")
+    client = GuestClient(alice.ip, FORWARD["alice"])
+    first, second = os.urandom(8 * MiB), os.urandom(8 * MiB)
+    try:
+        with smbclient.open_file(client.path("alice", "outage.bin"), mode="wb", **client.kw()) as f:
+            f.write(first)
+            f.flush()
+            headscale.container.stop(timeout=10)
+            f.write(second)
+        with smbclient.open_file(client.path("alice", "outage.bin"), mode="rb", **client.kw()) as f:
+            assert sha256(f.read()) == sha256(first + second)
+    finally:
+        client.close()
+        if headscale.container.status != "running":
+            headscale.container.start()
+    headscale.container.reload()
+    headscale.wait_ready()
+    headscale.wait_online(["tm-alice", "alice-mac"])
+    smb_write_read(alice.ip, FORWARD["alice"], "alice", "after-outage.bin", os.urandom(MiB))
