@@ -3,17 +3,23 @@ embedded DERP over plain HTTP, and tailscale v1.90.9 clients (tests/images/tailn
 userspace networking. Everything sits on `internal` Docker networks; log upload is off."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import yaml
 
 from components.images import context_digest
-from tests.conftest import upload
-from tests.pulumi_runner import ROOT
+from config.loader import load
+from tests.conftest import unique_subnet, upload
+from tests.engine.deploy import deploy, new_stack, stack_config, teardown
+from tests.pulumi_runner import ROOT, run_program
 
 HEADSCALE_CONTEXT = ROOT / "images" / "headscale"
 CLIENT_CONTEXT = ROOT / "tests" / "images" / "tailnet-client"
@@ -201,3 +207,68 @@ def start_client(client, image: str, network: str, ip: str, name: str) -> Client
     while run(container, "tailscale", "status", "--json", check=False)[0] not in (0, 1) and time.monotonic() < deadline:
         time.sleep(0.5)
     return c
+
+
+def free_addresses(config: dict, count: int) -> list[str]:
+    """Addresses in the stack's subnet that are neither a share's, the gateway nor the proxy's."""
+    loaded = load(config)
+    taken = {str(ip) for ip in loaded.ips.values()}
+    hosts = list(ipaddress.IPv4Network(config["network"]["subnet"]).hosts())[1:-1]
+    return [str(ip) for ip in reversed(hosts) if str(ip) not in taken][:count]
+
+
+@contextmanager
+def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path, shares: list[dict],
+                     node_tags: dict[str, list[str]], users: dict[str, str]) -> Iterator[dict]:
+    """Headscale with users and keys, the program's own policy loaded, the stack deployed by the
+    real engine on an internal network (bridge mode, controlUrl = Headscale), one logged-in client
+    per entry of `users` (client name → Headscale user); everything removed afterwards."""
+    storage = work / "storage"
+    storage.mkdir()
+    network = f"tm-tailnet-{uuid.uuid4().hex[:6]}"
+    subnet = unique_subnet(client)
+    # The control network: Headscale's home while the stack's network does not exist yet.
+    control_subnet = unique_subnet(client, exclude={subnet})
+    control_net = client.networks.create(
+        f"tm-tn-control-{uuid.uuid4().hex[:6]}", driver="bridge", internal=True,
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]))
+    provisional = stack_config(storage, network, subnet, goproxy.build_args(), shares, internal=True,
+                               control_url="http://headscale:8080")
+    addresses = free_addresses({**provisional, "shares": [dict(s, authKey="x") for s in shares]}, 2 + len(users))
+    hs_ip, spare_ip, client_ips = addresses[0], addresses[1], addresses[2:]
+    control_ip = str(list(ipaddress.IPv4Network(control_subnet).hosts())[9])
+    stack = new_stack(work / "stack", "tailnet", pulumi_env)
+    made: list = []
+    try:
+        headscale = start_headscale(client, images["headscale"], control_net.name, control_ip, "{}")
+        made.append(headscale.container)
+        # The server URL every node is given: Headscale's address on the stack's network.
+        headscale.ip = hs_ip
+        keys = {s["name"]: headscale.preauth_key("admin", node_tags[s["name"]]) for s in shares}
+        config = stack_config(storage, network, subnet, goproxy.build_args(), shares, internal=True,
+                              control_url=headscale.url)
+        # The program's own policy, as a mock run of __main__.py renders it; checked against the
+        # deployed stack's output below.
+        policy = run_program({**config, "shares": [dict(s, authKey=keys[s["name"]]) for s in shares]}
+                             ).outputs["tailnetPolicy"]
+        headscale.load_policy(policy)
+        deploy(stack, config, keys, wait=False)
+        if json.loads(stack.outputs()["tailnetPolicy"]) != json.loads(policy):
+            raise CommandFailed("the deployed stack's tailnetPolicy differs from the one loaded")
+        client.networks.get(network).connect(headscale.container, ipv4_address=hs_ip)
+        nodes = headscale.wait_online([f"tm-{s['name']}" for s in shares])
+        clients = {}
+        for (name, user), ip in zip(users.items(), client_ips, strict=True):
+            c = start_client(client, images["client"], network, ip, f"{name}-mac")
+            made.append(c.container)
+            c.up(headscale.url, headscale.preauth_key(user))
+            clients[name] = c
+        headscale.wait_online([f"{name}-mac" for name in users])
+        yield {"stack": stack, "config": config, "keys": keys, "headscale": headscale, "clients": clients,
+               "nodes": nodes, "storage": storage, "network": network, "client": client, "policy": policy,
+               "spare_ip": spare_ip}
+    finally:
+        for container in made:
+            container.remove(force=True, v=True)
+        teardown(stack, client, storage)
+        control_net.remove()
