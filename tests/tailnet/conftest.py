@@ -30,6 +30,8 @@ def tailnet(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
     with deployed_tailnet(docker_client, pulumi_env, goproxy, images, tmp_path_factory.mktemp("tailnet"),
                           SHARES, NODE_TAGS, {"alice": "alice", "bob": "bob"}) as net:
         clients = net["clients"]
+        clients["alice"].ping_direct("tm-alice")
+        clients["bob"].ping_direct("tm-bob")
         clients["alice"].forward(FORWARD["alice"], "tm-alice", 445)
         clients["bob"].forward(FORWARD["bob"], "tm-bob", 445)
         clients["bob"].forward(FORWARD["bob-to-alice"], "tm-alice", 445)

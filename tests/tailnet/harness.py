@@ -127,7 +127,7 @@ class Headscale:
         raise CommandFailed(f"Headscale not ready: {self.container.logs(tail=40).decode()}")
 
     def nodes(self) -> dict[str, dict]:
-        return {n["given_name"]: n for n in self.cli_json("nodes", "list")}
+        return {n["given_name"]: n for n in self.cli_json("nodes", "list") or []}
 
     def wait_online(self, names: list[str], timeout: float = 180) -> dict[str, dict]:
         deadline = time.monotonic() + timeout
@@ -140,15 +140,16 @@ class Headscale:
         raise CommandFailed(f"nodes {names} not online after {timeout}s: {json.dumps(nodes)[:3000]}")
 
 
-def start_headscale(client, image: str, network: str, ip: str, policy_text: str) -> Headscale:
+def start_headscale(client, image: str, network: str, ip: str, server_ip: str, policy_text: str) -> Headscale:
+    """Headscale attached to `network` at `ip`, telling every node (server URL, DERP) `server_ip`."""
     container = client.containers.create(
         image, name=f"tm-test-headscale-{uuid.uuid4().hex[:6]}", network=network,
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
     )
-    upload(container, CONFIG_PATH, headscale_config(ip))
+    upload(container, CONFIG_PATH, headscale_config(server_ip))
     upload(container, POLICY_PATH, policy_text)
     container.start()
-    headscale = Headscale(container, ip)
+    headscale = Headscale(container, server_ip)
     headscale.wait_ready()
     return headscale
 
@@ -224,7 +225,7 @@ def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path
     real engine on an internal network (bridge mode, controlUrl = Headscale), one logged-in client
     per entry of `users` (client name → Headscale user); everything removed afterwards."""
     storage = work / "storage"
-    storage.mkdir()
+    storage.mkdir(parents=True)
     network = f"tm-tailnet-{uuid.uuid4().hex[:6]}"
     subnet = unique_subnet(client)
     # The control network: Headscale's home while the stack's network does not exist yet.
@@ -240,10 +241,10 @@ def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path
     stack = new_stack(work / "stack", "tailnet", pulumi_env)
     made: list = []
     try:
-        headscale = start_headscale(client, images["headscale"], control_net.name, control_ip, "{}")
+        # The server URL and DERP address every node is given: Headscale's address on the stack's
+        # network, which it joins once `pulumi up` has made that network.
+        headscale = start_headscale(client, images["headscale"], control_net.name, control_ip, hs_ip, "{}")
         made.append(headscale.container)
-        # The server URL every node is given: Headscale's address on the stack's network.
-        headscale.ip = hs_ip
         keys = {s["name"]: headscale.preauth_key("admin", node_tags[s["name"]]) for s in shares}
         config = stack_config(storage, network, subnet, goproxy.build_args(), shares, internal=True,
                               control_url=headscale.url)

@@ -12,7 +12,7 @@ from tests.tailnet.harness import CONFIG_PATH, headscale_config
 
 pytestmark = pytest.mark.tailnet
 
-BASE = {"storageRoot": "/srv/tm", "tailnet": {"authKeys": "provided", "controlUrl": "http://hs:8080",
+BASE = {"storageRoot": "/srv/tm", "network": {"subnet": "10.77.0.0/16"}, "tailnet": {"authKeys": "provided", "controlUrl": "http://hs:8080",
                                                "tagOwners": ["admin@"]}}
 CASES = {
     "two users": [("alice", "alice@"), ("bob", "bob@")],

@@ -47,6 +47,9 @@ def test_another_user_is_not_a_peer_of_the_share_and_cannot_connect(tailnet):
     assert "tm-alice" not in bob.peers(), "the policy gives bob nothing on tm-alice"
     failed, why = bob.nc_fails("tm-alice", 445)
     assert failed, why
+    # Positive control: the same probe to bob's own share gets through.
+    failed, why = bob.nc_fails("tm-bob", 445)
+    assert not failed, why
     with pytest.raises(Exception):
         aapl_query(bob.ip, "alice", FORWARD["bob-to-alice"])
     # bob's own share works.
