@@ -3,6 +3,7 @@ Tailscale-only parts (autogroup:admin as tag owner, `tests`) are why that form i
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -32,8 +33,6 @@ def rendered(shares, **tailnet) -> str:
 
 
 def check(docker_client, image: str, policy_text: str) -> tuple[int, str]:
-    import json
-
     policy = json.loads(policy_text)
     used = {o for acl in policy.get("acls", []) for o in acl["src"]} | {o for v in policy["tagOwners"].values() for o in v}
     policy["groups"] = {g: m for g, m in GROUPS.items() if g in used}
@@ -56,9 +55,23 @@ def test_headscale_accepts_every_rendered_headscale_policy(docker_client, images
         assert code == 0, logs
 
 
-def test_headscale_refuses_the_tailscale_form_which_is_why_it_is_not_rendered_for_it(docker_client, images):
-    tailscale_form = run_program({"storageRoot": "/srv/tm", "shares": [
+def test_headscale_refuses_each_tailscale_only_part_which_is_why_they_are_left_out_for_it(docker_client, images):
+    tailscale_form = json.loads(run_program({"storageRoot": "/srv/tm", "shares": [
         {"name": "alice", "owner": "alice@example.com"}, {"name": "bob", "owner": "bob@example.com"}]}
-    ).outputs["tailnetPolicy"]
-    code, logs = check(docker_client, images["headscale"], tailscale_form)
+    ).outputs["tailnetPolicy"])
+    assert {"tests", "acls", "tagOwners"} <= set(tailscale_form)
+    headscale_form = json.loads(rendered(CASES["two users"], tagOwners=["admin@"]))
+    cases = {
+        # What the Tailscale form has and the Headscale form leaves out, one at a time.
+        "autogroup:admin": {**headscale_form, "tagOwners": {
+            t: ["autogroup:admin"] for t in headscale_form["tagOwners"]}},
+        "tag:timemachine": {**headscale_form, "tagOwners": {
+            t: o + ([] if t == "tag:timemachine" else ["tag:timemachine"]) for t, o in headscale_form["tagOwners"].items()}},
+        '"tests"': {**headscale_form, "tests": [
+            {"src": "alice@", "accept": ["tag:tm-alice:445"], "deny": ["tag:tm-bob:445"]}]},
+    }
+    for reason, policy in cases.items():
+        code, logs = check(docker_client, images["headscale"], json.dumps(policy))
+        assert code != 0 and reason in logs, (reason, logs)
+    code, logs = check(docker_client, images["headscale"], json.dumps(tailscale_form))
     assert code != 0, logs
