@@ -12,18 +12,14 @@ line, `tailnet/sidecar write=<x.xx> read=<y.yy>` (medians). A measurement, not a
 """
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_throughput import BAND, cpu_seconds, smb_round  # noqa: E402
+from bench_throughput import cpu_seconds, report, setup, smb_round  # noqa: E402
 
 from tests.conftest import docker_client_for  # noqa: E402
 from tests.engine.deploy import start_goproxy  # noqa: E402
@@ -34,19 +30,8 @@ TAGS = ["tag:timemachine", "tag:tm-bench"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    bands = max(1, args.size_mib * 1024 * 1024 // BAND)
-    size_mb = bands * BAND / 1e6
-
+    args, _, size_mb, work, src = setup(__doc__ or "", "tm-bench-tailnet-")
     client = docker_client_for()
-    work = Path(tempfile.mkdtemp(prefix="tm-bench-tailnet-"))
-    src = work / "bands"
-    src.mkdir()
-    for i in range(bands):
-        (src / f"{i:x}").write_bytes(os.urandom(BAND))
     goproxy = start_goproxy(client, work / "goproxy")
     images = {"headscale": build(client, HEADSCALE_CONTEXT, "tailscale-timemachine/headscale"),
               "client": build(client, CLIENT_CONTEXT, "tailscale-timemachine/tailnet-client-test")}
@@ -92,16 +77,7 @@ def main() -> None:
         goproxy.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    def rate(label: str, index: int) -> float:
-        return statistics.median(size_mb / row[index] for row in rows[label])
-
-    gb = 2 * size_mb * args.rounds / 1000
-    for label in rows:
-        print(f"  cpu seconds per GB moved, {label:<7}: " + ", ".join(
-            f"{k} {v / gb:.2f}" for k, v in sorted(cpu[label].items())))
-    print(f"{args.rounds} rounds of {size_mb:.0f} MB per path; medians in MB/s:")
-    for label in rows:
-        print(f"  {label:<8} write {rate(label, 0):8.1f}  read {rate(label, 1):8.1f}")
+    rate = report(rows, cpu, size_mb, args.rounds)
     print(f"tailnet/sidecar write={rate('tailnet', 0) / rate('sidecar', 0):.2f} "
           f"read={rate('tailnet', 1) / rate('sidecar', 1):.2f}")
 

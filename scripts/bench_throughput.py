@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -99,20 +100,42 @@ def smb_round(host: str, port: int, share: str, src: Path, back: Path, name: str
     return write, read
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def setup(doc: str, prefix: str) -> tuple[argparse.Namespace, int, float, Path, Path]:
+    """Arguments (--size-mib, --rounds), and a work folder holding the bands every path moves:
+    (args, bands, MB per round, work folder, bands folder)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="data per path per round (≥ 1024 for the target)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     bands = max(1, args.size_mib * 1024 * 1024 // BAND)
-    size_mb = bands * BAND / 1e6
-
-    client = docker_client_for()
-    work = Path(tempfile.mkdtemp(prefix="tm-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     src = work / "bands"
     src.mkdir()
     for i in range(bands):
         (src / f"{i:x}").write_bytes(os.urandom(BAND))
+    return args, bands, bands * BAND / 1e6, work, src
+
+
+def report(rows: dict[str, list], cpu: dict[str, dict], size_mb: float, rounds: int) -> Callable[[str, int], float]:
+    """Prints CPU seconds per GB for each measured path and the median rates; returns
+    rate(path, 0 for write / 1 for read) in MB/s for the closing ratio line."""
+
+    def rate(label: str, index: int) -> float:
+        return statistics.median(size_mb / row[index] for row in rows[label])
+
+    gb = 2 * size_mb * rounds / 1000  # written and read back
+    for label in cpu:
+        print(f"  cpu seconds per GB moved, {label:<7}: " + ", ".join(
+            f"{k} {v / gb:.2f}" for k, v in sorted(cpu[label].items())))
+    print(f"{rounds} rounds of {size_mb:.0f} MB per path; medians in MB/s:")
+    for label in rows:
+        print(f"  {label:<8} write {rate(label, 0):8.1f}  read {rate(label, 1):8.1f}")
+    return rate
+
+
+def main() -> None:
+    args, bands, size_mb, work, src = setup(__doc__ or "", "tm-bench-")
+    client = docker_client_for()
     port = free_port()
     goproxy = start_goproxy(client, work / "goproxy")
     stack = new_stack(work / "stack", "bench", tools_env())
@@ -147,16 +170,8 @@ def main() -> None:
         goproxy.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    def rate(label: str, index: int) -> float:
-        return statistics.median(size_mb / row[index] for row in rows[label])
-
-    gb = 2 * size_mb * args.rounds / 1000  # written and read back
-    for label in ("direct", "proxy"):
-        print(f"  cpu seconds per GB moved, {label:<6}: " + ", ".join(
-            f"{k} {v / gb:.2f}" for k, v in sorted(cpu[label].items())))
-    print(f"{args.rounds} rounds of {size_mb:.0f} MB ({bands} bands of 8 MiB) per path; medians in MB/s:")
-    for label in rows:
-        print(f"  {label:<7} write {rate(label, 0):8.1f}  read {rate(label, 1):8.1f}")
+    print(f"{bands} bands of 8 MiB per round")
+    rate = report(rows, cpu, size_mb, args.rounds)
     print(f"smb/disk write={rate('direct', 0) / rate('disk', 0):.2f} read={rate('direct', 1) / rate('disk', 1):.2f} "
           f"proxy/direct write={rate('proxy', 0) / rate('direct', 0):.2f} read={rate('proxy', 1) / rate('direct', 1):.2f}")
 
