@@ -29,7 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import docker_client_for, free_port, unique_subnet, wait_port  # noqa: E402
 from tests.engine.deploy import (  # noqa: E402
-    caddy_config_of, deploy, new_stack, side_caddy, stack_config, start_goproxy, teardown,
+    caddy_config_of,
+    deploy,
+    new_stack,
+    side_caddy,
+    stack_config,
+    start_goproxy,
+    teardown,
 )
 from tests.engine.pulumi_cli import tools_env  # noqa: E402
 

@@ -26,6 +26,7 @@ AAPL_SERVER_QUERY = 1
 AAPL_SERVER_CAPS, AAPL_VOLUME_CAPS, AAPL_MODEL_INFO = 0x1, 0x2, 0x4
 AAPL_CLIENT_CAPS = 0x1 | 0x2 | 0x4  # read-dir-attr, OS X copyfile, UNIX-based: what macOS announces
 AAPL_FULL_SYNC = 0x4
+MiB = 1024 * 1024
 
 
 @dataclass

@@ -12,9 +12,8 @@ import pytest
 from tests.conftest import unique_subnet
 from tests.engine.deploy import DATA_UID, FIRST_NODE_PORT, deploy, new_stack, stack_config, teardown
 
-__all__ = ["DATA_UID", "FIRST_NODE_PORT", "MiB", "QUOTAS", "SHARES"]
+__all__ = ["DATA_UID", "FIRST_NODE_PORT", "QUOTAS", "SHARES"]
 
-MiB = 1024 * 1024
 SHARES = [
     {"name": "alice", "owner": "alice@example.com", "quota": "2G"},
     {"name": "bob", "owner": "bob@example.com", "quota": "1G"},

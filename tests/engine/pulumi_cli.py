@@ -7,7 +7,6 @@ Each stack gets a temporary project folder whose entries link to this repository
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +162,3 @@ def tools_or_reason() -> tuple[dict[str, str] | None, str]:
     except (RuntimeError, subprocess.CalledProcessError, FileNotFoundError) as exc:
         return None, str(exc)
 
-
-def ci() -> bool:
-    return bool(os.environ.get("CI"))

@@ -15,10 +15,10 @@ from smbprotocol.exceptions import SMBException
 from components.caddy_config import CADDY_CONFIG_PATH
 from components.ipplan import node_port, proxy_address
 from tests.conftest import free_port, upload
-from tests.engine.conftest import FIRST_NODE_PORT, SHARES, MiB
+from tests.engine.conftest import FIRST_NODE_PORT, SHARES
 from tests.engine.deploy import caddy_config_of, side_caddy
 from tests.pulumi_runner import ROOT, run_program
-from tests.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
+from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
 
 pytestmark = pytest.mark.engine
 

@@ -16,8 +16,8 @@ from smbprotocol.exceptions import SMBException
 
 from components.smbconf import render_smb_conf
 from tests.conftest import upload, wait_healthy, wait_port
-from tests.engine.conftest import DATA_UID, QUOTAS, MiB
-from tests.smb import AAPL_FULL_SYNC, GuestClient, aapl_query, guest_tree
+from tests.engine.conftest import DATA_UID, QUOTAS
+from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
 
 pytestmark = pytest.mark.engine
 BAND = 8 * MiB

@@ -6,7 +6,6 @@ import pytest
 
 from tests.tailnet.harness import CLIENT_CONTEXT, HEADSCALE_CONTEXT, build, deployed_tailnet
 
-MiB = 1024 * 1024
 SHARES = [
     {"name": "alice", "owner": "alice@", "quota": "2G"},
     {"name": "bob", "owner": "bob@", "quota": "1G"},

@@ -9,8 +9,8 @@ import time
 import pytest
 import smbclient
 
-from tests.smb import AAPL_FULL_SYNC, GuestClient, aapl_query
-from tests.tailnet.conftest import FORWARD, MiB
+from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query
+from tests.tailnet.conftest import FORWARD
 from tests.tailnet.harness import run, start_client
 
 pytestmark = pytest.mark.tailnet
