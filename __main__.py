@@ -66,7 +66,7 @@ proxy = CaddyProxy(
         subnet=config.network.subnet,
         # An internal network publishes nothing: its nodes reach only peers on the network itself.
         node_ports=[] if config.network.internal else [s.node_port for s in shares if s.node_port is not None],
-        self_hosted=config.tailnet.control_url is not None,
+        self_hosted=config.tailnet.self_hosted,
         plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
     ),
 )
@@ -108,7 +108,7 @@ pulumi.export(
             (SharePolicy(s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares, strict=True)),
             tag_owners=config.tailnet.effective_tag_owners,
             base_tags=config.tailnet.tags,
-            self_hosted=config.tailnet.control_url is not None,
+            self_hosted=config.tailnet.self_hosted,
         ),
         indent=2,
         sort_keys=True,

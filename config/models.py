@@ -23,7 +23,9 @@ from pydantic.alias_generators import to_camel
 # A tailnet identity: a login (alice@example.com; Headscale names users alice@), a group, an
 # autogroup, or a tag.
 LOGIN = re.compile(r"[^@\s:]+@[^@\s]*")
-OWNER = re.compile(r"[^@\s:]+@[^@\s]*|(group|autogroup):[\w.-]+|tag:[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+GROUP = re.compile(r"(group|autogroup):[\w.-]+")
+TAG = re.compile(r"tag:[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+OWNER = re.compile("|".join(p.pattern for p in (LOGIN, GROUP, TAG)))
 DEFAULT_TAG_OWNERS = ("autogroup:admin",)
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_DNS_LABEL = 63
@@ -64,7 +66,7 @@ Quota = Annotated[int, BeforeValidator(_parse_quota), AfterValidator(_positive)]
 
 
 def _tag(value: str) -> str:
-    if not re.fullmatch(r"tag:[a-z0-9]([a-z0-9-]*[a-z0-9])?", value):
+    if not TAG.fullmatch(value):
         raise ValueError(f'{value!r} is not a tailnet tag (write it as "tag:<name>", lowercase a-z, 0-9, "-")')
     return value
 
@@ -141,6 +143,11 @@ class TailnetConfig(ConfigModel):
         return value
 
     @property
+    def self_hosted(self) -> bool:
+        """A control server of one's own (Headscale) instead of Tailscale's."""
+        return self.control_url is not None
+
+    @property
     def effective_tag_owners(self) -> list[str]:
         return self.tag_owners if self.tag_owners is not None else list(DEFAULT_TAG_OWNERS)
 
@@ -214,7 +221,7 @@ class ShareConfig(ConfigModel):
         value = value.strip()
         if not value:
             raise ValueError("is empty; give the owner's tailnet login (alice@example.com) or a group (group:…)")
-        if not (LOGIN.fullmatch(value) or re.fullmatch(r"(group|autogroup):[\w.-]+", value)):
+        if not (LOGIN.fullmatch(value) or GROUP.fullmatch(value)):
             raise ValueError(
                 f"{value!r} is not a tailnet login (user@example.com; alice@ for a Headscale user) or group (group:…)"
             )
@@ -284,7 +291,7 @@ class StackConfig(ConfigModel):
                         "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided",
                     )
                 )
-        headscale = self.tailnet.control_url is not None
+        headscale = self.tailnet.self_hosted
         for index, share in enumerate(self.shares):
             if share.owner.endswith("@") and not headscale:
                 problems.append(

@@ -124,3 +124,17 @@ def goproxy(docker_client, tmp_path_factory):
     proxy = start_goproxy(docker_client, tmp_path_factory.mktemp("goproxy"))
     yield proxy
     proxy.close()
+
+
+def run_once(client, image: str, command: list[str], files: dict[str, str]) -> tuple[int, str]:
+    """Run `command` once in a throwaway container of `image` (no network) with `files` uploaded;
+    returns its exit status and output."""
+    container = client.containers.create(image, command=command, network_mode="none")
+    try:
+        for path, content in files.items():
+            upload(container, path, content)
+        container.start()
+        status = container.wait(timeout=120)["StatusCode"]
+        return status, container.logs().decode()
+    finally:
+        container.remove(force=True, v=True)

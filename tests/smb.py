@@ -107,3 +107,23 @@ class GuestClient:
 
     def close(self) -> None:
         smbclient.reset_connection_cache(connection_cache=self.cache)
+
+
+def write_file(host: str, share: str, name: str, data: bytes, port: int = 445) -> None:
+    """One guest session that writes `name` on the share."""
+    client = GuestClient(host, port)
+    try:
+        with smbclient.open_file(client.path(share, name), mode="wb", **client.kw()) as f:
+            f.write(data)
+    finally:
+        client.close()
+
+
+def read_file(host: str, share: str, name: str, port: int = 445) -> bytes:
+    """One guest session that reads `name` from the share."""
+    client = GuestClient(host, port)
+    try:
+        with smbclient.open_file(client.path(share, name), mode="rb", **client.kw()) as f:
+            return f.read()
+    finally:
+        client.close()

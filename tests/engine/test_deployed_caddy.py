@@ -14,7 +14,7 @@ from smbprotocol.exceptions import SMBException
 
 from components.caddy_config import CADDY_CONFIG_PATH
 from components.ipplan import node_port, proxy_address
-from tests.conftest import free_port, upload
+from tests.conftest import free_port, run_once
 from tests.engine.conftest import FIRST_NODE_PORT, SHARES
 from tests.engine.deploy import caddy_config_of, side_caddy
 from tests.pulumi_runner import ROOT, run_program
@@ -31,15 +31,7 @@ def caddy(deployed):
 
 def validate(client, image: str, config_text: str) -> tuple[int, str]:
     """`caddy validate` inside the deployed image on a config uploaded as the stack uploads it."""
-    container = client.containers.create(image, command=["caddy", "validate", "--config", CADDY_CONFIG_PATH],
-                                         network_mode="none")
-    try:
-        upload(container, CADDY_CONFIG_PATH, config_text)
-        container.start()
-        status = container.wait(timeout=120)["StatusCode"]
-        return status, container.logs().decode()
-    finally:
-        container.remove(force=True, v=True)
+    return run_once(client, image, ["caddy", "validate", "--config", CADDY_CONFIG_PATH], {CADDY_CONFIG_PATH: config_text})
 
 
 def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_env(caddy):

@@ -9,33 +9,14 @@ import json
 import os
 
 import pytest
-import smbclient
 
 from tests.conftest import wait_port
 from tests.engine.deploy import fake_key
 from tests.engine.pulumi_cli import plan, step_name
-from tests.smb import GuestClient
+from tests.smb import read_file, write_file
 
 pytestmark = pytest.mark.engine
 SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state")
-
-
-def write(ip: str, share: str, name: str, data: bytes) -> None:
-    client = GuestClient(ip)
-    try:
-        with smbclient.open_file(client.path(share, name), mode="wb", **client.kw()) as f:
-            f.write(data)
-    finally:
-        client.close()
-
-
-def read(ip: str, share: str, name: str) -> bytes:
-    client = GuestClient(ip)
-    try:
-        with smbclient.open_file(client.path(share, name), mode="rb", **client.kw()) as f:
-            return f.read()
-    finally:
-        client.close()
 
 
 def test_second_preview_and_refresh_change_nothing(deployed):
@@ -77,7 +58,7 @@ def test_adding_a_share_touches_no_other_share(deployed):
     ip = stack.outputs()["shares"]["dave"]["ip"]
     wait_port(ip, 445)
     payload = os.urandom(1024 * 1024)
-    write(ip, "dave", "dave.bin", payload)
+    write_file(ip, "dave", "dave.bin", payload)
     assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == payload
     assert {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]} == others_before
     assert client.containers.get("tm-caddy").id != caddy_before
@@ -134,7 +115,7 @@ def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed)
     stack, client, storage = deployed["stack"], deployed["client"], deployed["storage"]
     alice = deployed["ips"]["alice"]
     payload = os.urandom(2 * 1024 * 1024)
-    write(alice, "alice", "keep.bin", payload)
+    write_file(alice, "alice", "keep.bin", payload)
     states = {v.name for v in client.volumes.list(filters={"label": "timemachine.share"})}
 
     refused = stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
@@ -153,4 +134,4 @@ def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed)
     # A new deployment of the same config serves the same bytes.
     stack.up()
     wait_port(alice, 445)
-    assert read(alice, "alice", "keep.bin") == payload
+    assert read_file(alice, "alice", "keep.bin") == payload

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import upload
+from tests.conftest import run_once
 from tests.pulumi_runner import run_program
 from tests.tailnet.harness import CONFIG_PATH, headscale_config
 
@@ -36,16 +36,8 @@ def check(docker_client, image: str, policy_text: str) -> tuple[int, str]:
     policy = json.loads(policy_text)
     used = {o for acl in policy.get("acls", []) for o in acl["src"]} | {o for v in policy["tagOwners"].values() for o in v}
     policy["groups"] = {g: m for g, m in GROUPS.items() if g in used}
-    container = docker_client.containers.create(image, command=["headscale", "policy", "check", "-f", "/tmp/p.hujson"],
-                                                network_mode="none")
-    try:
-        upload(container, CONFIG_PATH, headscale_config("127.0.0.1"))
-        upload(container, "/tmp/p.hujson", json.dumps(policy))
-        container.start()
-        code = container.wait(timeout=120)["StatusCode"]
-        return code, container.logs().decode()
-    finally:
-        container.remove(force=True, v=True)
+    return run_once(docker_client, image, ["headscale", "policy", "check", "-f", "/tmp/p.hujson"],
+                    {CONFIG_PATH: headscale_config("127.0.0.1"), "/tmp/p.hujson": json.dumps(policy)})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -9,7 +9,7 @@ import time
 import pytest
 import smbclient
 
-from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query
+from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, read_file, write_file
 from tests.tailnet.conftest import FORWARD
 from tests.tailnet.harness import run, start_client
 
@@ -21,14 +21,8 @@ def sha256(data: bytes) -> str:
 
 
 def smb_write_read(host: str, port: int, share: str, name: str, payload: bytes) -> None:
-    client = GuestClient(host, port)
-    try:
-        with smbclient.open_file(client.path(share, name), mode="wb", **client.kw()) as f:
-            f.write(payload)
-        with smbclient.open_file(client.path(share, name), mode="rb", **client.kw()) as f:
-            assert sha256(f.read()) == sha256(payload)
-    finally:
-        client.close()
+    write_file(host, share, name, payload, port)
+    assert sha256(read_file(host, share, name, port)) == sha256(payload)
 
 
 def test_owner_reaches_their_share_through_its_tailnet_node(tailnet):
