@@ -6,10 +6,17 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gc_tuning import tune_gc
+from components.headscale import (
+    HEADSCALE_CONTAINER,
+    HeadscalePreAuthKey,
+    HeadscaleServer,
+    HeadscaleServerArgs,
+    HeadscaleUser,
+)
 from components.images import local_image
 from components.ipplan import gateway
 from components.labels import network_labels
-from components.policy import SharePolicy, render_policy
+from components.policy import SharePolicy, render_policy, share_tags
 from components.proxy import CaddyProxy, CaddyProxyArgs
 from components.share import TimeMachineShare, TimeMachineShareArgs
 from components.smbconf import format_size
@@ -34,6 +41,56 @@ network = docker.Network(
     ],
     labels=network_labels(role="network"),
 )
+# The policy follows from the config alone (hostnames and tags), so an embedded Headscale can load it.
+tailnet_policy = json.dumps(
+    render_policy(
+        (
+            SharePolicy(host, share.owner, share_tags(config.tailnet.tags, host))
+            for share in config.shares
+            for host in [config.tailnet.hostname_prefix + share.name]
+        ),
+        tag_owners=config.tailnet.effective_tag_owners,
+        base_tags=config.tailnet.tags,
+        self_hosted=config.tailnet.self_hosted,
+    ),
+    indent=2,
+    sort_keys=True,
+)
+headscale = config.tailnet.headscale
+headscale_server: HeadscaleServer | None = None
+if headscale.embedded:
+    assert stack.headscale_ip is not None and config.tailnet.control_url is not None
+    headscale_server = HeadscaleServer(
+        "headscale",
+        HeadscaleServerArgs(
+            control_url=config.tailnet.control_url,
+            policy=tailnet_policy,
+            image=headscale.image or local_image("headscale-image", "headscale").image_name,
+            network_name=network.name,
+            ip=stack.headscale_ip,
+            # An internal network publishes nothing, as for the proxy.
+            port=None if config.network.internal else headscale.port,
+            stun_port=None if config.network.internal else headscale.stun_port,
+            base_domain=config.tailnet.dns_suffix or "tailnet.internal",
+        ),
+    )
+headscale_users: dict[str, HeadscaleUser] = {}
+headscale_access: dict | None = None
+if config.tailnet.auth_keys == "headscale":
+    if headscale_server is not None:
+        headscale_access = {"container": HEADSCALE_CONTAINER}
+        if docker_host := pulumi.Config("docker").get("host"):
+            headscale_access["dockerHost"] = docker_host
+    else:
+        assert config.tailnet.headscale_api_key is not None
+        headscale_access = {
+            "url": config.tailnet.control_url,
+            "apiKey": pulumi.Output.secret(config.tailnet.headscale_api_key.get_secret_value()),
+        }
+    after_server = pulumi.ResourceOptions(depends_on=[headscale_server.container] if headscale_server else [])
+    # One Headscale user per owner, and the one the share nodes register under.
+    for user in sorted({s.owner.removesuffix("@") for s in config.shares} | {config.tailnet.key_user or ""} - {""}):
+        headscale_users[user] = HeadscaleUser(f"headscale-user-{user}", user, headscale_access, after_server)
 samba_image = config.samba.image or local_image("samba-image", "samba").image_name
 caddy_image = config.proxy.image or local_image("caddy-image", "caddy", config.proxy.build_args).image_name
 bridge = config.proxy.network_mode == "bridge"
@@ -51,6 +108,8 @@ shares = [
             samba=config.samba,
             tailnet=config.tailnet,
             first_node_port=config.proxy.first_node_port if bridge else None,
+            headscale_user_id=headscale_users[config.tailnet.key_user or ""].user_id if headscale_users else None,
+            headscale_access=headscale_access,
         ),
     )
     for share in config.shares
@@ -101,16 +160,31 @@ pulumi.export(
         for c, s in zip(config.shares, shares, strict=True)
     },
 )
-pulumi.export(
-    "tailnetPolicy",
-    json.dumps(
-        render_policy(
-            (SharePolicy(s.hostname, c.owner, s.tags) for c, s in zip(config.shares, shares, strict=True)),
-            tag_owners=config.tailnet.effective_tag_owners,
-            base_tags=config.tailnet.tags,
-            self_hosted=config.tailnet.self_hosted,
+pulumi.export("tailnetPolicy", tailnet_policy)
+if headscale_access is not None:
+    # What each owner's Mac runs once to join the tailnet as that owner (a single-use key).
+    join_keys = {
+        share.owner: HeadscalePreAuthKey(
+            f"join-{share.owner.removesuffix('@')}",
+            user_id=headscale_users[share.owner.removesuffix("@")].user_id,
+            tags=[],
+            expiry_days=config.tailnet.key_expiry_days,
+            reusable=False,
+            description=f"join key for {share.owner}",
+            access=headscale_access,
+        )
+        for share in config.shares
+    }
+    pulumi.export(
+        "joinCommands",
+        pulumi.Output.secret(
+            {
+                owner: pulumi.Output.concat(
+                    "tailscale up --login-server=", config.tailnet.control_url or "", " --auth-key=", key.key
+                )
+                for owner, key in sorted(join_keys.items())
+            }
         ),
-        indent=2,
-        sort_keys=True,
-    ),
-)
+    )
+if headscale_server is not None:
+    pulumi.export("headscale", {"controlUrl": config.tailnet.control_url, "ip": str(stack.headscale_ip)})

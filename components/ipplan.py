@@ -21,6 +21,11 @@ def proxy_address(subnet: Net) -> IPv4:
     return subnet.broadcast_address - 1
 
 
+def headscale_address(subnet: Net) -> IPv4:
+    """The embedded Headscale's default address: the host below the proxy's."""
+    return subnet.broadcast_address - 2
+
+
 def share_capacity(subnet: Net) -> int:
     # network, gateway, proxy and broadcast are not for shares.
     return subnet.num_addresses - 4
@@ -49,7 +54,9 @@ class IpPlanError(ValueError):
         super().__init__("; ".join(f"{p.share}: {p.message}" for p in problems))
 
 
-def plan_ips(shares: Iterable[tuple[str, IPv4 | None]], subnet: Net) -> dict[str, IPv4]:
+def plan_ips(
+    shares: Iterable[tuple[str, IPv4 | None]], subnet: Net, reserved: dict[IPv4, str] | None = None
+) -> dict[str, IPv4]:
     """Map share name → IPv4 address. `shares` is (name, pinned ip or None), in any order.
 
     Raises IpPlanError listing every problem: a pin outside the subnet or on a reserved address, an
@@ -63,6 +70,8 @@ def plan_ips(shares: Iterable[tuple[str, IPv4 | None]], subnet: Net) -> dict[str
         gateway(subnet): "the gateway",
         proxy_address(subnet): "reserved for the proxy",
         subnet.broadcast_address: "the broadcast address",
+        # Other addresses the stack itself uses (the embedded Headscale's).
+        **(reserved or {}),
     }
     if len(shares) > share_capacity(subnet):
         problems.append(

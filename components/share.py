@@ -10,6 +10,7 @@ import pulumi_docker as docker
 import pulumi_tailscale as tailscale
 
 from components.caddy_config import route_fragment
+from components.headscale import HeadscalePreAuthKey
 from components.ipplan import node_port
 from components.labels import container_labels, volume_labels
 from components.policy import share_tags
@@ -31,6 +32,10 @@ class TimeMachineShareArgs:
     tailnet: TailnetConfig
     # Bridge mode only: the first tsnet UDP port; None in host mode.
     first_node_port: int | None = None
+    # authKeys: headscale — where the key is made: the Headscale user the node registers under, and
+    # how to reach Headscale (see components.headscale_api.connect).
+    headscale_user_id: pulumi.Input[str] | None = None
+    headscale_access: pulumi.Input[dict] | None = None
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -66,6 +71,19 @@ class TimeMachineShare(pulumi.ComponentResource):
             # The provider marks `key` secret through additional_secret_outputs; wrapping it again keeps
             # it secret even where that option is not honoured (mocks, older engines).
             self.auth_key = pulumi.Output.secret(self.tailnet_key.key)
+        elif args.tailnet.auth_keys == "headscale":
+            assert args.headscale_user_id is not None and args.headscale_access is not None
+            self.headscale_key = HeadscalePreAuthKey(
+                f"{name}-key",
+                user_id=args.headscale_user_id,
+                tags=self.tags,
+                expiry_days=args.tailnet.key_expiry_days,
+                reusable=False,
+                description=f"share node {self.hostname}",
+                access=args.headscale_access,
+                opts=child,
+            )
+            self.auth_key = pulumi.Output.secret(self.headscale_key.key)
         else:
             # The config check guarantees a provided key for every share.
             assert share.auth_key is not None

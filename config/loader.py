@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from components.ipplan import IpPlanError, plan_ips
+from components.ipplan import IpPlanError, gateway, headscale_address, plan_ips, proxy_address
 from config.models import CrossCheckError, StackConfig
 
 PROJECT = "tailscale-timemachine"
@@ -32,6 +32,8 @@ class ConfigError(ValueError):
 class LoadedStack:
     config: StackConfig
     ips: dict[str, ipaddress.IPv4Address]
+    # The embedded Headscale's address on the stack's network; None without one.
+    headscale_ip: ipaddress.IPv4Address | None = None
 
 
 def _path(loc: tuple) -> str:
@@ -89,8 +91,10 @@ def load(raw: Mapping[str, Any]) -> LoadedStack:
         problems += _validation_problems(exc)
     if problems:
         raise ConfigError(problems)
+    headscale_ip = _headscale_ip(config)
+    reserved = {headscale_ip: "the embedded Headscale's (tailnet.headscale.ip)"} if headscale_ip else {}
     try:
-        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet)
+        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, reserved)
     except IpPlanError as exc:
         index = {share.name: i for i, share in enumerate(config.shares)}
         raise ConfigError(
@@ -99,7 +103,23 @@ def load(raw: Mapping[str, Any]) -> LoadedStack:
                 for p in exc.problems
             ]
         ) from None
-    return LoadedStack(config, ips)
+    return LoadedStack(config, ips, headscale_ip)
+
+
+def _headscale_ip(config: StackConfig) -> ipaddress.IPv4Address | None:
+    headscale = config.tailnet.headscale
+    if not headscale.embedded:
+        return None
+    subnet = config.network.subnet
+    ip = headscale.ip or headscale_address(subnet)
+    if (
+        ip not in subnet
+        or ip in (subnet.network_address, gateway(subnet), proxy_address(subnet))
+        or (ip == subnet.broadcast_address)
+    ):
+        default = headscale_address(subnet)
+        raise ConfigError([f"tailnet.headscale.ip: {ip} is not a free host of {subnet}; omit it (default {default})"])
+    return ip
 
 
 def raw_from_pulumi() -> dict[str, Any]:

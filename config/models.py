@@ -110,15 +110,33 @@ class NetworkConfig(ConfigModel):
         return value
 
 
+HEADSCALE_USER = re.compile(r"[a-z][a-z0-9._-]*@")
+
+
+class HeadscaleConfig(ConfigModel):
+    # The stack runs Headscale itself (images/headscale) at tailnet.controlUrl.
+    embedded: bool = False
+    image: str = ""
+    # Its address on the stack's network; default: the address below the proxy's.
+    ip: ipaddress.IPv4Address | None = None
+    # Host ports published for Headscale's HTTP listener (control + DERP) and its STUN server.
+    port: int = Field(default=8080, ge=1, le=65535)
+    stun_port: int = Field(default=3478, ge=1, le=65535)
+
+
 class TailnetConfig(ConfigModel):
     hostname_prefix: str = "tm-"
     tags: list[Tag] = Field(default_factory=lambda: ["tag:timemachine"])
     key_expiry_days: int = Field(default=90, ge=1, le=90)
     dns_suffix: str | None = None
     control_url: str | None = None
-    auth_keys: Literal["managed", "provided"] = "managed"
+    # managed: the Tailscale API; provided: keys in the config; headscale: made by the program in Headscale.
+    auth_keys: Literal["managed", "provided", "headscale"] = "managed"
     # Who may apply the tags; None: the default for Tailscale, a required choice for Headscale.
     tag_owners: list[str] | None = None
+    headscale: HeadscaleConfig = HeadscaleConfig()
+    # An external Headscale's API key (`headscale apikeys create`), for authKeys: headscale.
+    headscale_api_key: SecretStr | None = None
 
     @field_validator("hostname_prefix")
     @classmethod
@@ -150,6 +168,12 @@ class TailnetConfig(ConfigModel):
     @property
     def effective_tag_owners(self) -> list[str]:
         return self.tag_owners if self.tag_owners is not None else list(DEFAULT_TAG_OWNERS)
+
+    @property
+    def key_user(self) -> str | None:
+        """The Headscale user the share nodes register under: the first user among the tag owners."""
+        users = [owner for owner in self.tag_owners or [] if HEADSCALE_USER.fullmatch(owner)]
+        return users[0].removesuffix("@") if users else None
 
     @field_validator("dns_suffix")
     @classmethod
@@ -284,11 +308,12 @@ class StackConfig(ConfigModel):
                         ),
                     )
                 )
-            if self.tailnet.auth_keys == "managed" and share.auth_key is not None:
+            if self.tailnet.auth_keys != "provided" and share.auth_key is not None:
                 problems.append(
                     (
                         ("shares", index, "authKey"),
-                        "given, but tailnet.authKeys is managed; remove it or set tailnet.authKeys to provided",
+                        f"given, but tailnet.authKeys is {self.tailnet.auth_keys}; remove it or set "
+                        "tailnet.authKeys to provided",
                     )
                 )
         headscale = self.tailnet.self_hosted
@@ -324,10 +349,11 @@ class StackConfig(ConfigModel):
                     ("tailnet", "authKeys"),
                     (
                         "managed keys come from the Tailscale API, which a Headscale controlUrl does not serve; "
-                        "set authKeys: provided and give each share a key from `headscale preauthkeys create`"
+                        "set authKeys: headscale (the program makes the keys in Headscale) or provided"
                     ),
                 )
             )
+        problems += self._headscale_problems()
         if self.proxy.network_mode == "bridge":
             last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
             if self.proxy.first_node_port < 1024 or last > 65535:
@@ -344,6 +370,69 @@ class StackConfig(ConfigModel):
         if problems:
             raise CrossCheckError(problems)
         return self
+
+    def _headscale_problems(self) -> list[tuple[tuple, str]]:
+        """authKeys: headscale and the embedded Headscale: what they need from the rest of the config."""
+        tailnet = self.tailnet
+        problems: list[tuple[tuple, str]] = []
+        embedded = tailnet.headscale.embedded
+        if tailnet.auth_keys == "headscale" or embedded:
+            if tailnet.control_url is None:
+                problems.append(
+                    (
+                        ("tailnet", "controlUrl"),
+                        "missing: Headscale needs the URL Macs reach it at, e.g. http://192.168.1.10:8080 "
+                        "(see README, Self-hosted tailnet)",
+                    )
+                )
+        if embedded and tailnet.auth_keys != "headscale":
+            problems.append(
+                (
+                    ("tailnet", "authKeys"),
+                    f"is {tailnet.auth_keys}, but the embedded Headscale exists only once the stack is up; "
+                    "set authKeys: headscale so the program makes the keys",
+                )
+            )
+        if tailnet.auth_keys != "headscale":
+            if tailnet.headscale_api_key is not None:
+                problems.append(
+                    (("tailnet", "headscaleApiKey"), "given, but only authKeys: headscale uses it; remove it")
+                )
+            return problems
+        if not embedded and tailnet.headscale_api_key is None:
+            problems.append(
+                (
+                    ("tailnet", "headscaleApiKey"),
+                    "missing: an external Headscale makes keys only for an API key; run `headscale apikeys "
+                    "create` there, then pulumi config set --secret --path tailnet.headscaleApiKey <key> "
+                    "(or set tailnet.headscale.embedded: true)",
+                )
+            )
+        if embedded and tailnet.headscale_api_key is not None:
+            problems.append(
+                (
+                    ("tailnet", "headscaleApiKey"),
+                    "given, but the embedded Headscale is reached through Docker and needs no API key; remove it",
+                )
+            )
+        if tailnet.tag_owners is not None and tailnet.key_user is None:
+            problems.append(
+                (
+                    ("tailnet", "tagOwners"),
+                    "has no user: with authKeys: headscale the share nodes register under the first user "
+                    "among the tag owners; add one, e.g. [admin@]",
+                )
+            )
+        for index, share in enumerate(self.shares):
+            if not HEADSCALE_USER.fullmatch(share.owner):
+                problems.append(
+                    (
+                        ("shares", index, "owner"),
+                        f"{share.owner!r}: with authKeys: headscale each owner becomes a Headscale user; "
+                        "write it as a user name with a trailing @ (e.g. alice@; lowercase, starting with a letter)",
+                    )
+                )
+        return problems
 
 
 class CrossCheckError(ValueError):

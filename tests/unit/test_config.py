@@ -1,5 +1,6 @@
 """Config models and loading: every bad config is rejected with a located, actionable message."""
 import copy
+import ipaddress
 
 import pytest
 
@@ -19,9 +20,9 @@ GOOD = {
 }
 
 
-def with_(path, value):
-    """GOOD with one value replaced (or removed when value is DELETE); path like ('shares', 1, 'ip')."""
-    config = copy.deepcopy(GOOD)
+def with_(path, value, base=None):
+    """GOOD (or base) with one value replaced (or removed when value is DELETE); path like ('shares', 1, 'ip')."""
+    config = copy.deepcopy(GOOD if base is None else base)
     target = config
     for part in path[:-1]:
         target = target[part]
@@ -48,6 +49,24 @@ def headscale(tag_owners=None) -> dict:
 
 
 HEADSCALE_WITHOUT_OWNERS = headscale()
+
+
+def made_keys(embedded: bool = True, **tailnet) -> dict:
+    """Headscale with keys made by the program: embedded unless told otherwise."""
+    config = headscale(["admin@"])
+    for share in config["shares"]:
+        share.pop("authKey", None)
+    config["tailnet"] = {**config["tailnet"], "authKeys": "headscale", "headscale": {"embedded": embedded}, **tailnet}
+    return config
+
+
+def test_embedded_headscale_with_program_made_keys_is_accepted_and_reserves_its_address():
+    stack = load(made_keys())
+    assert stack.config.tailnet.key_user == "admin"
+    assert stack.headscale_ip == ipaddress.IPv4Address("172.24.0.253")
+    assert stack.headscale_ip not in stack.ips.values()
+    external = load(made_keys(embedded=False, headscaleApiKey="hskey-api-x"))
+    assert external.headscale_ip is None and external.config.tailnet.headscale_api_key is not None
 
 
 def test_headscale_users_and_tag_owners_are_accepted_with_control_url():
@@ -138,7 +157,7 @@ BAD = {
     "snake_case key": (with_(("samba", "data_uid"), 1000), "samba.data_uid", "unknown key"),
     "provided keys without a share key": (with_(("tailnet", "authKeys"), "provided"), "shares[0].authKey", "--secret --path 'shares[0].authKey'"),
     "share key while managed": (with_(("shares", 0, "authKey"), "tskey-x"), "shares[0].authKey", "tailnet.authKeys is managed"),
-    "unknown authKeys mode": (with_(("tailnet", "authKeys"), "manual"), "tailnet.authKeys", "'managed' or 'provided'"),
+    "unknown authKeys mode": (with_(("tailnet", "authKeys"), "manual"), "tailnet.authKeys", "'managed', 'provided' or 'headscale'"),
     "networkMode not host/bridge": (with_(("proxy", "networkMode"), "macvlan"), "proxy.networkMode", "'host' or 'bridge'"),
     "bridge node ports below 1024": ({**with_(("proxy", "firstNodePort"), 80), "proxy": {"networkMode": "bridge", "firstNodePort": 80}},
                                      "proxy.firstNodePort", "1024..65535"),
@@ -149,7 +168,7 @@ BAD = {
     "bad dnsSuffix": (with_(("tailnet", "dnsSuffix"), "exa mple.ts.net"), "tailnet.dnsSuffix", "not a DNS name"),
     "bad controlUrl": (with_(("tailnet", "controlUrl"), "headscale.example.com"), "tailnet.controlUrl", "not an http(s) URL"),
     "managed keys with a Headscale controlUrl": (with_(("tailnet", "controlUrl"), "https://hs.example.com"),
-                                                 "tailnet.authKeys", "authKeys: provided"),
+                                                 "tailnet.authKeys", "set authKeys: headscale"),
     "Headscale user form without controlUrl": (with_(("shares", 0, "owner"), "alice@"), "shares[0].owner",
                                                "is a Headscale user name; without tailnet.controlUrl"),
     "Headscale without tagOwners": (HEADSCALE_WITHOUT_OWNERS, "tailnet.tagOwners", "missing: with tailnet.controlUrl"),
@@ -158,6 +177,24 @@ BAD = {
     "empty tagOwners": (with_(("tailnet", "tagOwners"), []), "tailnet.tagOwners", "is empty"),
     "tag owner that is no identity": (with_(("tailnet", "tagOwners"), ["admin"]), "tailnet.tagOwners",
                                       "'admin' is not a tag owner"),
+    "embedded Headscale without controlUrl": (
+        with_(("tailnet",), {"authKeys": "headscale", "tagOwners": ["admin@"], "headscale": {"embedded": True}}),
+        "tailnet.controlUrl", "the URL Macs reach it at"),
+    "embedded Headscale with provided keys": (
+        made_keys(authKeys="provided"), "tailnet.authKeys", "set authKeys: headscale"),
+    "external Headscale without API key": (made_keys(embedded=False), "tailnet.headscaleApiKey", "apikeys create"),
+    "API key for the embedded Headscale": (
+        made_keys(headscaleApiKey="hskey-api-x"), "tailnet.headscaleApiKey", "needs no API key"),
+    "API key without Headscale keys": (
+        with_(("tailnet", "headscaleApiKey"), "hskey-api-x"), "tailnet.headscaleApiKey", "only authKeys: headscale"),
+    "Headscale keys without a user owning the tags": (
+        made_keys(tagOwners=["group:it"]), "tailnet.tagOwners", "add one, e.g. [admin@]"),
+    "Headscale keys for an owner that is no Headscale user": (
+        with_(("shares", 0, "owner"), "group:it", base=made_keys()), "shares[0].owner", "trailing @"),
+    "share key while Headscale makes them": (
+        with_(("shares", 0, "authKey"), "tskey-x", base=made_keys()), "shares[0].authKey", "authKeys is headscale"),
+    "embedded Headscale pinned on the proxy": (
+        made_keys(headscale={"embedded": True, "ip": "172.24.0.254"}), "tailnet.headscale.ip", "not a free host"),
     "shares not a list": (with_(("shares",), {"alice": {}}), "shares", "valid list"),
     "structured key given unparseable text": ({**GOOD, "network": "{not json"}, "network", "not valid structured config"),
 }

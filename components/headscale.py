@@ -1,0 +1,187 @@
+"""Headscale in the stack: the embedded server (HeadscaleServer) and the users and pre-auth keys the
+program makes in any Headscale (HeadscaleUser, HeadscalePreAuthKey, dynamic resources)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from components.headscale_api import HeadscaleError, UserExists, UserHasNodes, connect
+from components.headscale_config import (
+    HEADSCALE_CONFIG_PATH,
+    HEADSCALE_POLICY_PATH,
+    HEADSCALE_PORT,
+    HEADSCALE_STATE,
+    STUN_PORT,
+    render_headscale_config,
+)
+from components.labels import container_labels, volume_labels
+
+HEADSCALE_CONTAINER = "tm-headscale"
+
+
+def _fail(what: str, error: HeadscaleError) -> Exception:
+    # A provider error ends this resource's step only; the engine records everything done before.
+    return Exception(f"{what}: {error}")
+
+
+class _UserProvider(ResourceProvider):
+    """A Headscale user per owner. An existing user of that name is adopted, never deleted."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        headscale = connect(props["access"])
+        try:
+            try:
+                user_id, adopted = headscale.create_user(props["name"]), False
+            except UserExists:
+                user_id, adopted = headscale.users()[props["name"]], True
+        except HeadscaleError as error:
+            raise _fail(f"Headscale user {props['name']!r} not created", error) from None
+        return CreateResult(id_=user_id, outs={**props, "userId": user_id, "adopted": adopted})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = ["name"] if olds.get("name") != news.get("name") else []
+        changed = replaces or (["access"] if olds.get("access") != news.get("access") else [])
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs={**olds, "access": news["access"]})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if props.get("adopted"):
+            return
+        try:
+            connect(props["access"]).destroy_user(props["userId"])
+        except UserHasNodes:
+            # Devices are still registered to this person: removing their identity is not this
+            # stack's decision. `headscale users destroy` does it once they are gone.
+            return
+        except HeadscaleError as error:
+            raise _fail(f"Headscale user {props['name']!r} not deleted", error) from None
+
+
+class _PreAuthKeyProvider(ResourceProvider):
+    """A pre-auth key; deleting the resource expires the key in Headscale."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        try:
+            made = connect(props["access"]).create_key(
+                props["userId"], list(props.get("tags") or []), int(props["expiryDays"]), bool(props["reusable"])
+            )
+        except HeadscaleError as error:
+            raise _fail(f"pre-auth key for {props['description']} not created", error) from None
+        return CreateResult(id_=made.id, outs={**props, "key": made.key, "expiration": made.expiration})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        fixed = ("userId", "tags", "expiryDays", "reusable")
+        replaces = [name for name in fixed if olds.get(name) != news.get(name)]
+        changed = replaces or [name for name in ("access", "description") if olds.get(name) != news.get(name)]
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs={**olds, "access": news["access"], "description": news["description"]})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        try:
+            connect(props["access"]).expire_key(props["userId"], props["key"])
+        except HeadscaleError as error:
+            raise _fail(f"pre-auth key for {props['description']} not expired", error) from None
+
+
+class HeadscaleUser(pulumi.dynamic.Resource):
+    user_id: pulumi.Output[str]
+
+    def __init__(self, name: str, user: str, access: pulumi.Input[dict], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_UserProvider(), name, {"name": user, "access": access, "userId": None, "adopted": None}, opts)
+
+
+class HeadscalePreAuthKey(pulumi.dynamic.Resource):
+    key: pulumi.Output[str]
+    expiration: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        user_id: pulumi.Input[str],
+        tags: list[str],
+        expiry_days: int,
+        reusable: bool,
+        description: str,
+        access: pulumi.Input[dict],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        props = {
+            "userId": user_id,
+            "tags": sorted(tags),
+            "expiryDays": expiry_days,
+            "reusable": reusable,
+            "description": description,
+            "access": access,
+            "key": None,
+            "expiration": None,
+        }
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["key"])
+        super().__init__(_PreAuthKeyProvider(), name, props, pulumi.ResourceOptions.merge(secret, opts))
+
+
+@dataclass(frozen=True)
+class HeadscaleServerArgs:
+    control_url: str
+    policy: str
+    image: pulumi.Input[str]
+    network_name: pulumi.Input[str]
+    ip: ipaddress.IPv4Address
+    # Host ports for Headscale's HTTP (control + DERP) and STUN; None: publish nothing.
+    port: int | None
+    stun_port: int | None
+    base_domain: str = "tailnet.internal"
+
+
+class HeadscaleServer(pulumi.ComponentResource):
+    """The embedded control server: Headscale's config and the stack's own policy uploaded, its
+    state (node keys, users, database) on a protected, retained volume."""
+
+    container: docker.Container
+
+    def __init__(self, name: str, args: HeadscaleServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("timemachine:index:HeadscaleServer", name, None, opts)
+        self.config_yaml = render_headscale_config(args.control_url, args.base_domain)
+        self.state_volume = docker.Volume(
+            f"{name}-data",
+            name="tm-headscale-data",
+            labels=volume_labels(role="headscale"),
+            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+        )
+        ports = []
+        if args.port is not None:
+            ports.append(docker.ContainerPortArgs(internal=HEADSCALE_PORT, external=args.port, protocol="tcp"))
+        if args.stun_port is not None:
+            ports.append(docker.ContainerPortArgs(internal=STUN_PORT, external=args.stun_port, protocol="udp"))
+        self.container = docker.Container(
+            f"{name}-headscale",
+            name=HEADSCALE_CONTAINER,
+            image=args.image,
+            restart="unless-stopped",
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=str(args.ip))],
+            ports=ports,
+            uploads=[
+                docker.ContainerUploadArgs(file=HEADSCALE_CONFIG_PATH, content=self.config_yaml),
+                docker.ContainerUploadArgs(file=HEADSCALE_POLICY_PATH, content=args.policy),
+            ],
+            mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=HEADSCALE_STATE)],
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "headscale", "health"], interval="10s", timeout="5s", start_period="5s", retries=3
+            ),
+            # Users and keys are made right after: the engine waits until Headscale answers.
+            wait=True,
+            wait_timeout=120,
+            labels=container_labels(role="headscale"),
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.register_outputs({"containerId": self.container.id, "controlUrl": args.control_url})

@@ -1,0 +1,216 @@
+"""Talking to Headscale for users and pre-auth keys: its CLI in the embedded container (through the
+Docker API), or the REST API of an external Headscale with an API key. Plain functions, no Pulumi."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+
+class HeadscaleError(Exception):
+    """Headscale did not do what was asked; the message says what it answered and what to do."""
+
+
+class UserExists(HeadscaleError):
+    pass
+
+
+class UserHasNodes(HeadscaleError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: str
+    key: str
+    expiration: str
+
+
+class Headscale(Protocol):
+    def users(self) -> dict[str, str]: ...
+    def create_user(self, name: str) -> str: ...
+    def destroy_user(self, user_id: str) -> None: ...
+    def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey: ...
+    def expire_key(self, user_id: str, key: str) -> None: ...
+
+
+def connect(access: Mapping[str, Any]) -> Headscale:
+    """The Headscale a resource's `access` input names: {container, dockerHost} or {url, apiKey}."""
+    if access.get("container"):
+        return ContainerHeadscale(access["container"], access.get("dockerHost") or None)
+    return ApiHeadscale(access["url"], access["apiKey"])
+
+
+def _expiry(days: int) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+class ContainerHeadscale:
+    """The embedded Headscale: `headscale … -o json` executed in its container."""
+
+    # Headscale may still be starting (a replaced container): its socket answers within seconds.
+    READY_SECONDS = 90
+
+    def __init__(self, container: str, docker_host: str | None = None):
+        self.container_name = container
+        self.docker_host = docker_host
+
+    def _container(self):
+        import docker  # the Docker SDK: only the embedded Headscale needs it
+        from docker.errors import DockerException, NotFound
+
+        try:
+            client = docker.DockerClient(base_url=self.docker_host) if self.docker_host else docker.from_env()
+            container = client.containers.get(self.container_name)
+        except NotFound:
+            raise HeadscaleError(
+                f"the embedded Headscale container {self.container_name!r} does not exist; "
+                "run pulumi refresh, then pulumi up to create it again"
+            ) from None
+        except DockerException as exc:
+            raise HeadscaleError(f"cannot reach the Docker engine for the embedded Headscale: {exc}") from None
+        if container.status != "running":
+            raise HeadscaleError(
+                f"the embedded Headscale container {self.container_name!r} is {container.status}, not running; "
+                f"start it (docker start {self.container_name}) and run pulumi up again"
+            )
+        return container
+
+    def _run(self, *args: str) -> Any:
+        container = self._container()
+        deadline = time.monotonic() + self.READY_SECONDS
+        while True:
+            code, output = container.exec_run(["headscale", *args, "--output", "json"], demux=True)
+            stdout, stderr = ((part or b"").decode(errors="replace").strip() for part in output)
+            if code == 0:
+                return json.loads(stdout) if stdout else None
+            text = stderr or stdout
+            starting = "connect" in text.lower() and ("refused" in text or "no such file" in text)
+            if not starting or time.monotonic() > deadline:
+                raise HeadscaleError(f"headscale {' '.join(args)} failed (exit {code}): {_error_text(text)}")
+            time.sleep(1)
+
+    def users(self) -> dict[str, str]:
+        return {u["name"]: str(u["id"]) for u in self._run("users", "list") or []}
+
+    def create_user(self, name: str) -> str:
+        try:
+            return str(self._run("users", "create", name)["id"])
+        except HeadscaleError as exc:
+            if "already exists" in str(exc) or "UNIQUE constraint" in str(exc):
+                raise UserExists(str(exc)) from None
+            raise
+
+    def destroy_user(self, user_id: str) -> None:
+        try:
+            self._run("users", "destroy", "--identifier", user_id, "--force")
+        except HeadscaleError as exc:
+            if "not empty" in str(exc):
+                raise UserHasNodes(str(exc)) from None
+            raise
+
+    def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey:
+        args = ["preauthkeys", "create", "--user", user_id, "--expiration", f"{days}d"]
+        if reusable:
+            args.append("--reusable")
+        if tags:
+            args += ["--tags", ",".join(tags)]
+        made = self._run(*args)
+        return NewKey(str(made["id"]), made["key"], _timestamp(made.get("expiration")))
+
+    def expire_key(self, user_id: str, key: str) -> None:
+        self._run("preauthkeys", "expire", "--user", user_id, key)
+
+
+class ApiHeadscale:
+    """An external Headscale's REST API (/api/v1), authenticated by an API key."""
+
+    def __init__(self, url: str, api_key: str, timeout: float = 30):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as exc:
+            answer = _error_text(exc.read().decode(errors="replace"))
+            if exc.code == 401:
+                raise HeadscaleError(
+                    f"Headscale at {self.url} refused the API key (401 Unauthorized): make a key with "
+                    "`headscale apikeys create` and set it with pulumi config set --secret --path "
+                    "tailnet.headscaleApiKey <key>"
+                ) from None
+            raise HeadscaleError(
+                f"Headscale at {self.url}: {method} /api/v1/{path} answered {exc.code}: {answer}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HeadscaleError(
+                f"Headscale at {self.url} does not answer ({reason}); check tailnet.controlUrl and that it runs"
+            ) from None
+        return json.loads(text) if text else {}
+
+    def users(self) -> dict[str, str]:
+        return {u["name"]: str(u["id"]) for u in self._call("GET", "user").get("users", [])}
+
+    def create_user(self, name: str) -> str:
+        try:
+            return str(self._call("POST", "user", {"name": name})["user"]["id"])
+        except HeadscaleError as exc:
+            if "already exists" in str(exc) or "UNIQUE constraint" in str(exc):
+                raise UserExists(str(exc)) from None
+            raise
+
+    def destroy_user(self, user_id: str) -> None:
+        try:
+            self._call("DELETE", f"user/{user_id}")
+        except HeadscaleError as exc:
+            if "not empty" in str(exc):
+                raise UserHasNodes(str(exc)) from None
+            raise
+
+    def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey:
+        body = {
+            "user": user_id,
+            "reusable": reusable,
+            "ephemeral": False,
+            "expiration": _expiry(days).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "aclTags": tags,
+        }
+        made = self._call("POST", "preauthkey", body)["preAuthKey"]
+        return NewKey(str(made["id"]), made["key"], _timestamp(made.get("expiration")))
+
+    def expire_key(self, user_id: str, key: str) -> None:
+        self._call("POST", "preauthkey/expire", {"user": user_id, "key": key})
+
+
+def _error_text(text: str) -> str:
+    """Headscale's error message from its JSON answer ({"message": …} or {"Error": …}), else the text."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[-500:]
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("Error") or data.get("error") or data)
+    return str(data)
+
+
+def _timestamp(value: Any) -> str:
+    """Expiration as RFC 3339: protojson gives a string; the CLI's JSON a {seconds, nanos} object."""
+    if isinstance(value, dict) and "seconds" in value:
+        return datetime.fromtimestamp(int(value["seconds"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value or "")
