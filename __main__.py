@@ -80,12 +80,12 @@ if config.tailnet.auth_keys == "headscale":
     if headscale_server is not None:
         headscale_access = {"container": HEADSCALE_CONTAINER}
         if docker_host := pulumi.Config("docker").get("host"):
-            headscale_access["dockerHost"] = docker_host
+            headscale_access["docker_host"] = docker_host
     else:
         assert config.tailnet.headscale_api_key is not None
         headscale_access = {
             "url": config.tailnet.control_url,
-            "apiKey": pulumi.Output.secret(config.tailnet.headscale_api_key.get_secret_value()),
+            "api_key": pulumi.Output.secret(config.tailnet.headscale_api_key.get_secret_value()),
         }
     after_server = pulumi.ResourceOptions(depends_on=[headscale_server.container] if headscale_server else [])
     # One Headscale user per owner, and the one the share nodes register under.

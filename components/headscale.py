@@ -42,7 +42,7 @@ class _UserProvider(ResourceProvider):
                 user_id, adopted = headscale.users()[props["name"]], True
         except HeadscaleError as error:
             raise _fail(f"Headscale user {props['name']!r} not created", error) from None
-        return CreateResult(id_=user_id, outs={**props, "userId": user_id, "adopted": adopted})
+        return CreateResult(id_=user_id, outs={**props, "user_id": user_id, "adopted": adopted})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = ["name"] if olds.get("name") != news.get("name") else []
@@ -56,7 +56,7 @@ class _UserProvider(ResourceProvider):
         if props.get("adopted"):
             return
         try:
-            connect(props["access"]).destroy_user(props["userId"])
+            connect(props["access"]).destroy_user(props["user_id"])
         except UserHasNodes:
             # Devices are still registered to this person: removing their identity is not this
             # stack's decision. `headscale users destroy` does it once they are gone.
@@ -71,14 +71,14 @@ class _PreAuthKeyProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         try:
             made = connect(props["access"]).create_key(
-                props["userId"], list(props.get("tags") or []), int(props["expiryDays"]), bool(props["reusable"])
+                props["user_id"], list(props.get("tags") or []), int(props["expiry_days"]), bool(props["reusable"])
             )
         except HeadscaleError as error:
             raise _fail(f"pre-auth key for {props['description']} not created", error) from None
         return CreateResult(id_=made.id, outs={**props, "key": made.key, "expiration": made.expiration})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        fixed = ("userId", "tags", "expiryDays", "reusable")
+        fixed = ("user_id", "tags", "expiry_days", "reusable")
         replaces = [name for name in fixed if olds.get(name) != news.get(name)]
         changed = replaces or [name for name in ("access", "description") if olds.get(name) != news.get(name)]
         return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
@@ -88,7 +88,7 @@ class _PreAuthKeyProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         try:
-            connect(props["access"]).expire_key(props["userId"], props["key"])
+            connect(props["access"]).expire_key(props["user_id"], props["key"])
         except HeadscaleError as error:
             raise _fail(f"pre-auth key for {props['description']} not expired", error) from None
 
@@ -97,7 +97,9 @@ class HeadscaleUser(pulumi.dynamic.Resource):
     user_id: pulumi.Output[str]
 
     def __init__(self, name: str, user: str, access: pulumi.Input[dict], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(_UserProvider(), name, {"name": user, "access": access, "userId": None, "adopted": None}, opts)
+        super().__init__(
+            _UserProvider(), name, {"name": user, "access": access, "user_id": None, "adopted": None}, opts
+        )
 
 
 class HeadscalePreAuthKey(pulumi.dynamic.Resource):
@@ -117,9 +119,9 @@ class HeadscalePreAuthKey(pulumi.dynamic.Resource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
-            "userId": user_id,
+            "user_id": user_id,
             "tags": sorted(tags),
-            "expiryDays": expiry_days,
+            "expiry_days": expiry_days,
             "reusable": reusable,
             "description": description,
             "access": access,

@@ -41,10 +41,10 @@ class Headscale(Protocol):
 
 
 def connect(access: Mapping[str, Any]) -> Headscale:
-    """The Headscale a resource's `access` input names: {container, dockerHost} or {url, apiKey}."""
+    """The Headscale a resource's `access` input names: {container, docker_host} or {url, api_key}."""
     if access.get("container"):
-        return ContainerHeadscale(access["container"], access.get("dockerHost") or None)
-    return ApiHeadscale(access["url"], access["apiKey"])
+        return ContainerHeadscale(access["container"], access.get("docker_host") or None)
+    return ApiHeadscale(access["url"], access["api_key"])
 
 
 def _expiry(days: int) -> datetime:

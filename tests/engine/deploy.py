@@ -75,7 +75,7 @@ def teardown(stack: Stack, client, storage: Path) -> None:
     """Whatever a test left: destroy (unprotecting first), then the retained volumes."""
     stack.run("state", "unprotect", "--all", "--yes", *stack.stack_args(), check=False)
     stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
-    for label in ("timemachine.share", "timemachine.role=proxy"):
+    for label in ("timemachine.share", "timemachine.role=proxy", "timemachine.role=headscale"):
         for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
     shutil.rmtree(storage, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -164,6 +165,10 @@ class Client:
     def up(self, login_server: str, key: str) -> None:
         run(self.container, "tailscale", "up", f"--login-server={login_server}", f"--authkey={key}",
             f"--hostname={self.name}", "--accept-dns=false", timeout=120)
+
+    def join(self, command: str) -> None:
+        """Run a stack's join command as a Mac's owner would, naming this machine."""
+        run(self.container, *shlex.split(command), f"--hostname={self.name}", "--accept-dns=false", timeout=120)
 
     def status(self) -> dict:
         return json.loads(run(self.container, "tailscale", "status", "--json")[1])

@@ -1,0 +1,211 @@
+"""The local stack as a user runs it: Pulumi.local.yaml (embedded Headscale, keys made by the
+program) brought up by the real engine from an empty state, joined by the owners' Macs with the
+stack's own join commands. The tests run in file order on one stack; the last one destroys it."""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import time
+import uuid
+
+import pytest
+import yaml
+
+from components.headscale import HEADSCALE_CONTAINER
+from tests.conftest import unique_subnet
+from tests.engine.deploy import new_stack, teardown
+from tests.engine.pulumi_cli import PulumiError, plan
+from tests.pulumi_runner import PROJECT, ROOT
+from tests.smb import MiB, read_file, write_file
+from tests.tailnet.harness import Headscale, run, start_client
+
+pytestmark = pytest.mark.tailnet
+
+FORWARD = 4450
+
+
+def local_config(storage, network: str, subnet: str, build_args: dict) -> dict:
+    """Pulumi.local.yaml as shipped, with what a test must change: its own storage, network
+    (internal: nothing leaves the machine) and Headscale address, and the Caddy build's Go proxy."""
+    raw = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
+    config = {key.removeprefix(f"{PROJECT}:"): value for key, value in raw.items()}
+    headscale_ip = ipaddress.IPv4Network(subnet).broadcast_address - 2
+    config["storageRoot"] = str(storage)
+    config["network"] = {**config["network"], "name": network, "subnet": subnet, "internal": True}
+    config["tailnet"] = {**config["tailnet"], "controlUrl": f"http://{headscale_ip}:8080"}
+    config["proxy"] = {**config["proxy"], "buildArgs": build_args, "firstNodePort": 47100}
+    config["shares"] = [*config["shares"], {"name": "bob", "owner": "bob@", "quota": "1G"}]
+    return config
+
+
+@pytest.fixture(scope="module")
+def local(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("local-storage")
+    network = f"tm-local-{uuid.uuid4().hex[:6]}"
+    config = local_config(storage, network, unique_subnet(docker_client), goproxy.build_args())
+    stack = new_stack(tmp_path_factory.mktemp("local"), "local", pulumi_env)
+    made: list = []
+    try:
+        stack.init(config)
+        stack.up()
+        headscale = Headscale(docker_client.containers.get(HEADSCALE_CONTAINER), config["tailnet"]["controlUrl"])
+        yield {"stack": stack, "config": config, "storage": storage, "network": network, "made": made,
+               "headscale": headscale, "client": docker_client, "images": images}
+    finally:
+        for container in made:
+            container.remove(force=True, v=True)
+        teardown(stack, docker_client, storage)
+
+
+def headscale_of(local) -> Headscale:
+    """Headscale's container as it is now (a policy change replaces it)."""
+    return Headscale(local["client"].containers.get(HEADSCALE_CONTAINER), local["headscale"].ip)
+
+
+def keys_of(headscale: Headscale, user: str) -> list[dict]:
+    user_id = {u["name"]: u["id"] for u in headscale.cli_json("users", "list")}[user]
+    return headscale.cli_json("preauthkeys", "list", "--user", str(user_id)) or []
+
+
+def mac(local, owner: str):
+    """A client container for `owner`, joined with the stack's join command for that owner."""
+    commands = local["stack"].outputs(show_secrets=True)["joinCommands"]
+    subnet = ipaddress.IPv4Network(local["config"]["network"]["subnet"])
+    ip = str(subnet.network_address + 200 + len(local["made"]))
+    client = start_client(local["client"], local["images"]["client"], local["network"], ip, f"{owner[:-1]}-mac")
+    local["made"].append(client.container)
+    client.join(commands[owner])
+    return client
+
+
+def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
+    stack, headscale = local["stack"], local["headscale"]
+    outputs = stack.outputs()
+    assert outputs["joinCommands"] == "[secret]", "join commands carry keys: a secret output"
+    commands = stack.outputs(show_secrets=True)["joinCommands"]
+    assert sorted(commands) == ["alice@", "bob@"]
+    for command in commands.values():
+        assert command.startswith(f"tailscale up --login-server={local['config']['tailnet']['controlUrl']} --auth-key=")
+    # One Headscale user per owner, and the tag owner the share nodes register under.
+    assert {u["name"] for u in headscale.cli_json("users", "list")} == {"admin", "alice", "bob"}
+    share_keys = keys_of(headscale, "admin")
+    assert sorted(tuple(sorted(k["acl_tags"])) for k in share_keys) == [
+        ("tag:timemachine", "tag:tm-alice"), ("tag:timemachine", "tag:tm-bob")]
+    assert not any(k.get("reusable") or k.get("ephemeral") for k in share_keys)
+    days = local["config"]["tailnet"]["keyExpiryDays"]
+    for key in share_keys:
+        left = key["expiration"]["seconds"] - time.time()
+        assert (days - 1) * 86400 < left <= days * 86400, key["expiration"]
+    # Both share nodes registered with their keys and came online under their tags.
+    nodes = headscale.wait_online(["tm-alice", "tm-bob"])
+    assert sorted(nodes["tm-alice"].get("forced_tags", [])) == ["tag:timemachine", "tag:tm-alice"]
+    assert all(k.get("used") for k in keys_of(headscale, "admin"))
+    # Key material is in the state only as secrets.
+    export = stack.export()
+    assert not any(k["key"] in export for k in share_keys)
+    assert all(k["key"] in stack.export(show_secrets=True) for k in share_keys)
+
+
+def test_owner_joins_with_the_join_command_and_backs_up_to_her_share(local):
+    alice = mac(local, "alice@")
+    assert alice.status()["Self"]["UserID"] == int(
+        {u["name"]: u["id"] for u in local["headscale"].cli_json("users", "list")}["alice"])
+    alice.ping_direct("tm-alice")
+    alice.forward(FORWARD, "tm-alice", 445)
+    payload = os.urandom(16 * MiB)
+    write_file(alice.ip, "alice", "joined.bin", payload, FORWARD)
+    assert read_file(alice.ip, "alice", "joined.bin", FORWARD) == payload
+    on_disk = (local["storage"] / "alice" / "joined.bin").read_bytes()
+    assert hashlib.sha256(on_disk).hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+def test_another_owner_cannot_reach_the_share(local):
+    bob = mac(local, "bob@")
+    bob.ping_direct("tm-bob")
+    assert "tm-alice" not in bob.peers()
+    failed, why = bob.nc_fails("tm-alice", 445)
+    assert failed, why
+    failed, why = bob.nc_fails("tm-bob", 445)
+    assert not failed, why
+
+
+def test_a_second_up_changes_nothing(local):
+    local["stack"].preview_json("--expect-no-changes")
+
+
+def test_adding_a_share_mints_exactly_one_share_key_and_touches_no_other_share(local):
+    stack, config = local["stack"], local["config"]
+    config["shares"].append({"name": "carol", "owner": "carol@"})
+    stack.write_config(config)
+    steps = plan(stack.preview_json().json())
+    keys = {name for name, op in steps.items() if name.endswith("-key") or name.startswith("join-")}
+    assert keys == {"carol-key", "join-carol"}, steps
+    assert steps["carol-key"] == steps["join-carol"] == steps["headscale-user-carol"] == "create"
+    untouched = [n for n in steps if n.startswith(("alice", "bob", "headscale-user-alice", "headscale-user-bob"))
+                 or n in ("join-alice", "join-bob", "headscale-user-admin")]
+    assert not untouched, {n: steps[n] for n in untouched}
+    # What changes besides carol's own resources: the policy Headscale loads, and (issue 12) Caddy.
+    others = {n: op for n, op in steps.items() if "carol" not in n and op != "same"}
+    assert set(others) <= {"headscale-headscale", "proxy-caddy"}, others
+    before = {k["id"] for k in keys_of(headscale_of(local), "admin")}
+    stack.up()
+    headscale = headscale_of(local)
+    minted = [k for k in keys_of(headscale, "admin") if k["id"] not in before]
+    assert [sorted(k["acl_tags"]) for k in minted] == [["tag:timemachine", "tag:tm-carol"]]
+    headscale.wait_online(["tm-alice", "tm-bob", "tm-carol"])
+
+
+def test_an_existing_headscale_user_is_adopted_and_never_deleted(local):
+    stack, config = local["stack"], local["config"]
+    headscale = headscale_of(local)
+    headscale.cli("users", "create", "erin")
+    erin_id = {u["name"]: u["id"] for u in headscale.cli_json("users", "list")}["erin"]
+    config["shares"].append({"name": "erin", "owner": "erin@"})
+    stack.write_config(config)
+    stack.up()
+    users = [r for r in stack.resources() if r["urn"].endswith("::headscale-user-erin")]
+    assert users and users[0]["outputs"]["adopted"] is True and users[0]["outputs"]["user_id"] == str(erin_id)
+    erin_key = next(k for k in keys_of(headscale_of(local), "admin") if "tag:tm-erin" in k["acl_tags"])
+    # Removing the share deletes its resources: the adopted user stays, the share's key expires.
+    config["shares"] = [s for s in config["shares"] if s["name"] != "erin"]
+    stack.write_config(config)
+    stack.up()
+    headscale = headscale_of(local)
+    assert "erin" in {u["name"] for u in headscale.cli_json("users", "list")}
+    expired = next(k for k in keys_of(headscale, "admin") if k["id"] == erin_key["id"])
+    assert expired["expiration"]["seconds"] <= time.time() + 5, expired
+
+
+def test_headscale_down_stops_the_update_with_a_clear_error_and_a_consistent_state(local):
+    stack = local["stack"]
+    key_urn = next(r["urn"] for r in stack.resources() if r["urn"].endswith("::carol-key"))
+    old_id = next(r["id"] for r in stack.resources() if r["urn"] == key_urn)
+    headscale_of(local).container.stop(timeout=10)
+    try:
+        # Re-keying one share (the recovery path for a node that lost its state) needs Headscale.
+        failed = stack.up("--replace", key_urn, check=False)
+        assert failed.code != 0
+        assert f"the embedded Headscale container '{HEADSCALE_CONTAINER}' is exited, not running" in failed.output
+        assert f"docker start {HEADSCALE_CONTAINER}" in failed.output
+        assert [r["id"] for r in stack.resources() if r["urn"] == key_urn] == [old_id], "the old key stays"
+    finally:
+        headscale_of(local).container.start()
+    stack.up("--replace", key_urn)
+    new_id = next(r["id"] for r in stack.resources() if r["urn"] == key_urn)
+    assert new_id != old_id
+    stack.preview_json("--expect-no-changes")
+
+
+def test_destroy_stops_at_the_protected_headscale_volume(local):
+    stack, client = local["stack"], local["client"]
+    for container in local["made"]:
+        container.remove(force=True, v=True)
+    local["made"].clear()
+    with pytest.raises(PulumiError) as stopped:
+        stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args())
+    assert "protect" in str(stopped.value)
+    assert client.volumes.get("tm-headscale-data"), "Headscale's state is kept"
+    left = {step["urn"].split("::")[-1] for step in json.loads(stack.export())["deployment"]["resources"]}
+    assert "headscale-data" in left
