@@ -1,0 +1,100 @@
+"""authKeys: headscale against an external Headscale (tailnet.headscale.embedded off): users and keys
+through its REST API with an API key; a wrong key and a Headscale that does not answer stop the
+update with a clear error and leave the state as it was."""
+from __future__ import annotations
+
+import ipaddress
+import uuid
+
+import docker
+import pytest
+
+from tests.conftest import unique_subnet
+from tests.engine.deploy import new_stack, stack_config, teardown
+from tests.tailnet.harness import start_client, start_headscale
+
+pytestmark = pytest.mark.tailnet
+
+SHARES = [{"name": "alice", "owner": "alice@"}]
+
+
+@pytest.fixture(scope="module")
+def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
+    subnet = unique_subnet(docker_client)
+    control_subnet = unique_subnet(docker_client, exclude={subnet})
+    control_net = docker_client.networks.create(
+        f"tm-ext-control-{uuid.uuid4().hex[:6]}", driver="bridge", internal=True,
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]))
+    hs_ip = str(ipaddress.IPv4Network(control_subnet).network_address + 10)
+    storage = tmp_path_factory.mktemp("external-storage")
+    stack = new_stack(tmp_path_factory.mktemp("external"), "external", pulumi_env)
+    made: list = []
+    try:
+        headscale = start_headscale(docker_client, images["headscale"], control_net.name, hs_ip, hs_ip, "{}")
+        made.append(headscale.container)
+        api_key = headscale.cli("apikeys", "create", "--expiration", "1h").strip().splitlines()[-1]
+        config = stack_config(storage, f"tm-ext-{uuid.uuid4().hex[:6]}", subnet, goproxy.build_args(), SHARES,
+                              internal=True, control_url=headscale.url)
+        config["tailnet"] = {**config["tailnet"], "authKeys": "headscale"}
+        yield {"stack": stack, "config": config, "headscale": headscale, "api_key": api_key, "made": made,
+               "control_net": control_net, "client": docker_client, "images": images}
+    finally:
+        for container in made:
+            container.remove(force=True, v=True)
+        teardown(stack, docker_client, storage)
+        control_net.remove()
+
+
+def dynamic_resources(stack) -> dict[str, str]:
+    return {r["urn"].split("::")[-1]: r["id"] for r in stack.resources() if "dynamic:Resource" in r["urn"]}
+
+
+def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
+    stack, headscale = external["stack"], external["headscale"]
+    prefix, _ = external["api_key"].split(".", 1)
+    # Well-formed, of a real key's prefix, with the wrong secret.
+    stack.init(external["config"], {"tailnet.headscaleApiKey": f"{prefix}.{'x' * 64}"})
+    failed = stack.up(check=False)
+    assert failed.code != 0
+    assert "refused the API key (401 Unauthorized)" in failed.output, failed.output[-3000:]
+    assert "pulumi config set --secret --path tailnet.headscaleApiKey" in failed.output
+    assert dynamic_resources(stack) == {}
+    assert {u["name"] for u in headscale.cli_json("users", "list") or []} == set()
+
+
+def test_the_right_key_makes_users_and_keys_a_mac_can_join_with(external):
+    stack, headscale = external["stack"], external["headscale"]
+    stack.run("config", "set", "--secret", "--path", "tailnet.headscaleApiKey", external["api_key"],
+              *stack.stack_args())
+    stack.up()
+    made = dynamic_resources(stack)
+    assert set(made) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
+    users = {u["name"]: str(u["id"]) for u in headscale.cli_json("users", "list")}
+    assert made["headscale-user-alice"] == users["alice"] and made["headscale-user-admin"] == users["admin"]
+    share_key = headscale.cli_json("preauthkeys", "list", "--user", users["admin"])
+    assert [sorted(k["acl_tags"]) for k in share_key] == [["tag:timemachine", "tag:tm-alice"]]
+    command = stack.outputs(show_secrets=True)["joinCommands"]["alice@"]
+    ip = str(ipaddress.IPv4Network(external["control_net"].attrs["IPAM"]["Config"][0]["Subnet"]).network_address + 20)
+    mac = start_client(external["client"], external["images"]["client"], external["control_net"].name, ip, "alice-mac")
+    external["made"].append(mac.container)
+    mac.join(command)
+    nodes = headscale.wait_online(["alice-mac"])
+    assert nodes["alice-mac"]["user"]["name"] == "alice"
+    stack.preview_json("--expect-no-changes")
+
+
+def test_headscale_not_answering_stops_a_rekey_and_keeps_the_old_key(external):
+    stack, headscale = external["stack"], external["headscale"]
+    key_urn = next(r["urn"] for r in stack.resources() if r["urn"].endswith("::alice-key"))
+    old = dynamic_resources(stack)["alice-key"]
+    headscale.container.stop(timeout=10)
+    try:
+        failed = stack.up("--replace", key_urn, check=False)
+        assert failed.code != 0
+        assert f"Headscale at {headscale.url} does not answer" in failed.output, failed.output[-3000:]
+        assert dynamic_resources(stack)["alice-key"] == old
+    finally:
+        headscale.container.start()
+        headscale.wait_ready()
+    stack.up("--replace", key_urn)
+    assert dynamic_resources(stack)["alice-key"] != old
