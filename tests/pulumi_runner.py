@@ -92,6 +92,11 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["key"] = mock_key(args.name)
         if args.typ == "docker:index/network:Network":
             outputs.setdefault("name", args.name)
+        if args.typ == "pulumi-python:dynamic:Resource":
+            # The Headscale resources: a user's id, a key's key (what the real providers return).
+            outputs["user_id"] = outputs.get("user_id") or f"{args.name}-uid"
+            if "expiry_days" in outputs:
+                outputs["key"] = mock_key(args.name)
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -262,3 +262,43 @@ def test_duplicate_resource_names_are_caught():
 def test_preview_declares_the_same_graph():
     preview = run_program(DEV, preview=True)
     assert sorted((r.type, r.name) for r in preview.resources) == sorted((r.type, r.name) for r in run_program(DEV).resources)
+
+
+LOCAL = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
+DYNAMIC_T = "pulumi-python:dynamic:Resource"
+
+
+@pytest.fixture(scope="module")
+def local():
+    return run_program(LOCAL)
+
+
+def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
+    headscale = local.named("headscale-headscale").inputs
+    assert headscale["name"] == "tm-headscale" and headscale["wait"] is True
+    assert headscale["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": "172.24.0.253"}]
+    assert sorted((p["internal"], p["external"], p["protocol"]) for p in headscale["ports"]) == [
+        (3478, 3478, "udp"), (8080, 8080, "tcp")]
+    uploads = {u["file"]: u["content"] for u in headscale["uploads"]}
+    assert json.loads(uploads["/etc/headscale/policy.hujson"]) == json.loads(local.outputs["tailnetPolicy"])
+    config = yaml.safe_load(uploads["/etc/headscale/config.yaml"])
+    assert config["server_url"] == "http://172.24.0.253:8080" and config["derp"]["urls"] == []
+    assert config["derp"]["server"]["ipv4"] == "172.24.0.253"
+    assert local.named("headscale-data").inputs["name"] == "tm-headscale-data"
+    assert not local.of_type("tailnetKey:TailnetKey"), "no Tailscale API with Headscale"
+
+
+def test_local_stack_makes_users_share_keys_and_join_commands(local):
+    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T}
+    assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
+    assert dynamic["headscale-user-alice"]["name"] == "alice"
+    share_key = dynamic["alice-key"]
+    assert share_key["tags"] == ["tag:timemachine", "tag:tm-alice"] and share_key["reusable"] is False
+    assert share_key["user_id"] == "headscale-user-admin-uid", "share nodes register under the tag owner"
+    assert share_key["expiry_days"] == 90 and share_key["access"] == {"container": "tm-headscale"}
+    assert dynamic["join-alice"]["user_id"] == "headscale-user-alice-uid" and dynamic["join-alice"]["tags"] == []
+    assert "joinCommands" in local.outputs and "joinCommands" in local.secret_outputs
+    assert local.outputs["joinCommands"] == {
+        "alice@": f"tailscale up --login-server=http://172.24.0.253:8080 --auth-key={mock_key('join-alice')}"}
+    caddy_env = local.named("proxy-caddy").inputs["envs"]
+    assert f"TS_AUTHKEY_TM_ALICE={mock_key('alice-key')}" in caddy_env
