@@ -1,5 +1,5 @@
-"""The conformance tier: Samba's own smbtorture suites for vfs_fruit run against a share that
-`pulumi up` deployed.
+"""The conformance tier: Samba's own smbtorture suites (vfs.fruit, vfs.fruit_timemachine,
+smb2.durable-v2-open) run against a share that `pulumi up` deployed.
 
 One stack for this package (container names are not stack-scoped, so it is gone before the next
 tier deploys). Its one share is set up the way the suites expect where that is a stack setting:

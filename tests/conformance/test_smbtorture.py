@@ -1,5 +1,6 @@
-"""Samba's own smbtorture suites for vfs_fruit against the share `pulumi up` deployed, compared test
-by test with expected.toml; and the AAPL server capabilities those suites start from, bit by bit."""
+"""Samba's own smbtorture suites against the share `pulumi up` deployed (vfs_fruit's two, and durable
+handles v2), compared test by test with expected.toml; and the AAPL server capabilities the fruit
+suites start from, bit by bit."""
 from __future__ import annotations
 
 import re
@@ -24,7 +25,7 @@ from tests.smb import (
 pytestmark = pytest.mark.conformance
 
 EXPECTED = tomllib.loads((Path(__file__).parent / "expected.toml").read_text())
-SUITES = ("vfs.fruit", "vfs.fruit_timemachine")
+SUITES = ("vfs.fruit", "vfs.fruit_timemachine", "smb2.durable-v2-open")
 RESULT = re.compile(r"^(success|failure|skip|error|xfail|uxsuccess): (.+?)( \[)?$")
 
 
