@@ -41,7 +41,15 @@ def render_smb_conf(share: str, quota: int | None, model: str, time_machine: boo
         # macOS: these fruit options only take effect in [global].
         "fruit:aapl": "yes",
         "fruit:model": model,
-        "fruit:nfs_aces": "no",
+        # Evidence for the choices below: vfs_fruit(8), smb.conf(5) and Samba's own smbtorture suites
+        # vfs.fruit / vfs.fruit_timemachine run against a deployed share (tests/conformance).
+        # Real UNIX modes in READ_DIR_ATTR listings and ACLs (AAPL cap NFS_ACE); one owner, no ACLs.
+        "fruit:nfs_aces": "yes",
+        # Finder copies inside the share stay on the server, streams included (AAPL cap OSX_COPYFILE).
+        "fruit:copyfile": "yes",
+        # The Mac may cache what it holds; a lease is also what a durable handle hangs on.
+        "smb2 leases": "yes",
+        # Finder metadata (AFP_AfpInfo) as an xattr via streams_xattr, not netatalk's format.
         "fruit:metadata": "stream",
         "fruit:zero_file_id": "yes",
         "fruit:posix_rename": "yes",
@@ -58,12 +66,33 @@ def render_smb_conf(share: str, quota: int | None, model: str, time_machine: boo
         "read only": "no",
         "guest ok": "yes",
         "guest only": "yes",
-        "create mask": "0600",
+        # Owner only, x kept: from rw- Samba derives an ACL that refuses the owner full access (17 vfs.fruit tests).
+        "create mask": "0700",
         "directory mask": "0700",
         "ea support": "yes",
+        # Resource forks in ._ files: vfs_fruit(8) rules out fruit:resource = stream on streams_xattr.
+        "fruit:resource": "file",
         "fruit:time machine": "yes" if time_machine else "no",
+        # The next four are what fruit:time machine enforces; smb.conf(5) grants durable handles only
+        # with all of them, and only smbd touches the data (no local or NFS access to stay coherent with).
+        # A dropped connection (Wi-Fi, a new tailnet path) reopens the Mac's bands instead of failing.
+        "durable handles": "yes",
+        # Kernel oplocks serve local processes that never come here, and rule out leases and durability.
+        "kernel oplocks": "no",
+        # Share modes stay in smbd's own database; kernel share modes need a VFS module we do not have.
+        "kernel share modes": "no",
+        # Byte-range locks stay in smbd's database, not mapped to fcntl locks nobody else takes.
+        "posix locking": "no",
+        # Leases need oplocks (smb.conf(5), smb2 leases).
+        "oplocks": "yes",
+        # A flush from the Mac (Time Machine's F_FULLFSYNC is an SMB2 FLUSH) is an fsync on the server.
+        "strict sync": "yes",
+        # No fsync per write: the Mac's flushes mark where data must be durable.
+        "sync always": "no",
     }
     if quota is not None:
+        # What the Mac sees as the disk size: vfs_fruit counts sparsebundle bands × band size
+        # (vfs.fruit_timemachine Timemachine-volsize checks it); other files are not counted.
         share_section["fruit:time machine max size"] = format_size(quota)
     return _ini({"global": global_section, share: share_section})
 

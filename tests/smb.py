@@ -21,11 +21,13 @@ from smbprotocol.open import (
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
-# Apple's AAPL create context (as implemented by Samba's vfs_fruit).
+# Apple's AAPL create context (as implemented by Samba's vfs_fruit; libcli/smb/smb2_create_ctx.h).
 AAPL_SERVER_QUERY = 1
-AAPL_SERVER_CAPS, AAPL_VOLUME_CAPS, AAPL_MODEL_INFO = 0x1, 0x2, 0x4
-AAPL_CLIENT_CAPS = 0x1 | 0x2 | 0x4  # read-dir-attr, OS X copyfile, UNIX-based: what macOS announces
-AAPL_FULL_SYNC = 0x4
+AAPL_SERVER_CAPS, AAPL_VOLUME_CAPS, AAPL_MODEL_INFO = 0x1, 0x2, 0x4  # what the query asks for
+# Client and server capabilities.
+AAPL_READ_DIR_ATTR, AAPL_OSX_COPYFILE, AAPL_UNIX_BASED, AAPL_NFS_ACE = 0x1, 0x2, 0x4, 0x8
+AAPL_CLIENT_CAPS = AAPL_READ_DIR_ATTR | AAPL_OSX_COPYFILE | AAPL_UNIX_BASED  # what macOS announces
+AAPL_FULL_SYNC = 0x4  # volume capability
 MiB = 1024 * 1024
 
 
@@ -69,13 +71,13 @@ def guest_tree(host: str, share: str, port: int = 445):
         connection.disconnect(True)
 
 
-def aapl_query(host: str, share: str, port: int = 445) -> tuple[AaplReply, bool]:
+def aapl_query(host: str, share: str, port: int = 445, client_caps: int = AAPL_CLIENT_CAPS) -> tuple[AaplReply, bool]:
     """Open the share root with an AAPL server query as macOS does; return the reply and whether the session is a guest's."""
     with guest_tree(host, share, port) as (session, tree):
         request = SMB2CreateContextRequest()
         request["buffer_name"] = b"AAPL"
         request["buffer_data"] = struct.pack(
-            "<IIQQ", AAPL_SERVER_QUERY, 0, AAPL_SERVER_CAPS | AAPL_VOLUME_CAPS | AAPL_MODEL_INFO, AAPL_CLIENT_CAPS)
+            "<IIQQ", AAPL_SERVER_QUERY, 0, AAPL_SERVER_CAPS | AAPL_VOLUME_CAPS | AAPL_MODEL_INFO, client_caps)
         root = Open(tree, "")
         contexts = root.create(
             ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_READ_ATTRIBUTES,

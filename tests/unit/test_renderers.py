@@ -13,13 +13,14 @@ from components.smbconf import format_size, render_smb_conf
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def run_testparm(conf: str, tmp_path: Path) -> dict:
-    """Run the real testparm on a config; return its parsed sections (lower-cased keys)."""
+def run_testparm(conf: str, tmp_path: Path, verbose: bool = False) -> dict:
+    """Run the real testparm on a config; return its parsed sections (lower-cased keys); `verbose`
+    includes every parameter's effective value, defaults too."""
     if not shutil.which("testparm"):
         pytest.fail("testparm is missing: apt-get install samba-common-bin (.ci/run installs it)")
     path = tmp_path / "smb.conf"
     path.write_text(conf)
-    done = subprocess.run(["testparm", "-s", str(path)], capture_output=True, text=True)
+    done = subprocess.run(["testparm", "-s", *(["-v"] if verbose else []), str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Unknown parameter" not in done.stderr and "Ignoring unknown" not in done.stderr, done.stderr
     sections, current = {}, None
@@ -46,8 +47,11 @@ def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model
     assert g["server min protocol"] == "SMB2"
     assert g["disable netbios"] == "Yes" and g["load printers"] == "No"
     assert g["map to guest"] == "Bad User" and g["guest account"] == "timemachine"
-    assert g["fruit:aapl"] == "yes" and g["fruit:model"] == model and g["fruit:nfs_aces"] == "no"
-    assert g["fruit:metadata"] == "stream"
+    assert g["fruit:aapl"] == "yes" and g["fruit:model"] == model
+    # The AAPL server caps smbtorture's vfs.fruit expects: NFS_ACE and OSX_COPYFILE (tests/conformance).
+    assert g["fruit:nfs_aces"] == "yes" and g["fruit:copyfile"] == "yes"
+    assert g["fruit:metadata"] == "stream" and s["fruit:resource"] == "file"
+    assert s["create mask"] == "0700" and s["directory mask"] == "0700"
     assert s["vfs objects"].split()[-2:] == ["fruit", "streams_xattr"]
     assert s["fruit:time machine"] == "yes"
     assert s["guest ok"] == "Yes" and s["read only"] == "No" and s["path"] == "/data"
@@ -56,6 +60,18 @@ def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model
     else:
         assert s["fruit:time machine max size"] == format_size(quota)
     assert list(parsed) == ["global", share]
+
+
+def test_durability_settings_are_in_effect_on_the_share(tmp_path):
+    """What durable handles need (smb.conf(5)) and what fruit:time machine enforces, as testparm
+    reads them, so no default of another Samba version can change them."""
+    parsed = run_testparm(render_smb_conf("alice", 1024**4, "TimeCapsule8,119"), tmp_path, verbose=True)
+    # A share lists only what differs from [global], whose -v listing has every default.
+    g, s = parsed["global"], {**parsed["global"], **parsed["alice"]}
+    assert g["smb2 leases"] == "Yes"
+    assert s["durable handles"] == "Yes" and s["oplocks"] == "Yes"
+    assert s["kernel oplocks"] == "No" and s["kernel share modes"] == "No" and s["posix locking"] == "No"
+    assert s["strict sync"] == "Yes" and s["sync always"] == "No"
 
 
 def test_negative_control_turns_time_machine_off(tmp_path):
