@@ -23,6 +23,8 @@ from components.smbconf import format_size
 from config.loader import ConfigError, load_stack_config
 
 tune_gc()
+# The engine the docker provider uses when set in its config; else DOCKER_HOST, as the provider.
+docker_host = pulumi.Config("docker").get("host")
 # A bad config stops here, before any resource is declared. RunError: the engine prints the
 # message (every problem with its fix) without a Python traceback.
 try:
@@ -79,7 +81,7 @@ headscale_access: dict | None = None
 if config.tailnet.auth_keys == "headscale":
     if headscale_server is not None:
         headscale_access = {"container": HEADSCALE_CONTAINER}
-        if docker_host := pulumi.Config("docker").get("host"):
+        if docker_host:
             headscale_access["docker_host"] = docker_host
     else:
         assert config.tailnet.headscale_api_key is not None
@@ -124,7 +126,10 @@ proxy = CaddyProxy(
         network_name=network.name,
         subnet=config.network.subnet,
         # An internal network publishes nothing: its nodes reach only peers on the network itself.
-        node_ports=[] if config.network.internal else [s.node_port for s in shares if s.node_port is not None],
+        node_ports=[s.node_port for s in shares if s.node_port is not None]
+        if config.proxy.publish_node_ports and not config.network.internal
+        else [],
+        docker_host=docker_host,
         self_hosted=config.tailnet.self_hosted,
         plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
     ),

@@ -7,14 +7,23 @@ import json
 from collections.abc import Iterable
 
 SMB_PORT = 445
-CADDY_CONFIG_PATH = "/etc/caddy/config.json"
 CADDY_DATA_PATH = "/data"
+# The config Caddy runs, as the stack wrote it (Caddy's own autosave is what a restart resumes).
+CADDY_CONFIG_PATH = f"{CADDY_DATA_PATH}/caddy.json"
 TAILSCALE_STATE_ROOT = f"{CADDY_DATA_PATH}/tailscale"
+# Each node's auth key is a file here (0600), written into the running container by the stack.
+KEYS_DIR = f"{CADDY_DATA_PATH}/keys"
+# The admin endpoint: a unix socket inside the container, never TCP. The stack reloads Caddy
+# through it (`caddy reload` run in the container), so adding a share restarts nothing.
+ADMIN_SOCKET = "/run/caddy-admin.sock"
+# persist: Caddy autosaves each config it accepts (under XDG_CONFIG_HOME on /data); a restarted
+# container resumes it (`caddy run --resume`).
+ADMIN = {"listen": f"unix/{ADMIN_SOCKET}", "config": {"persist": True}}
 
 
-def auth_key_env(node: str) -> str:
-    """Name of the environment variable that carries a node's auth key into the Caddy container."""
-    return "TS_AUTHKEY_" + node.upper().replace("-", "_")
+def auth_key_file(node: str) -> str:
+    """Path of the file that carries a node's auth key inside the Caddy container."""
+    return f"{KEYS_DIR}/{node}"
 
 
 def route_fragment(
@@ -28,10 +37,10 @@ def route_fragment(
 ) -> dict:
     """The tailnet node and layer4 server that route `tailscale/<node>:445` to the share's smbd.
 
-    The auth key appears only as an `{env.…}` placeholder: key material never enters the config.
+    The auth key appears only as a `{file.…}` placeholder: key material never enters the config.
     """
     node_config: dict = {
-        "auth_key": "{env." + auth_key_env(node) + "}",
+        "auth_key": "{file." + auth_key_file(node) + "}",
         "ephemeral": False,
         "hostname": node,
         "state_dir": f"{TAILSCALE_STATE_ROOT}/{node}",
@@ -59,8 +68,8 @@ def assemble(fragments: Iterable[dict]) -> dict:
                     raise ValueError(f"Caddy route fragments declare {key!r} twice")
                 target[key] = copy.deepcopy(value)
     return {
-        # No admin endpoint: in host networking it would listen on the host; the config is an upload.
-        "admin": {"disabled": True},
+        # A unix socket in the container: in host networking a TCP admin port would listen on the host.
+        "admin": ADMIN,
         "apps": {
             "layer4": {"servers": servers},
             "tailscale": {"nodes": nodes},

@@ -9,7 +9,8 @@ from typing import Literal
 import pulumi
 import pulumi_docker as docker
 
-from components.caddy_config import CADDY_CONFIG_PATH, CADDY_DATA_PATH, assemble, auth_key_env, render
+from components.caddy_config import CADDY_DATA_PATH, assemble, render
+from components.caddy_reload import CaddyConfig
 from components.ipplan import proxy_address
 from components.labels import container_labels, volume_labels
 
@@ -17,17 +18,23 @@ from components.labels import container_labels, volume_labels
 @dataclass(frozen=True)
 class CaddyProxyArgs:
     route_fragments: list[dict]
-    # Node hostname → its auth key (a secret Output); reaches Caddy only as an environment value.
+    # Node hostname → its auth key (a secret Output); reaches Caddy only as a 0600 file on its volume.
     auth_keys: dict[str, pulumi.Output[str]]
     image: pulumi.Input[str]
     network_mode: Literal["host", "bridge"]
     network_name: pulumi.Input[str]
     subnet: ipaddress.IPv4Network
-    # Bridge mode: the fixed tsnet UDP port of each node, published on the host.
+    # Bridge mode: the fixed tsnet UDP port of each node, published on the host (Docker cannot
+    # publish a port on a running container: a changed list replaces the container).
     node_ports: list[int] = field(default_factory=list)
+    # The engine the docker provider uses, when set in its config (docker:host).
+    docker_host: str | None = None
     # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
     self_hosted: bool = False
     plain_http_control: bool = False
+
+
+CADDY_CONTAINER = "tm-caddy"
 
 
 class CaddyProxy(pulumi.ComponentResource):
@@ -47,17 +54,11 @@ class CaddyProxy(pulumi.ComponentResource):
             labels=volume_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
-        plain_envs = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
+        envs = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
         if args.plain_http_control:
             # A plain-HTTP control server (e.g. Headscale on a private network) serves its embedded
             # DERP relay over plain HTTP too; tailscale clients need this to use it.
-            plain_envs.append("TS_DEBUG_USE_DERP_HTTP=true")
-        envs: pulumi.Output[list[str]] = pulumi.Output.secret(
-            pulumi.Output.all(
-                *plain_envs,
-                *[pulumi.Output.concat(auth_key_env(node), "=", key) for node, key in sorted(args.auth_keys.items())],
-            )
-        )
+            envs.append("TS_DEBUG_USE_DERP_HTTP=true")
         network: dict = {}
         if args.network_mode == "host":
             # As the original design: tsnet picks its UDP ports on the host itself.
@@ -73,14 +74,24 @@ class CaddyProxy(pulumi.ComponentResource):
             ]
         self.container = docker.Container(
             f"{name}-caddy",
-            name="tm-caddy",
+            name=CADDY_CONTAINER,
             image=args.image,
             restart="unless-stopped",
+            # Neither the config nor a key is an input of the container: both reach the running
+            # Caddy through `config` below, so a changed share list never replaces it.
             envs=envs,
-            uploads=[docker.ContainerUploadArgs(file=CADDY_CONFIG_PATH, content=self.config_json)],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
             labels=container_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self),
             **network,
+        )
+        self.caddy_config = CaddyConfig(
+            f"{name}-config",
+            container=CADDY_CONTAINER,
+            container_id=self.container.id,
+            config=self.config_json,
+            keys=pulumi.Output.secret(pulumi.Output.all(**args.auth_keys)),
+            docker_host=args.docker_host,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"config": self.config_json, "containerId": self.container.id})

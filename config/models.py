@@ -200,6 +200,10 @@ BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class ProxyConfig(ConfigModel):
     network_mode: Literal["host", "bridge"] = "host"
     first_node_port: int = 41641
+    # Bridge mode: publish each node's UDP port on the host, for direct paths from peers behind
+    # hard NATs. Docker cannot publish a port on a running container, so with this on, adding or
+    # removing a share recreates Caddy (every node restarts); off, nodes traverse Docker's NAT.
+    publish_node_ports: bool = False
     image: str = ""
     # Build args for images/caddy, e.g. GOPROXY for a company module proxy or other module pins.
     build_args: dict[str, str] = Field(default_factory=dict)

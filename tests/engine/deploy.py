@@ -82,7 +82,7 @@ def teardown(stack: Stack, client, storage: Path) -> None:
 
 
 def caddy_config_of(container) -> str:
-    """The config file `pulumi up` uploaded into a container."""
+    """The config `pulumi up` loaded into the running Caddy (kept on its volume once Caddy accepted it)."""
     bits, _ = container.get_archive(CADDY_CONFIG_PATH)
     with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
         return tar.extractfile(tar.getmembers()[0]).read().decode()  # type: ignore[union-attr]
@@ -94,7 +94,8 @@ def side_caddy(client, image: str, config_text: str, ports: dict[str, int]) -> I
     `tailscale/<node>:445` listener on a loopback port instead (no control server here): routes,
     handlers and upstreams stay exactly as given."""
     text = without_tailnet(config_text, {node: f"127.0.0.1:{port}" for node, port in ports.items()})
-    side = client.containers.create(image, name=f"tm-caddy-side-{uuid.uuid4().hex[:6]}", network_mode="host")
+    side = client.containers.create(image, ["caddy", "run", "--config", CADDY_CONFIG_PATH],
+                                    name=f"tm-caddy-side-{uuid.uuid4().hex[:6]}", network_mode="host")
     try:
         upload(side, CADDY_CONFIG_PATH, text)
         side.start()

@@ -12,10 +12,10 @@ import smbclient
 import yaml
 from smbprotocol.exceptions import SMBException
 
-from components.caddy_config import CADDY_CONFIG_PATH
-from components.ipplan import node_port, proxy_address
+from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
+from components.ipplan import proxy_address
 from tests.conftest import free_port, run_once
-from tests.engine.conftest import FIRST_NODE_PORT, SHARES
+from tests.engine.conftest import SHARES
 from tests.engine.deploy import caddy_config_of, side_caddy
 from tests.pulumi_runner import ROOT, run_program
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
@@ -34,7 +34,7 @@ def validate(client, image: str, config_text: str) -> tuple[int, str]:
     return run_once(client, image, ["caddy", "validate", "--config", CADDY_CONFIG_PATH], {CADDY_CONFIG_PATH: config_text})
 
 
-def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_env(caddy):
+def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_key_files(caddy):
     container = caddy["container"]
     container.reload()
     assert container.status == "running" and container.attrs["RestartCount"] == 0, container.logs(tail=40).decode()
@@ -43,18 +43,32 @@ def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_env(caddy):
     subnet = ipaddress.IPv4Network(caddy["config"]["network"]["subnet"])
     networks = container.attrs["NetworkSettings"]["Networks"]
     assert networks[caddy["network"]]["IPAMConfig"]["IPv4Address"] == str(proxy_address(subnet))
-    published = {int(p.split("/")[0]) for p, b in container.attrs["NetworkSettings"]["Ports"].items() if p.endswith("/udp") and b}
-    assert published == {node_port(ipaddress.IPv4Address(ip), subnet, FIRST_NODE_PORT) for ip in caddy["ips"].values()}
-    assert not any(p.endswith("/tcp") for p in container.attrs["NetworkSettings"]["Ports"])
+    # proxy.publishNodePorts is off by default: nothing is published (test_lifecycle turns it on).
+    assert not any(b for b in container.attrs["NetworkSettings"]["Ports"].values())
     env = container.attrs["Config"]["Env"]
+    assert not any("TS_AUTHKEY" in e for e in env) and not any(k in "".join(env) for k in caddy["keys"].values())
+    # Each key is a 0600 file on Caddy's volume, read through a {file.…} placeholder.
     for share, key in caddy["keys"].items():
-        assert f"TS_AUTHKEY_TM_{share.upper()}={key}" in env
+        code, out = container.exec_run(["stat", "-c", "%a %U", f"{KEYS_DIR}/tm-{share}"])
+        assert code == 0 and out.decode().split() == ["600", "root"], out
+        assert container.exec_run(["cat", f"{KEYS_DIR}/tm-{share}"]).output.decode() == key
         assert key not in caddy["config_text"]
     assert "TS_NO_LOGS_NO_SUPPORT=true" in env, "a self-hosted tailnet's nodes must not upload logs"
     # Every node is configured from the placeholder and state dir the program rendered.
     nodes = json.loads(caddy["config_text"])["apps"]["tailscale"]["nodes"]
     assert sorted(nodes) == [f"tm-{s['name']}" for s in SHARES]
-    assert all(n["auth_key"].startswith("{env.TS_AUTHKEY_") for n in nodes.values())
+    assert all(n["auth_key"] == f"{{file.{KEYS_DIR}/{n['hostname']}}}" for n in nodes.values())
+
+
+def test_the_admin_endpoint_is_a_unix_socket_only(caddy):
+    container = caddy["container"]
+    assert container.exec_run(["test", "-S", ADMIN_SOCKET]).exit_code == 0
+    # Bridge mode: nothing in Caddy's own network namespace listens on TCP (state 0A is LISTEN)
+    # but Docker's embedded DNS (127.0.0.11); the tailnet listeners live in tsnet's userspace stack.
+    table = container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).output.decode()
+    rows = [line.split() for line in table.splitlines() if line.strip() and not line.strip().startswith("sl")]
+    listening = [r[1] for r in rows if r[3] == "0A"]
+    assert all(address.startswith("0B00007F:") for address in listening), table
 
 
 DEV = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
@@ -72,7 +86,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_caddy_validate_accepts_generated_config(caddy, case):
-    text = run_program(CASES[case]).named("proxy-caddy").inputs["uploads"][0]["content"]
+    text = run_program(CASES[case]).named("proxy-config").inputs["config"]
     status, logs = validate(caddy["client"], caddy["image"], text)
     assert status == 0 and "Valid configuration" in logs, logs
 

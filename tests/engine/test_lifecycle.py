@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import ipaddress
 import json
 import os
 
 import pytest
 
 from tests.conftest import wait_port
-from tests.engine.deploy import fake_key
+from components.caddy_config import KEYS_DIR
+from components.ipplan import node_port
+from tests.engine.deploy import FIRST_NODE_PORT, caddy_config_of, fake_key
 from tests.engine.pulumi_cli import plan, step_name
 from tests.smb import read_file, write_file
 
@@ -37,7 +40,8 @@ def test_adding_a_share_touches_no_other_share(deployed):
     caddy_before = client.containers.get("tm-caddy").id
     others_before = {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]}
     stack.write_config(with_dave(deployed))
-    stack.run("config", "set", "--secret", "--path", "shares[3].authKey", fake_key("dave"), *stack.stack_args())
+    dave_key = fake_key("dave")
+    stack.run("config", "set", "--secret", "--path", "shares[3].authKey", dave_key, *stack.stack_args())
 
     steps = plan(stack.preview_json().json())
     for resource in SHARE_RESOURCES:
@@ -49,9 +53,10 @@ def test_adding_a_share_touches_no_other_share(deployed):
     assert set(untouched) <= deployed_names, deployed_names
     for name in untouched:
         assert steps.get(name, "same") == "same", (name, steps)
-    # The docker provider forces a new container when `uploads` or `envs` change: the new config
-    # and key reach Caddy by replacing its container (README: "Adding a user").
-    assert steps["proxy-caddy"] == "replace", steps
+    # The new config and key reach the running Caddy through its config resource: the
+    # container itself is not touched.
+    assert steps.get("proxy-caddy", "same") == "same", steps
+    assert steps["proxy-config"] == "update", steps
     assert steps.get("proxy-data", "same") == "same", "the tsnet state volume must stay"
 
     stack.up()
@@ -61,7 +66,10 @@ def test_adding_a_share_touches_no_other_share(deployed):
     write_file(ip, "dave", "dave.bin", payload)
     assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == payload
     assert {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]} == others_before
-    assert client.containers.get("tm-caddy").id != caddy_before
+    caddy = client.containers.get("tm-caddy")
+    assert caddy.id == caddy_before and caddy.attrs["RestartCount"] == 0
+    assert caddy.exec_run(["cat", f"{KEYS_DIR}/tm-dave"]).output.decode() == dave_key
+    assert "tm-dave" in json.loads(caddy_config_of(caddy))["apps"]["tailscale"]["nodes"]
     stack.run("preview", "--expect-no-changes", *stack.stack_args())
 
 
@@ -71,10 +79,43 @@ def test_removing_a_share_deletes_its_container_and_keeps_its_data(deployed):
     stack.write_config(deployed["config"])  # the three original shares; dave's key goes with his entry
     steps = plan(stack.preview_json().json())
     assert steps.get("dave-samba") == "delete" and steps.get("dave") == "delete", steps
+    assert steps.get("proxy-caddy", "same") == "same" and steps["proxy-config"] == "update", steps
+    caddy_before = client.containers.get("tm-caddy").id
     stack.up()
+    caddy = client.containers.get("tm-caddy")
+    assert caddy.id == caddy_before
+    assert caddy.exec_run(["test", "-e", f"{KEYS_DIR}/tm-dave"]).exit_code != 0, "a removed node's key goes"
+    assert "tm-dave" not in json.loads(caddy_config_of(caddy))["apps"]["tailscale"]["nodes"]
     assert not client.containers.list(all=True, filters={"name": "^/tm-dave-samba$"})
     assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == on_disk
     assert client.volumes.get("tm-dave-samba-state"), "the Samba state volume is retained on delete"
+    stack.run("preview", "--expect-no-changes", *stack.stack_args())
+
+
+def test_publishing_node_ports_replaces_caddy_once_and_publishes_each_nodes_port(deployed):
+    stack, client = deployed["stack"], deployed["client"]
+    before = client.containers.get("tm-caddy").id
+    deployed["config"]["proxy"]["publishNodePorts"] = True  # kept for the tests after this one
+    stack.write_config(deployed["config"])
+    preview = stack.preview_json().json()
+    steps = plan(preview)
+    # Docker cannot publish a port on a running container: the one change that replaces Caddy.
+    assert steps["proxy-caddy"] == "replace", steps
+    reasons = next(s.get("replaceReasons") for s in preview["steps"]
+                   if s["urn"].endswith("::proxy-caddy"))
+    assert set(reasons) == {"ports"}, reasons
+    stack.up()
+    caddy = client.containers.get("tm-caddy")
+    assert caddy.id != before
+    subnet = ipaddress.IPv4Network(deployed["config"]["network"]["subnet"])
+    published = {int(p.split("/")[0]) for p, b in caddy.attrs["NetworkSettings"]["Ports"].items()
+                 if p.endswith("/udp") and b}
+    assert published == {node_port(ipaddress.IPv4Address(ip), subnet, FIRST_NODE_PORT) for ip in deployed["ips"].values()}
+    # The new, empty container got the config and keys loaded again (its id changed).
+    assert sorted(json.loads(caddy_config_of(caddy))["apps"]["tailscale"]["nodes"]) == [
+        f"tm-{n}" for n in sorted(deployed["ips"])]
+    for share, key in deployed["keys"].items():
+        assert caddy.exec_run(["cat", f"{KEYS_DIR}/tm-{share}"]).output.decode() == key
     stack.run("preview", "--expect-no-changes", *stack.stack_args())
 
 
@@ -106,8 +147,9 @@ def test_state_holds_auth_keys_only_encrypted(deployed):
     for key in deployed["keys"].values():
         assert key not in plain_state
         assert key in shown, "the key should be in the state, encrypted"
-    caddy = next(r for r in json.loads(plain_state)["deployment"]["resources"] if r["urn"].endswith("::proxy-caddy"))
-    assert "ciphertext" in json.dumps(caddy["inputs"]["envs"]), "envs must be stored as a secret"
+    loaded = next(r for r in json.loads(plain_state)["deployment"]["resources"] if r["urn"].endswith("::proxy-config"))
+    assert "ciphertext" in json.dumps(loaded["inputs"]["keys"]), "the keys must be stored as a secret"
+    assert "ciphertext" in json.dumps(loaded["outputs"]["keys"])
     assert "TS_AUTHKEY" not in json.dumps(stack.outputs(show_secrets=True)), "no key belongs in the outputs"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.caddy_config import assemble, auth_key_env, render, route_fragment
+from components.caddy_config import ADMIN_SOCKET, assemble, auth_key_file, render, route_fragment
 from components.policy import SharePolicy, render_policy, share_tags
 from components.smbconf import format_size, render_smb_conf
 
@@ -102,6 +102,12 @@ def test_caddy_config_matches_golden(mode):
     assert text == (GOLDEN / f"caddy-{mode}.json").read_text()
 
 
+def test_admin_endpoint_is_only_a_unix_socket_and_configs_are_autosaved():
+    admin = assemble(dev_fragments())["admin"]
+    assert admin == {"listen": f"unix/{ADMIN_SOCKET}", "config": {"persist": True}}
+    assert ADMIN_SOCKET.startswith("/") and "disabled" not in admin
+
+
 def test_assembly_is_order_independent_and_rejects_duplicates():
     a, b = dev_fragments()
     assert render(assemble([a, b])) == render(assemble([b, a]))
@@ -112,7 +118,7 @@ def test_assembly_is_order_independent_and_rejects_duplicates():
 def test_fragment_carries_only_a_placeholder_for_the_key():
     fragment = route_fragment("alice", "tm-alice", "172.24.0.9", tags=["tag:a"])
     node = fragment["tailscale"]["nodes"]["tm-alice"]
-    assert node["auth_key"] == "{env.TS_AUTHKEY_TM_ALICE}" == "{env.%s}" % auth_key_env("tm-alice")
+    assert node["auth_key"] == "{file./data/keys/tm-alice}" == "{file.%s}" % auth_key_file("tm-alice")
     assert fragment["layer4"]["servers"]["alice"]["listen"] == ["tailscale/tm-alice:445"]
     assert fragment["layer4"]["servers"]["alice"]["routes"][0]["handle"][0] == {
         "handler": "proxy", "upstreams": [{"dial": ["172.24.0.9:445"]}]}
