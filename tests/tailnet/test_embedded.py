@@ -7,18 +7,20 @@ import hashlib
 import ipaddress
 import json
 import os
+import threading
 import time
 import uuid
 
 import pytest
+import smbclient
 import yaml
 
 from components.headscale import HEADSCALE_CONTAINER
 from tests.conftest import unique_subnet
-from tests.engine.deploy import new_stack, teardown
+from tests.engine.deploy import caddy_config_of, new_stack, teardown
 from tests.engine.pulumi_cli import PulumiError, plan
 from tests.pulumi_runner import PROJECT, ROOT
-from tests.smb import MiB, read_file, write_file
+from tests.smb import GuestClient, MiB, read_file, write_file
 from tests.tailnet.harness import Headscale, run, start_client
 
 pytestmark = pytest.mark.tailnet
@@ -51,7 +53,7 @@ def local(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
         stack.init(config)
         stack.up()
         headscale = Headscale(docker_client.containers.get(HEADSCALE_CONTAINER), config["tailnet"]["controlUrl"])
-        yield {"stack": stack, "config": config, "storage": storage, "network": network, "made": made,
+        yield {"stack": stack, "config": config, "storage": storage, "network": network, "made": made, "macs": {},
                "headscale": headscale, "client": docker_client, "images": images}
     finally:
         for container in made:
@@ -77,6 +79,7 @@ def mac(local, owner: str):
     client = start_client(local["client"], local["images"]["client"], local["network"], ip, f"{owner[:-1]}-mac")
     local["made"].append(client.container)
     client.join(commands[owner])
+    local["macs"][owner] = client
     return client
 
 
@@ -135,26 +138,153 @@ def test_a_second_up_changes_nothing(local):
     local["stack"].preview_json("--expect-no-changes")
 
 
-def test_adding_a_share_mints_exactly_one_share_key_and_touches_no_other_share(local):
-    stack, config = local["stack"], local["config"]
-    config["shares"].append({"name": "carol", "owner": "carol@"})
+class Backup(threading.Thread):
+    """alice's Mac writing `size` bytes to her share over the tailnet, in 8 MiB writes; paced at
+    PACE bytes/s until the change under test is done, so the change happens mid-backup."""
+
+    PACE = 12 * MiB
+
+    def __init__(self, local, name: str, size: int):
+        super().__init__(daemon=True)
+        self.client, self.name, self.path = local["macs"]["alice@"], name, local["storage"] / "alice" / name
+        self.payload = os.urandom(size)
+        self.error: BaseException | None = None
+        self.finished = 0.0
+        self.change_done = threading.Event()
+
+    def run(self) -> None:
+        smb = GuestClient(self.client.ip, FORWARD)
+        try:
+            with smbclient.open_file(smb.path("alice", self.name), mode="wb", **smb.kw()) as f:
+                view, began = memoryview(self.payload), time.monotonic()
+                for start in range(0, len(view), 8 * MiB):
+                    f.write(view[start:start + 8 * MiB])
+                    ahead = (start + 8 * MiB) / self.PACE - (time.monotonic() - began)
+                    if ahead > 0 and not self.change_done.is_set():
+                        self.change_done.wait(ahead)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+        finally:
+            smb.close()
+            self.finished = time.monotonic()
+
+    def wait_started(self, at_least: int = 64 * MiB, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.path.exists() and self.path.stat().st_size >= at_least):
+            assert self.is_alive() and time.monotonic() < deadline, self.error
+            time.sleep(0.2)
+
+    def check(self, changed_at: float) -> None:
+        self.change_done.set()
+        self.join(600)
+        assert self.error is None, f"the backup broke: {self.error!r}"
+        assert self.finished > changed_at, "the write ended before the change: it proves nothing; write more"
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        assert digest == hashlib.sha256(self.payload).hexdigest(), "the backup's bytes differ"
+
+
+def node_ip(headscale: Headscale, node: str) -> list[str]:
+    return headscale.nodes()[node]["ip_addresses"]
+
+
+def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(local):
+    stack, config, client = local["stack"], local["config"], local["client"]
+    config["shares"].append({"name": "dave", "owner": "dave@"})
     stack.write_config(config)
     steps = plan(stack.preview_json().json())
     keys = {name for name, op in steps.items() if name.endswith("-key") or name.startswith("join-")}
-    assert keys == {"carol-key", "join-carol"}, steps
-    assert steps["carol-key"] == steps["join-carol"] == steps["headscale-user-carol"] == "create"
+    assert keys == {"dave-key", "join-dave"}, steps
+    assert steps["dave-key"] == steps["join-dave"] == steps["headscale-user-dave"] == "create"
     untouched = [n for n in steps if n.startswith(("alice", "bob", "headscale-user-alice", "headscale-user-bob"))
                  or n in ("join-alice", "join-bob", "headscale-user-admin")]
     assert not untouched, {n: steps[n] for n in untouched}
-    # What changes besides carol's own resources: the policy Headscale loads, and (issue 12) Caddy.
-    others = {n: op for n, op in steps.items() if "carol" not in n and op != "same"}
-    assert set(others) <= {"headscale-headscale", "proxy-caddy"}, others
+    # Besides dave's own resources: the config loaded into the running Caddy, and the policy
+    # Headscale loads (its container is replaced; established paths do not need it).
+    others = {n: op for n, op in steps.items() if "dave" not in n and op != "same"}
+    assert others == {"proxy-config": "update", "headscale-headscale": "replace"}, others
+    caddy, alice_ip = client.containers.get("tm-caddy").id, node_ip(headscale_of(local), "tm-alice")
     before = {k["id"] for k in keys_of(headscale_of(local), "admin")}
+
+    backup = Backup(local, "during-add.bin", 1024 * MiB)
+    backup.start()
+    backup.wait_started()
     stack.up()
+    backup.check(changed_at=time.monotonic())
+
     headscale = headscale_of(local)
     minted = [k for k in keys_of(headscale, "admin") if k["id"] not in before]
-    assert [sorted(k["acl_tags"]) for k in minted] == [["tag:timemachine", "tag:tm-carol"]]
-    headscale.wait_online(["tm-alice", "tm-bob", "tm-carol"])
+    assert [sorted(k["acl_tags"]) for k in minted] == [["tag:timemachine", "tag:tm-dave"]]
+    container = client.containers.get("tm-caddy")
+    assert container.id == caddy and container.attrs["RestartCount"] == 0
+    headscale.wait_online(["tm-alice", "tm-bob", "tm-dave"])
+    assert node_ip(headscale, "tm-alice") == alice_ip
+    dave = mac(local, "dave@")
+    failed, why = dave.nc_fails("tm-dave", 445)
+    assert not failed, why
+
+
+def test_removing_a_share_during_a_backup_takes_its_node_off_and_interrupts_nothing(local):
+    stack, config, client = local["stack"], local["config"], local["client"]
+    config["shares"] = [s for s in config["shares"] if s["name"] != "dave"]
+    stack.write_config(config)
+    caddy = client.containers.get("tm-caddy").id
+    backup = Backup(local, "during-remove.bin", 1024 * MiB)
+    backup.start()
+    backup.wait_started()
+    stack.up()
+    backup.check(changed_at=time.monotonic())
+    assert client.containers.get("tm-caddy").id == caddy
+    headscale = headscale_of(local)
+    deadline = time.monotonic() + 60
+    while headscale.nodes()["tm-dave"].get("online") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not headscale.nodes()["tm-dave"].get("online"), "the removed node left the tailnet"
+    failed, why = local["macs"]["dave@"].nc_fails("tm-dave", 445)
+    assert failed, why
+    headscale.wait_online(["tm-alice", "tm-bob"])
+
+
+BREAK_FRAGMENTS = """
+import components.share as _share
+
+_route_fragment = _share.route_fragment
+
+
+def _broken(*args, **kwargs):
+    fragment = _route_fragment(*args, **kwargs)
+    for server in fragment["layer4"]["servers"].values():
+        handler = server["routes"][0]["handle"][0]
+        handler["upstreams"] = [{"dail": upstream["dial"]} for upstream in handler["upstreams"]]
+    return fragment
+
+
+_share.route_fragment = _broken
+"""
+
+
+def test_a_config_caddy_rejects_fails_the_update_and_leaves_the_running_one(local):
+    stack, client = local["stack"], local["client"]
+    container = client.containers.get("tm-caddy")
+    caddy_id, running = container.id, caddy_config_of(container)
+    # A deliberately broken fragment: the program, with every route's upstream field misspelt.
+    main = stack.project / "__main__.py"
+    main.unlink()
+    main.write_text(BREAK_FRAGMENTS + (ROOT / "__main__.py").read_text())
+    try:
+        failed = stack.up(check=False)
+    finally:
+        main.unlink()
+        main.symlink_to(ROOT / "__main__.py")
+    assert failed.code != 0
+    assert "Caddy rejected the new config and keeps running the previous one" in failed.output, failed.output[-3000:]
+    assert "dail" in failed.output, "Caddy's own error names the bad field"
+    container = client.containers.get("tm-caddy")
+    assert container.id == caddy_id and caddy_config_of(container) == running
+    # The running config still serves alice over the tailnet, and the state still holds it.
+    payload = os.urandom(MiB)
+    write_file(local["macs"]["alice@"].ip, "alice", "after-rejected.bin", payload, FORWARD)
+    assert (local["storage"] / "alice" / "after-rejected.bin").read_bytes() == payload
+    stack.preview_json("--expect-no-changes")
 
 
 def test_an_existing_headscale_user_is_adopted_and_never_deleted(local):
@@ -180,7 +310,7 @@ def test_an_existing_headscale_user_is_adopted_and_never_deleted(local):
 
 def test_headscale_down_stops_the_update_with_a_clear_error_and_a_consistent_state(local):
     stack = local["stack"]
-    key_urn = next(r["urn"] for r in stack.resources() if r["urn"].endswith("::carol-key"))
+    key_urn = next(r["urn"] for r in stack.resources() if r["urn"].endswith("::bob-key"))
     old_id = next(r["id"] for r in stack.resources() if r["urn"] == key_urn)
     headscale_of(local).container.stop(timeout=10)
     try:
