@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from components.ipplan import IpPlanError, plan_ips
+from config.deployed import deployed_addresses
 from config.models import CrossCheckError, StackConfig
 
 PROJECT = "tailscale-timemachine"
@@ -65,8 +66,16 @@ def _validation_problems(error: ValidationError) -> list[str]:
     return problems
 
 
-def load(raw: Mapping[str, Any]) -> LoadedStack:
-    """Validate raw config values (camelCase keys without the project prefix).
+def nothing_deployed() -> dict[str, ipaddress.IPv4Address]:
+    return {}
+
+
+def load(
+    raw: Mapping[str, Any],
+    read_deployed: Callable[[], Mapping[str, ipaddress.IPv4Address]] = nothing_deployed,
+) -> LoadedStack:
+    """Validate raw config values (camelCase keys without the project prefix) and plan the IPs
+    around the share addresses `read_deployed` returns (called only for a valid config).
 
     Objects may be given parsed or as JSON text, as Pulumi passes them.
     """
@@ -90,12 +99,12 @@ def load(raw: Mapping[str, Any]) -> LoadedStack:
     if problems:
         raise ConfigError(problems)
     try:
-        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet)
+        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, read_deployed())
     except IpPlanError as exc:
         index = {share.name: i for i, share in enumerate(config.shares)}
         raise ConfigError(
             [
-                (f"shares[{index[p.share]}].{p.field}" if p.share in index else "shares") + f": {p.message}"
+                (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
                 for p in exc.problems
             ]
         ) from None
@@ -116,4 +125,4 @@ def raw_from_pulumi() -> dict[str, Any]:
 
 
 def load_stack_config() -> LoadedStack:
-    return load(raw_from_pulumi())
+    return load(raw_from_pulumi(), deployed_addresses)
