@@ -13,23 +13,35 @@ from components.labels import PREFIX
 # A built-in invoke of the Pulumi engine (no provider plugin): every live resource of a stack,
 # URN → type and outputs, as of its last checkpoint.
 READ_STATE = "pulumi:pulumi:readStackResourceOutputs"
-CONTAINER = "docker:index/container:Container"
+# A container a TimeMachineShare owns, by the type chain in its URN.
+SHARE_CONTAINER = "timemachine:index:TimeMachineShare$docker:index/container:Container"
 
 
 def share_addresses(resources: Mapping[str, Any]) -> dict[str, ipaddress.IPv4Address]:
-    """Share name → address of its Samba container, from a stack's resource outputs."""
+    """Share name → address of its Samba container, from a stack's resource outputs.
+
+    A Samba container whose share or address cannot be read stops the program: planning as if it
+    were not deployed could hand its address to another share or move it.
+    """
     found: dict[str, ipaddress.IPv4Address] = {}
-    for _, resource in sorted(resources.items()):
-        if resource.get("type") != CONTAINER:
+    for urn, resource in sorted(resources.items()):
+        if not urn.split("::")[2].endswith(SHARE_CONTAINER):
             continue
         outputs = resource.get("outputs") or {}
         labels = {item.get("label"): item.get("value") for item in outputs.get("labels") or []}
-        share = labels.get(f"{PREFIX}.share")
-        if labels.get(f"{PREFIX}.role") != "samba" or not share:
+        if labels.get(f"{PREFIX}.role", "samba") != "samba":
             continue
-        addresses = [n["ipv4Address"] for n in outputs.get("networksAdvanced") or [] if n.get("ipv4Address")]
-        if addresses:
+        share = labels.get(f"{PREFIX}.share")
+        addresses = [n.get("ipv4Address") for n in outputs.get("networksAdvanced") or [] if n.get("ipv4Address")]
+        try:
+            if not share or not addresses:
+                raise ValueError("no share label or no IPv4 address")
             found[share] = ipaddress.IPv4Address(addresses[0])
+        except ValueError as error:
+            raise pulumi.RunError(
+                f"the state's Samba container {urn} does not say which share it serves at which address "
+                f"({error}); nothing was planned. `pulumi refresh` may fix the state"
+            ) from None
     return found
 
 

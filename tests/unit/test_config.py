@@ -266,3 +266,60 @@ def test_config_from_the_cli_environment_variable(monkeypatch):
     finally:
         CONFIG.reset(token)
     assert stack.config.storage_root == "/srv/tm" and [s.name for s in stack.config.shares] == ["alice"]
+
+
+def samba_state(share, address, *, role="samba", project="tailscale-timemachine"):
+    """One Samba container as the engine's state read returns it (docker provider 5.x outputs)."""
+    urn = (f"urn:pulumi:prod::{project}::timemachine:index:TimeMachineShare$docker:index/container:Container"
+           f"::{share}-samba")
+    labels = [{"label": "timemachine.owner", "value": f"{share}@example.com"},
+              {"label": "timemachine.role", "value": role}, {"label": "timemachine.share", "value": share}]
+    networks = [{"aliases": [], "ipv4Address": address, "ipv6Address": "", "name": "timemachine"}]
+    return urn, {"type": "docker:index/container:Container",
+                 "outputs": {"name": f"tm-{share}-samba", "labels": labels, "networksAdvanced": networks}}
+
+
+def test_deployed_addresses_are_read_from_the_samba_containers_in_the_state():
+    import ipaddress
+
+    from config.deployed import share_addresses
+
+    state = dict([samba_state("alice", "172.24.0.9"), samba_state("bob", "172.24.0.20")])
+    state["urn:pulumi:prod::tailscale-timemachine::timemachine:index:CaddyProxy$docker:index/container:Container::proxy-caddy"] = {
+        "type": "docker:index/container:Container",
+        "outputs": {"labels": [{"label": "timemachine.role", "value": "proxy"}],
+                    "networksAdvanced": [{"ipv4Address": "172.24.0.254", "name": "timemachine"}]},
+    }
+    state["urn:pulumi:prod::tailscale-timemachine::pulumi:pulumi:Stack::tailscale-timemachine-prod"] = {
+        "type": "pulumi:pulumi:Stack", "outputs": {"shares": {"carol": {"ip": "172.24.0.30"}}},
+    }
+    assert share_addresses(state) == {"alice": ipaddress.ip_address("172.24.0.9"),
+                                      "bob": ipaddress.ip_address("172.24.0.20")}
+    assert share_addresses({}) == {}
+
+
+@pytest.mark.parametrize("breakage", ["no share label", "no address", "not an address"])
+def test_a_samba_container_in_the_state_without_share_or_address_stops_the_plan(breakage):
+    import pulumi
+
+    from config.deployed import share_addresses
+
+    urn, resource = samba_state("alice", "172.24.0.9")
+    outputs = resource["outputs"]
+    if breakage == "no share label":
+        outputs["labels"] = [item for item in outputs["labels"] if item["label"] != "timemachine.share"]
+    elif breakage == "no address":
+        outputs["networksAdvanced"] = []
+    else:
+        outputs["networksAdvanced"][0]["ipv4Address"] = "fe80::1"
+    with pytest.raises(pulumi.RunError, match="alice-samba does not say which share it serves at which address"):
+        share_addresses({urn: resource})
+
+
+def test_outside_an_engine_the_state_read_fails_loudly_not_as_an_empty_deployment():
+    import pulumi
+
+    from config.deployed import deployed_addresses
+
+    with pytest.raises(pulumi.RunError, match="could not read the addresses this stack has deployed"):
+        deployed_addresses()
