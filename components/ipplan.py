@@ -126,14 +126,22 @@ def plan_ips(
         elif pin in pinned_by:
             other = pinned_by[pin]
             problems.append(PlanProblem(name, "ip", f"{pin} is also pinned by {other!r}; pin another address"))
-        elif holder is not None and holder != name:
-            still = "is deployed" if holder in in_config else "is still deployed (removed from the config)"
+        elif holder is not None and holder != name and holder in in_config:
             problems.append(
                 PlanProblem(
                     name,
                     "ip",
-                    f"{pin} is the address of {holder!r}, which {still} there; pin another address, "
+                    f"{pin} is the address of {holder!r}, which is deployed there; pin another address, "
                     f"or leave {name!r} unpinned to get a free one",
+                )
+            )
+        elif holder is not None and holder != name:
+            problems.append(
+                PlanProblem(
+                    name,
+                    "ip",
+                    f"{pin} is the address of {holder!r}, removed from the config but deployed there until "
+                    "this update deletes it; pin another address, or pin this one in a later update",
                 )
             )
         else:

@@ -277,7 +277,8 @@ def test_pins_that_cannot_be_honoured_are_each_reported():
         plan_ips(config, SUBNET, deployed)
     messages = {p.share: p.message for p in caught.value.problems}
     assert messages["bob"].startswith("172.24.0.10 is the address of 'alice', which is deployed there")
-    assert messages["carol"].startswith("172.24.0.11 is the address of 'gone', which is still deployed (removed")
+    assert messages["carol"].startswith(
+        "172.24.0.11 is the address of 'gone', removed from the config but deployed there until this update deletes it")
     assert "reserved for the proxy" in messages["dave"] and "outside the subnet" in messages["erin"]
     assert messages["grace"].startswith("172.24.0.12 is also pinned by 'frank'")
     assert set(messages) == {"bob", "carol", "dave", "erin", "grace"}
