@@ -160,8 +160,8 @@ def plan_ips(
         else:
             fresh.append(name)
 
-    free = [ip for ip in _share_slots_from(subnet.network_address + 2, subnet) if ip not in taken]
-    if len(fresh) > len(free):
+    free = share_capacity(subnet) - len(taken - set(reserved))
+    if len(fresh) > free:
         # Everything that needs an address this update: the config's shares plus the addresses
         # still held by deployed shares leaving them (removed, or moved by a pin).
         leaving = len(set(holder_of) - set(plan.values()))
@@ -172,8 +172,8 @@ def plan_ips(
                 None,
                 SUBNET_FIELD,
                 (
-                    f"{subnet} is full: {len(fresh)} new share(s) need an address and {len(free)} "
-                    f"{'is' if len(free) == 1 else 'are'} left of its {share_capacity(subnet)} share addresses "
+                    f"{subnet} is full: {len(fresh)} new share(s) need an address and {free} "
+                    f"{'is' if free == 1 else 'are'} left of its {share_capacity(subnet)} share addresses "
                     f"({len(plan)} kept by deployed or pinned shares{held_note}); a /{bigger.prefixlen} holds "
                     f"{share_capacity(bigger)}: set network.subnet to {bigger}, which contains {subnet}, "
                     "so no deployed share moves"
