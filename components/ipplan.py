@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network
+
+# Where a problem with the subnet as a whole is reported (the loader's path for it).
+SUBNET_FIELD = "network.subnet"
 
 
 def gateway(subnet: Net) -> IPv4:
@@ -31,110 +34,168 @@ def share_capacity(subnet: Net) -> int:
     return subnet.num_addresses - 4
 
 
-def home_address(name: str, subnet: Net) -> IPv4:
-    """A share's address when not pinned: a hash of its name alone.
+def reserved_addresses(subnet: Net) -> dict[IPv4, str]:
+    return {
+        subnet.network_address: "the network address",
+        gateway(subnet): "the gateway",
+        proxy_address(subnet): "reserved for the proxy",
+        subnet.broadcast_address: "the broadcast address",
+    }
 
-    Depending on nothing but the name and the subnet is what makes adding, removing and reordering
-    other shares unable to move it. Hosts run from gateway+1 to proxy-1.
+
+def home_address(name: str, subnet: Net) -> IPv4:
+    """A new share's first choice: a hash of its name alone, from gateway+1 to proxy-1.
+
+    A share gets it when it is first deployed and the slot is free; after that the share keeps the
+    address it was deployed with, whatever the hash says.
     """
     slot = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % share_capacity(subnet)
     return subnet.network_address + 2 + slot
 
 
+def _share_slots_from(start: IPv4, subnet: Net) -> Iterable[IPv4]:
+    """Every share address once, from `start` upwards, wrapping round to the first."""
+    first, capacity = int(subnet.network_address) + 2, share_capacity(subnet)
+    offset = int(start) - first
+    for step in range(capacity):
+        yield IPv4(first + (offset + step) % capacity)
+
+
 @dataclass(frozen=True)
 class PlanProblem:
-    share: str
-    field: str  # "ip" (a pin) or "name" (a hashed slot)
+    share: str | None  # None: a problem of the subnet as a whole
+    field: str  # "ip" (a share's pin) or SUBNET_FIELD
     message: str
 
 
 class IpPlanError(ValueError):
     def __init__(self, problems: list[PlanProblem]):
         self.problems = problems
-        super().__init__("; ".join(f"{p.share}: {p.message}" for p in problems))
+        super().__init__("; ".join(f"{p.share or p.field}: {p.message}" for p in problems))
+
+
+def fitting_subnet(subnet: Net, needed: int) -> Net:
+    """The smallest subnet containing `subnet` with room for `needed` shares.
+
+    Containing the current one matters: every deployed address stays inside it and off its
+    reserved addresses (those lie outside the old subnet or are its own gateway/proxy/broadcast).
+    """
+    prefix = subnet.prefixlen
+    while prefix > 0 and (1 << (32 - prefix)) - 4 < needed:
+        prefix -= 1
+    return subnet.supernet(new_prefix=prefix)
 
 
 def plan_ips(
-    shares: Iterable[tuple[str, IPv4 | None]], subnet: Net, reserved: dict[IPv4, str] | None = None
+    shares: Iterable[tuple[str, IPv4 | None]],
+    subnet: Net,
+    deployed: Mapping[str, IPv4] | None = None,
+    also_reserved: Mapping[IPv4, str] | None = None,
 ) -> dict[str, IPv4]:
-    """Map share name → IPv4 address. `shares` is (name, pinned ip or None), in any order.
+    """Map share name → IPv4 address. `shares` is (name, pin or None) in config order; `deployed`
+    maps the names of the shares the stack has deployed (in the config or not) to their addresses.
 
-    Raises IpPlanError listing every problem: a pin outside the subnet or on a reserved address, an
-    address wanted twice (pins or hashed slots — naming both shares and a free address to pin), or
-    more shares than the subnet holds.
+    - A pin wins. A pin may not be reserved, outside the subnet, another pin, or the deployed
+      address of another share (moving a deployed share is the pinned share's business only).
+    - A deployed share keeps its deployed address.
+    - A deployed share's address stays taken while its container exists: a removed share's
+      address is free once its removal is deployed (Pulumi deletes after it creates, and Docker
+      refuses two containers on one address), as is the old address of a share moved by a pin.
+    - Any other share, in config order, takes its home slot if free, else the next free address
+      upwards (wrapping).
+
+    Raises IpPlanError listing every problem: bad pins, or more shares than free addresses.
     """
     shares = list(shares)
+    in_config = {name for name, _ in shares}
+    deployed = dict(deployed or {})
+    # Besides the subnet's own: addresses the stack itself uses (the embedded Headscale's).
+    extra = {ip: why for ip, why in (also_reserved or {}).items() if ip in subnet}
+    reserved = {**reserved_addresses(subnet), **extra}
     problems: list[PlanProblem] = []
-    reserved = {
-        subnet.network_address: "the network address",
-        gateway(subnet): "the gateway",
-        proxy_address(subnet): "reserved for the proxy",
-        subnet.broadcast_address: "the broadcast address",
-        # Other addresses the stack itself uses (the embedded Headscale's).
-        **(reserved or {}),
-    }
-    if len(shares) > share_capacity(subnet):
-        problems.append(
-            PlanProblem(
-                "*",
-                "shares",
-                (
-                    f"{len(shares)} shares do not fit in {subnet}, which holds {share_capacity(subnet)}; "
-                    "use a larger subnet (e.g. a /20)"
-                ),
-            )
-        )
-        raise IpPlanError(problems)
 
-    wanted: dict[str, IPv4] = {}
+    # Deployed addresses the plan can honour: a changed subnet may have left some outside it or on
+    # a reserved address; those shares are placed anew (the network is replaced anyway).
+    held = {name: ip for name, ip in deployed.items() if ip in subnet and ip not in reserved}
+    holder_of: dict[IPv4, str] = {}
+    for name, ip in sorted(held.items()):
+        holder_of.setdefault(ip, name)
+
+    pins: dict[str, IPv4] = {}
+    pinned_by: dict[IPv4, str] = {}
     for name, pin in shares:
         if pin is None:
-            wanted[name] = home_address(name, subnet)
-        elif pin not in subnet:
+            continue
+        holder = holder_of.get(pin)
+        if pin not in subnet:
             problems.append(PlanProblem(name, "ip", f"{pin} is outside the subnet {subnet}; pin an address inside it"))
         elif pin in reserved:
             problems.append(PlanProblem(name, "ip", f"{pin} is {reserved[pin]} of {subnet}; pin another address"))
+        elif pin in pinned_by:
+            other = pinned_by[pin]
+            problems.append(PlanProblem(name, "ip", f"{pin} is also pinned by {other!r}; pin another address"))
+        elif holder is not None and holder != name and holder in in_config:
+            problems.append(
+                PlanProblem(
+                    name,
+                    "ip",
+                    f"{pin} is the address of {holder!r}, which is deployed there; pin another address, "
+                    f"or leave {name!r} unpinned to get a free one",
+                )
+            )
+        elif holder is not None and holder != name:
+            problems.append(
+                PlanProblem(
+                    name,
+                    "ip",
+                    f"{pin} is the address of {holder!r}, removed from the config but deployed there until "
+                    "this update deletes it; pin another address, or pin this one in a later update",
+                )
+            )
         else:
-            wanted[name] = pin
+            pins[name] = pin
+            pinned_by[pin] = name
 
-    pinned = {name for name, pin in shares if pin is not None}
-    order = {name: index for index, (name, _) in enumerate(shares)}
-    holders: dict[IPv4, list[str]] = {}
-    for name, _ in shares:
-        if name in wanted:
-            holders.setdefault(wanted[name], []).append(name)
-    taken = set(wanted.values()) | set(reserved)
-    for address, names in sorted(holders.items()):
-        if len(names) < 2:
+    taken = set(reserved) | set(holder_of) | set(pins.values())
+    plan = dict(pins)
+    fresh = []
+    for name, pin in shares:
+        if pin is not None:
             continue
-        # Without state the plan cannot know which share is already deployed at this address, so it
-        # moves nobody: it names all contenders and a free address for the new one to pin.
-        names = sorted(names)
-        free = _free_address(subnet, taken)
-        taken.add(free)
-        how = ", ".join(f"{n!r} ({'pinned' if n in pinned else 'hashed'})" for n in names)
-        # Reported at the contender listed last: new users are usually appended.
-        last = max(names, key=order.__getitem__)
+        kept = held.get(name)
+        if kept is not None and holder_of[kept] == name:
+            plan[name] = kept
+        else:
+            fresh.append(name)
+
+    free = share_capacity(subnet) - len(extra) - len(taken - set(reserved))
+    if len(fresh) > free:
+        # Everything that needs an address this update: the config's shares plus the addresses
+        # still held by deployed shares leaving them (removed, or moved by a pin).
+        leaving = len(set(holder_of) - set(plan.values()))
+        bigger = fitting_subnet(subnet, len(shares) + leaving + len(extra))
+        held_note = f", {leaving} held until this update has removed or moved the shares on them" if leaving else ""
         problems.append(
             PlanProblem(
-                last,
-                "ip" if last in pinned else "name",
+                None,
+                SUBNET_FIELD,
                 (
-                    f"{how} all want {address}; pin the share that is new to a free address, "
-                    f"e.g. ip: {free} (the deployed one keeps {address})"
+                    f"{subnet} is full: {len(fresh)} new share(s) need an address and {free} "
+                    f"{'is' if free == 1 else 'are'} left of its {share_capacity(subnet)} share addresses "
+                    f"({len(plan)} kept by deployed or pinned shares{held_note}); a /{bigger.prefixlen} holds "
+                    f"{share_capacity(bigger)}: set network.subnet to {bigger}, which contains {subnet}, "
+                    "so no deployed share moves"
                 ),
             )
         )
     if problems:
         raise IpPlanError(problems)
-    return dict(sorted(wanted.items()))
 
-
-def _free_address(subnet: Net, taken: set[IPv4]) -> IPv4:
-    for host in subnet.hosts():
-        if host not in taken:
-            return host
-    raise IpPlanError([PlanProblem("*", "shares", f"no free address left in {subnet}")])
+    for name in fresh:
+        ip = next(ip for ip in _share_slots_from(home_address(name, subnet), subnet) if ip not in taken)
+        plan[name] = ip
+        taken.add(ip)
+    return dict(sorted(plan.items()))
 
 
 def node_port(ip: IPv4, subnet: Net, first_node_port: int) -> int:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from components.ipplan import IpPlanError, gateway, headscale_address, plan_ips, proxy_address
+from components.ipplan import IpPlanError, headscale_address, plan_ips, reserved_addresses
+from config.deployed import deployed_addresses
 from config.models import CrossCheckError, StackConfig
 
 PROJECT = "tailscale-timemachine"
@@ -67,8 +68,16 @@ def _validation_problems(error: ValidationError) -> list[str]:
     return problems
 
 
-def load(raw: Mapping[str, Any]) -> LoadedStack:
-    """Validate raw config values (camelCase keys without the project prefix).
+def nothing_deployed() -> dict[str, ipaddress.IPv4Address]:
+    return {}
+
+
+def load(
+    raw: Mapping[str, Any],
+    read_deployed: Callable[[], Mapping[str, ipaddress.IPv4Address]] = nothing_deployed,
+) -> LoadedStack:
+    """Validate raw config values (camelCase keys without the project prefix) and plan the IPs
+    around the share addresses `read_deployed` returns (called only for a valid config).
 
     Objects may be given parsed or as JSON text, as Pulumi passes them.
     """
@@ -94,12 +103,12 @@ def load(raw: Mapping[str, Any]) -> LoadedStack:
     headscale_ip = _headscale_ip(config)
     reserved = {headscale_ip: "the embedded Headscale's (tailnet.headscale.ip)"} if headscale_ip else {}
     try:
-        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, reserved)
+        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, read_deployed(), reserved)
     except IpPlanError as exc:
         index = {share.name: i for i, share in enumerate(config.shares)}
         raise ConfigError(
             [
-                (f"shares[{index[p.share]}].{p.field}" if p.share in index else "shares") + f": {p.message}"
+                (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
                 for p in exc.problems
             ]
         ) from None
@@ -112,11 +121,7 @@ def _headscale_ip(config: StackConfig) -> ipaddress.IPv4Address | None:
         return None
     subnet = config.network.subnet
     ip = headscale.ip or headscale_address(subnet)
-    if (
-        ip not in subnet
-        or ip in (subnet.network_address, gateway(subnet), proxy_address(subnet))
-        or (ip == subnet.broadcast_address)
-    ):
+    if ip not in subnet or ip in reserved_addresses(subnet):
         default = headscale_address(subnet)
         raise ConfigError([f"tailnet.headscale.ip: {ip} is not a free host of {subnet}; omit it (default {default})"])
     return ip
@@ -136,4 +141,4 @@ def raw_from_pulumi() -> dict[str, Any]:
 
 
 def load_stack_config() -> LoadedStack:
-    return load(raw_from_pulumi())
+    return load(raw_from_pulumi(), deployed_addresses)

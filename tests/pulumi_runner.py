@@ -85,7 +85,17 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return super().RegisterResource(request)
 
 
+READ_STATE = "pulumi:pulumi:readStackResourceOutputs"
+
+
 class Mocks(pulumi.runtime.Mocks):
+    """Mock providers; the engine's own state read answers with `state` (URN → type and outputs),
+    empty as for a stack never deployed."""
+
+    def __init__(self, state: Optional[dict] = None):
+        self.state = state or {}
+        self.state_reads: list[str] = []
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         if args.typ == "tailscale:index/tailnetKey:TailnetKey":
@@ -100,6 +110,9 @@ class Mocks(pulumi.runtime.Mocks):
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == READ_STATE:
+            self.state_reads.append(args.args["stackName"])
+            return {"name": args.args["stackName"], "outputs": self.state}
         raise NotImplementedError(f"the program made an unexpected invoke: {args.token}")
 
 
@@ -108,6 +121,12 @@ class ProgramRun:
     resources: list[Declared]
     outputs: dict[str, Any]
     secret_outputs: set[str]
+    state_reads: list[str] = field(default_factory=list)
+
+    def state(self) -> dict[str, dict]:
+        """What the engine would hold after deploying this run: URN → type and outputs (the mock
+        providers echo inputs as outputs), as the state read returns it."""
+        return {r.urn: {"type": r.type, "outputs": r.inputs} for r in self.resources if r.custom}
 
     def of_type(self, suffix: str) -> list[Declared]:
         return [r for r in self.resources if r.type.endswith(suffix)]
@@ -128,15 +147,19 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
 
 
 def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = False,
-                secret_keys: Optional[list[str]] = None, main: Path = MAIN) -> ProgramRun:
-    """Evaluate __main__.py once with a fresh event loop, settings and root stack."""
+                secret_keys: Optional[list[str]] = None, main: Path = MAIN,
+                deployed: Optional[ProgramRun] = None) -> ProgramRun:
+    """Evaluate __main__.py once with a fresh event loop, settings and root stack; `deployed`: the
+    run whose resources the stack's state holds (default: a stack never deployed)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         pulumi_settings.reset_options()
-        monitor = RecordingMonitor(Mocks())
+        mocks = Mocks(deployed.state() if deployed else None)
+        monitor = RecordingMonitor(mocks)
         pulumi.runtime.set_all_config(config_values(config), secret_keys or [])
-        pulumi_mocks.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+        pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor,
+                               organization="organization")
         pulumi_settings.ROOT.set(None)  # run_in_stack makes the root stack of this run
         holder: dict = {}
 
@@ -151,7 +174,7 @@ def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = 
             outputs[name] = loop.run_until_complete(out.future())
             if loop.run_until_complete(out.is_secret()):
                 secret.add(name)
-        return ProgramRun(monitor.declared, outputs, secret)
+        return ProgramRun(monitor.declared, outputs, secret, mocks.state_reads)
     finally:
         pulumi_settings.reset_options()
         pulumi_settings.ROOT.set(None)

@@ -198,23 +198,48 @@ def inputs_by_urn(run):
     return {r.urn: r.raw_inputs for r in run.resources}
 
 
-@pytest.mark.parametrize("change", ["add", "remove", "reorder"])
-def test_diff_touches_only_the_changed_share_and_the_proxy_config(change):
-    base = generated(10)
-    changed = copy.deepcopy(base)
-    if change == "add":
-        changed = generated(11)
-    elif change == "remove":
-        del changed["shares"][4]
-    else:
-        changed["shares"].reverse()
-    before, after = inputs_by_urn(run_program(base)), inputs_by_urn(run_program(changed))
-    differing = {urn for urn in before.keys() & after.keys() if before[urn] != after[urn]}
+def issue_stack(names):
+    """The stack of issue 14: 100 users in a /20, where u026 and u062 share a home slot."""
+    return {**generated(0), "network": {"name": "tm", "subnet": "172.24.0.0/20"},
+            "shares": [{"name": n, "owner": f"{n}@example.com"} for n in names]}
+
+
+ORIGINAL = [f"u{i:03d}" for i in range(100)]
+CHANGES = {
+    "add": [f"new{i}" for i in range(30)] + ORIGINAL,
+    "remove": [n for n in ORIGINAL if n not in ("u026", "u050")],
+    "reorder": list(reversed(ORIGINAL)),
+    "add-remove-reorder": [f"new{i}" for i in range(30)] + [n for n in reversed(ORIGINAL) if n != "u050"],
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_with_the_deployed_state_a_change_touches_no_remaining_share(change):
+    deployed = run_program(issue_stack(ORIGINAL))
+    assert len(set(deployed.outputs["shares"][n]["ip"] for n in ORIGINAL)) == 100
+    after = run_program(issue_stack(CHANGES[change]), deployed=deployed)
+    before_inputs, after_inputs = inputs_by_urn(deployed), inputs_by_urn(after)
+    differing = {urn.split("::")[-1] for urn in before_inputs.keys() & after_inputs.keys()
+                 if before_inputs[urn] != after_inputs[urn]}
     # Only the config loaded into the running Caddy; never the Caddy container itself.
-    assert {urn.split("::")[-1] for urn in differing} <= {"proxy-config"}
+    assert differing <= {"proxy-config"}, differing
     if change != "reorder":
-        assert {urn.split("::")[-1] for urn in differing} == {"proxy-config"}
-    assert (after.keys() - before.keys() == set()) == (change != "add")
+        assert differing == {"proxy-config"}
+    ips = [s["ip"] for s in after.outputs["shares"].values()]
+    assert len(set(ips)) == len(ips)
+
+
+def test_without_the_deployed_state_the_same_reorder_would_move_a_share():
+    """The control for the test above: the state read is what keeps u062 off u026's slot."""
+    deployed = run_program(issue_stack(ORIGINAL))
+    stateless = run_program(issue_stack(CHANGES["reorder"]))
+    moved = {n for n in ORIGINAL if stateless.outputs["shares"][n]["ip"] != deployed.outputs["shares"][n]["ip"]}
+    assert {"u026", "u062"} <= moved, moved
+
+
+def test_the_program_reads_its_own_stacks_state_in_preview_and_up():
+    for preview in (True, False):
+        assert run_program(DEV, preview=preview).state_reads == ["organization/tailscale-timemachine/test"]
 
 
 def test_bad_config_raises_and_declares_nothing():

@@ -137,11 +137,13 @@ BAD = {
     "pinned ip is broadcast": (with_(("shares", 1, "ip"), "172.24.0.255"), "shares[1].ip", "broadcast"),
     "pinned ip is the proxy's": (with_(("shares", 1, "ip"), "172.24.0.254"), "shares[1].ip", "reserved for the proxy"),
     "pinned ip twice": (shares_of({"name": "a", "owner": "a@x.com", "ip": "172.24.0.9"},
-                                  {"name": "b", "owner": "b@x.com", "ip": "172.24.0.9"}), "shares[1].ip", "all want 172.24.0.9"),
+                                  {"name": "b", "owner": "b@x.com", "ip": "172.24.0.9"}), "shares[1].ip",
+                        "172.24.0.9 is also pinned by 'a'"),
     "not an ip": (with_(("shares", 1, "ip"), "172.24.0.300"), "shares[1].ip", "valid IPv4"),
     "more shares than the subnet holds": (
         {**with_(("network", "subnet"), "172.24.0.0/29"),
-         "shares": [{"name": f"u{i}", "owner": "a@x.com"} for i in range(5)]}, "shares", "do not fit"),
+         "shares": [{"name": f"u{i}", "owner": "a@x.com"} for i in range(5)]}, "network.subnet",
+        "172.24.0.0/29 is full: 5 new share(s) need an address and 4 are left"),
     "subnet too small": (with_(("network", "subnet"), "172.24.0.0/30"), "network.subnet", "too small"),
     "subnet with host bits": (with_(("network", "subnet"), "172.24.0.7/24"), "network.subnet", "host bits"),
     "relative storageRoot": (with_(("storageRoot",), "srv/timemachine"), "storageRoot", "relative"),
@@ -227,28 +229,59 @@ def test_one_error_lists_every_problem():
     assert str(caught.value).startswith("invalid stack config (4 problems)")
 
 
-def test_hash_collision_names_both_shares_and_a_free_ip():
-    import ipaddress
-
+def colliding_names(subnet, count=60):
+    """Two share names with the same home slot (the birthday bound makes one likely in 60)."""
     from components.ipplan import home_address
-    subnet = ipaddress.ip_network("172.24.0.0/24")
-    names = [f"user{i}" for i in range(60)]
+
     seen = {}
-    for name in names:
+    for name in (f"user{i}" for i in range(count)):
         addr = home_address(name, subnet)
         if addr in seen:
-            a, b = seen[addr], name
-            break
+            return seen[addr], name, addr
         seen[addr] = name
-    else:
-        pytest.fail("no collision among 60 names in a /24 (expected by the birthday bound)")
+    pytest.fail(f"no collision among {count} names in {subnet} (expected by the birthday bound)")
+
+
+def test_hash_collision_needs_no_pin_the_later_share_takes_the_next_free_address():
+    import ipaddress
+
+    subnet = ipaddress.ip_network("172.24.0.0/24")
+    a, b, addr = colliding_names(subnet)
+    ips = load(shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com"})).ips
+    assert ips[a] == addr and ips[b] == addr + 1
+
+
+def test_the_deployed_address_wins_over_config_order():
+    import ipaddress
+
+    subnet = ipaddress.ip_network("172.24.0.0/24")
+    a, b, addr = colliding_names(subnet)
+    # b was deployed first, so it holds the home slot; a, listed first, is the newcomer.
+    ips = load(shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com"}), lambda: {b: addr}).ips
+    assert ips[b] == addr and ips[a] == addr + 1
+
+
+def test_a_pin_on_a_deployed_share_address_names_both():
+    import ipaddress
+
+    deployed = {"alice": ipaddress.ip_address("172.24.0.33")}
+    config = shares_of({"name": "alice", "owner": "a@x.com"}, {"name": "bob", "owner": "b@x.com", "ip": "172.24.0.33"})
     with pytest.raises(ConfigError) as caught:
-        load(shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com"}))
+        load(config, lambda: deployed)
     (problem,) = caught.value.problems
-    assert problem.startswith("shares[1].name:") and repr(a) in problem and repr(b) in problem
-    free = problem.split("e.g. ip: ")[1].split(" ")[0]
-    fixed = shares_of({"name": a, "owner": "a@x.com"}, {"name": b, "owner": "b@x.com", "ip": free})
-    assert str(load(fixed).ips[b]) == free and load(fixed).ips[a] == addr
+    assert problem.startswith("shares[1].ip: 172.24.0.33 is the address of 'alice', which is deployed there")
+    assert "'bob'" in problem
+    # Without that deployment (a brand-new stack) the pin wins and alice goes elsewhere.
+    ips = load(config).ips
+    assert str(ips["bob"]) == "172.24.0.33" and ips["alice"] != ips["bob"]
+
+
+def test_the_state_is_read_only_for_a_valid_config():
+    def refuse():
+        raise AssertionError("read the state for an invalid config")
+
+    with pytest.raises(ConfigError):
+        load(with_(("shares", 0, "name"), "Bob!"), refuse)
 
 
 def test_config_from_the_cli_environment_variable(monkeypatch):
@@ -257,7 +290,7 @@ def test_config_from_the_cli_environment_variable(monkeypatch):
 
     from pulumi.runtime.config import CONFIG
 
-    from config.loader import load_stack_config
+    from config.loader import raw_from_pulumi
 
     token = CONFIG.set({})
     try:
@@ -266,7 +299,64 @@ def test_config_from_the_cli_environment_variable(monkeypatch):
             "tailscale-timemachine:shares": json.dumps([{"name": "alice", "owner": "alice@example.com"}]),
             "tailscale:tailnet": "example.com",
         }))
-        stack = load_stack_config()
+        stack = load(raw_from_pulumi())
     finally:
         CONFIG.reset(token)
     assert stack.config.storage_root == "/srv/tm" and [s.name for s in stack.config.shares] == ["alice"]
+
+
+def samba_state(share, address, *, role="samba", project="tailscale-timemachine"):
+    """One Samba container as the engine's state read returns it (docker provider 5.x outputs)."""
+    urn = (f"urn:pulumi:prod::{project}::timemachine:index:TimeMachineShare$docker:index/container:Container"
+           f"::{share}-samba")
+    labels = [{"label": "timemachine.owner", "value": f"{share}@example.com"},
+              {"label": "timemachine.role", "value": role}, {"label": "timemachine.share", "value": share}]
+    networks = [{"aliases": [], "ipv4Address": address, "ipv6Address": "", "name": "timemachine"}]
+    return urn, {"type": "docker:index/container:Container",
+                 "outputs": {"name": f"tm-{share}-samba", "labels": labels, "networksAdvanced": networks}}
+
+
+def test_deployed_addresses_are_read_from_the_samba_containers_in_the_state():
+    import ipaddress
+
+    from config.deployed import share_addresses
+
+    state = dict([samba_state("alice", "172.24.0.9"), samba_state("bob", "172.24.0.20")])
+    state["urn:pulumi:prod::tailscale-timemachine::timemachine:index:CaddyProxy$docker:index/container:Container::proxy-caddy"] = {
+        "type": "docker:index/container:Container",
+        "outputs": {"labels": [{"label": "timemachine.role", "value": "proxy"}],
+                    "networksAdvanced": [{"ipv4Address": "172.24.0.254", "name": "timemachine"}]},
+    }
+    state["urn:pulumi:prod::tailscale-timemachine::pulumi:pulumi:Stack::tailscale-timemachine-prod"] = {
+        "type": "pulumi:pulumi:Stack", "outputs": {"shares": {"carol": {"ip": "172.24.0.30"}}},
+    }
+    assert share_addresses(state) == {"alice": ipaddress.ip_address("172.24.0.9"),
+                                      "bob": ipaddress.ip_address("172.24.0.20")}
+    assert share_addresses({}) == {}
+
+
+@pytest.mark.parametrize("breakage", ["no share label", "no address", "not an address"])
+def test_a_samba_container_in_the_state_without_share_or_address_stops_the_plan(breakage):
+    import pulumi
+
+    from config.deployed import share_addresses
+
+    urn, resource = samba_state("alice", "172.24.0.9")
+    outputs = resource["outputs"]
+    if breakage == "no share label":
+        outputs["labels"] = [item for item in outputs["labels"] if item["label"] != "timemachine.share"]
+    elif breakage == "no address":
+        outputs["networksAdvanced"] = []
+    else:
+        outputs["networksAdvanced"][0]["ipv4Address"] = "fe80::1"
+    with pytest.raises(pulumi.RunError, match="alice-samba does not say which share it serves at which address"):
+        share_addresses({urn: resource})
+
+
+def test_outside_an_engine_the_state_read_fails_loudly_not_as_an_empty_deployment():
+    import pulumi
+
+    from config.deployed import deployed_addresses
+
+    with pytest.raises(pulumi.RunError, match="could not read the addresses this stack has deployed"):
+        deployed_addresses()

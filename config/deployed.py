@@ -1,0 +1,66 @@
+"""What this stack has deployed: each share's address, read from the stack's own state."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from components.labels import PREFIX
+
+# A built-in invoke of the Pulumi engine (no provider plugin): every live resource of a stack,
+# URN → type and outputs, as of its last checkpoint.
+READ_STATE = "pulumi:pulumi:readStackResourceOutputs"
+# A container a TimeMachineShare owns, by the type chain in its URN.
+SHARE_CONTAINER = "timemachine:index:TimeMachineShare$docker:index/container:Container"
+
+
+def share_addresses(resources: Mapping[str, Any]) -> dict[str, ipaddress.IPv4Address]:
+    """Share name → address of its Samba container, from a stack's resource outputs.
+
+    A Samba container whose share or address cannot be read stops the program: planning as if it
+    were not deployed could hand its address to another share or move it.
+    """
+    found: dict[str, ipaddress.IPv4Address] = {}
+    for urn, resource in sorted(resources.items()):
+        if not urn.split("::")[2].endswith(SHARE_CONTAINER):
+            continue
+        outputs = resource.get("outputs") or {}
+        labels = {item.get("label"): item.get("value") for item in outputs.get("labels") or []}
+        if labels.get(f"{PREFIX}.role", "samba") != "samba":
+            continue
+        share = labels.get(f"{PREFIX}.share")
+        addresses = [n.get("ipv4Address") for n in outputs.get("networksAdvanced") or [] if n.get("ipv4Address")]
+        try:
+            if not share or not addresses:
+                raise ValueError("no share label or no IPv4 address")
+            found[share] = ipaddress.IPv4Address(addresses[0])
+        except ValueError as error:
+            raise pulumi.RunError(
+                f"the state's Samba container {urn} does not say which share it serves at which address "
+                f"({error}); nothing was planned. `pulumi refresh` may fix the state"
+            ) from None
+    return found
+
+
+def this_stack() -> str:
+    """The fully qualified name of the stack being deployed (`organization/…` on the file backend)."""
+    return f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{pulumi.get_stack()}"
+
+
+def deployed_addresses() -> dict[str, ipaddress.IPv4Address]:
+    """The share addresses in this stack's state: empty for a stack never deployed.
+
+    A synchronous invoke (plain values at program start, in `preview` as in `up`), not a
+    StackReference, whose outputs would be Outputs the plan cannot branch on.
+    """
+    try:
+        result = pulumi.runtime.invoke(READ_STATE, {"stackName": this_stack()})
+    except Exception as error:  # noqa: BLE001 - any failure: stop rather than plan without the state
+        raise pulumi.RunError(
+            f"could not read the addresses this stack has deployed from its state ({error}); "
+            "without them a share could move, so nothing was planned"
+        ) from None
+    return share_addresses((result.value or {}).get("outputs") or {})

@@ -1,0 +1,93 @@
+"""Issue 14 with the real engine: 30 shares deployed into a /26 without a pin, then 30 added in
+front of them and 10 removed in one change; `pulumi preview` plans nothing for the 20 that stay.
+
+Its own stack, destroyed at the end of this module: file order runs it before the package's
+`deployed` stack exists (container names are not stack-scoped, so two cannot coexist)."""
+from __future__ import annotations
+
+import ipaddress
+import uuid
+
+import pytest
+
+from components.ipplan import home_address, share_capacity
+from tests.conftest import unique_subnet
+from tests.engine.deploy import fake_key, new_stack, stack_config, teardown
+from tests.engine.pulumi_cli import plan, step_name
+
+pytestmark = pytest.mark.engine
+ORIGINAL = [f"o{i:02d}" for i in range(30)]
+ADDED = [f"n{i:02d}" for i in range(30)]
+REMOVED = ORIGINAL[::3]
+KEPT = [n for n in ORIGINAL if n not in REMOVED]
+SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state")
+
+
+def shares(names: list[str]) -> list[dict]:
+    return [{"name": n, "owner": f"{n}@example.com"} for n in names]
+
+
+def configure(stack, config: dict) -> None:
+    """The plain config, then every share's (fake) key in one `pulumi config set-all`."""
+    stack.write_config(config)
+    keys = [arg for i, s in enumerate(config["shares"])
+            for arg in ("--secret", f"shares[{i}].authKey={fake_key(s['name'])}")]
+    stack.run("config", "set-all", "--path", *keys, *stack.stack_args())
+
+
+@pytest.fixture(scope="module")
+def thirty(pulumi_env, docker_client, goproxy, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    stack = new_stack(tmp_path_factory.mktemp("addressplan"), "addressplan", pulumi_env)
+    network = f"tm-plan-{uuid.uuid4().hex[:6]}"
+    # A /26: 60 share addresses, so 30 names collide on home slots (birthday bound), and the
+    # change below (50 shares + 10 still held by the removed ones) fills it exactly.
+    subnet = unique_subnet(docker_client).replace("/24", "/26")
+    config = stack_config(storage, network, subnet, goproxy.build_args(), shares(ORIGINAL))
+    try:
+        stack.run("stack", "init", stack.name)
+        configure(stack, config)
+        stack.up()
+        yield {"stack": stack, "config": config, "network": network, "client": docker_client,
+               "subnet": ipaddress.IPv4Network(subnet), "ips": {n: s["ip"] for n, s in stack.outputs()["shares"].items()}}
+    finally:
+        teardown(stack, docker_client, storage)
+
+
+def test_a_new_stack_of_thirty_in_a_26_deploys_without_a_pin_at_the_planned_addresses(thirty):
+    ips, subnet = thirty["ips"], thirty["subnet"]
+    assert sorted(ips) == ORIGINAL and len(set(ips.values())) == 30
+    assert share_capacity(subnet) == 60
+    # Colliding home slots were resolved by the plan, not by a maintainer.
+    assert any(ipaddress.ip_address(ip) != home_address(n, subnet) for n, ip in ips.items())
+    for name, ip in ips.items():
+        attached = thirty["client"].containers.get(f"tm-{name}-samba").attrs["NetworkSettings"]["Networks"]
+        assert attached[thirty["network"]]["IPAddress"] == ip, name
+
+
+def test_adding_thirty_and_removing_ten_plans_no_change_for_the_twenty_that_stay(thirty):
+    stack, ips = thirty["stack"], thirty["ips"]
+    configure(stack, {**thirty["config"], "shares": shares(ADDED + KEPT)})
+    preview = stack.preview_json().json()
+    steps = plan(preview)
+
+    in_state = {step_name(r["urn"]) for r in stack.resources()}
+    for name in KEPT:
+        for resource in SHARE_RESOURCES:
+            assert resource.format(name) in in_state
+            assert steps.get(resource.format(name), "same") == "same", (resource.format(name), steps)
+    for name in ADDED:
+        assert steps.get(f"{name}-samba") == "create", steps
+    for name in REMOVED:
+        assert steps.get(f"{name}-samba") == "delete", steps
+
+    # The new containers' planned addresses: distinct, and none that a deployed container (kept
+    # or about to be deleted after the creates) still holds.
+    planned = {
+        step_name(s["urn"]): s["newState"]["inputs"]["networksAdvanced"][0]["ipv4Address"]
+        for s in preview["steps"]
+        if s["op"] == "create" and s["urn"].endswith("-samba") and "newState" in s
+    }
+    assert sorted(planned) == sorted(f"{n}-samba" for n in ADDED), planned
+    assert len(set(planned.values())) == 30
+    assert not set(planned.values()) & set(ips.values())
