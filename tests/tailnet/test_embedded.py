@@ -103,6 +103,8 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
         assert (days - 1) * 86400 < left <= days * 86400, key["expiration"]
     # Both share nodes registered with their keys and came online under their tags.
     nodes = headscale.wait_online(["tm-alice", "tm-bob"])
+    caddy = local["client"].containers.get("tm-caddy")
+    assert caddy.attrs["RestartCount"] == 0, caddy.logs(tail=80).decode()
     assert sorted(nodes["tm-alice"].get("forced_tags", [])) == ["tag:timemachine", "tag:tm-alice"]
     assert all(k.get("used") for k in keys_of(headscale, "admin"))
     # Key material is in the state only as secrets.
@@ -215,7 +217,7 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     minted = [k for k in keys_of(headscale, "admin") if k["id"] not in before]
     assert [sorted(k["acl_tags"]) for k in minted] == [["tag:timemachine", "tag:tm-dave"]]
     container = client.containers.get("tm-caddy")
-    assert container.id == caddy and container.attrs["RestartCount"] == 0
+    assert container.id == caddy and container.attrs["RestartCount"] == 0, container.logs(tail=80).decode()
     headscale.wait_online(["tm-alice", "tm-bob", "tm-dave"])
     assert node_ip(headscale, "tm-alice") == alice_ip
     dave = mac(local, "dave@")
