@@ -74,6 +74,7 @@ if headscale.embedded:
             port=None if config.network.internal else headscale.port,
             stun_port=None if config.network.internal else headscale.stun_port,
             base_domain=config.tailnet.dns_suffix or "tailnet.internal",
+            docker_host=docker_host,
         ),
     )
 headscale_users: dict[str, HeadscaleUser] = {}
@@ -89,7 +90,8 @@ if config.tailnet.auth_keys == "headscale":
             "url": config.tailnet.control_url,
             "api_key": pulumi.Output.secret(config.tailnet.headscale_api_key.get_secret_value()),
         }
-    after_server = pulumi.ResourceOptions(depends_on=[headscale_server.container] if headscale_server else [])
+    # Users (and so keys) after the policy: it owns the tags the keys carry.
+    after_server = pulumi.ResourceOptions(depends_on=[headscale_server.policy] if headscale_server else [])
     # One Headscale user per owner, and the one the share nodes register under.
     for user in sorted({s.owner.removesuffix("@") for s in config.shares} | {config.tailnet.key_user or ""} - {""}):
         headscale_users[user] = HeadscaleUser(f"headscale-user-{user}", user, headscale_access, after_server)

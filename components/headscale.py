@@ -11,8 +11,9 @@ import pulumi
 import pulumi_docker as docker
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from components.headscale_api import HeadscaleError, UserExists, UserHasNodes, connect
+from components.headscale_api import ContainerHeadscale, HeadscaleError, UserExists, UserHasNodes, connect
 from components.headscale_config import (
+    BOOTSTRAP_POLICY,
     HEADSCALE_CONFIG_PATH,
     HEADSCALE_POLICY_PATH,
     HEADSCALE_PORT,
@@ -132,6 +133,58 @@ class HeadscalePreAuthKey(pulumi.dynamic.Resource):
         super().__init__(_PreAuthKeyProvider(), name, props, pulumi.ResourceOptions.merge(secret, opts))
 
 
+def load_policy(props: dict[str, Any]) -> None:
+    """Write the policy into the running Headscale, check it with Headscale's own parser, then
+    SIGHUP: Headscale reloads its policy file without a restart. A policy Headscale refuses is
+    an error and the running one stays."""
+    container = ContainerHeadscale(props["container"], props.get("docker_host"))
+    candidate = f"{HEADSCALE_STATE}/policy.next.hujson"
+    container.write(candidate, props["policy"])
+    container.run_plain("policy", "check", "--file", candidate)
+    container.exec_plain("mv", candidate, HEADSCALE_POLICY_PATH)
+    since = container.signal("SIGHUP")
+    container.wait_log("reloading ACL policy", since)
+
+
+class _PolicyProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        try:
+            load_policy(props)
+        except HeadscaleError as error:
+            raise _fail("tailnet policy not loaded into Headscale", error) from None
+        return CreateResult(id_=props["container"], outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        fields = ("container", "container_id", "policy", "docker_host")
+        changed = [name for name in fields if olds.get(name) != news.get(name)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        try:
+            load_policy(news)
+        except HeadscaleError as error:
+            raise _fail("tailnet policy not loaded into Headscale", error) from None
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return
+
+
+class HeadscalePolicy(pulumi.dynamic.Resource):
+    def __init__(
+        self,
+        name: str,
+        *,
+        container: str,
+        container_id: pulumi.Input[str],
+        policy: str,
+        docker_host: str | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        props = {"container": container, "container_id": container_id, "policy": policy, "docker_host": docker_host}
+        super().__init__(_PolicyProvider(), name, props, opts)
+
+
 @dataclass(frozen=True)
 class HeadscaleServerArgs:
     control_url: str
@@ -143,6 +196,7 @@ class HeadscaleServerArgs:
     port: int | None
     stun_port: int | None
     base_domain: str = "tailnet.internal"
+    docker_host: str | None = None
 
 
 class HeadscaleServer(pulumi.ComponentResource):
@@ -172,9 +226,13 @@ class HeadscaleServer(pulumi.ComponentResource):
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=str(args.ip))],
             ports=ports,
-            uploads=[
-                docker.ContainerUploadArgs(file=HEADSCALE_CONFIG_PATH, content=self.config_yaml),
-                docker.ContainerUploadArgs(file=HEADSCALE_POLICY_PATH, content=args.policy),
+            # The policy is not an input of the container (see HeadscalePolicy below).
+            uploads=[docker.ContainerUploadArgs(file=HEADSCALE_CONFIG_PATH, content=self.config_yaml)],
+            command=[
+                "sh",
+                "-c",
+                f"[ -f {HEADSCALE_POLICY_PATH} ] || printf '%s' '{BOOTSTRAP_POLICY}' > {HEADSCALE_POLICY_PATH}; "
+                "exec headscale serve",
             ],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=HEADSCALE_STATE)],
             healthcheck=docker.ContainerHealthcheckArgs(
@@ -185,5 +243,13 @@ class HeadscaleServer(pulumi.ComponentResource):
             wait_timeout=120,
             labels=container_labels(role="headscale"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.policy = HeadscalePolicy(
+            f"{name}-policy",
+            container=HEADSCALE_CONTAINER,
+            container_id=self.container.id,
+            policy=args.policy,
+            docker_host=args.docker_host,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"containerId": self.container.id, "controlUrl": args.control_url})

@@ -3,7 +3,9 @@ Docker API), or the REST API of an external Headscale with an API key. Plain fun
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -95,6 +97,54 @@ class ContainerHeadscale:
             if not starting or time.monotonic() > deadline:
                 raise HeadscaleError(f"headscale {' '.join(args)} failed (exit {code}): {_error_text(text)}")
             time.sleep(1)
+
+    def run_plain(self, *args: str) -> str:
+        """The Headscale CLI with its text output; its message on failure."""
+        code, text = self.exec_plain("headscale", *args, check=False)
+        if code != 0:
+            raise HeadscaleError(f"headscale {' '.join(args)} refused it: {_error_text(text)}")
+        return text
+
+    def exec_plain(self, *command: str, check: bool = True) -> tuple[int, str]:
+        code, output = self._container().exec_run(list(command))
+        text = (output or b"").decode(errors="replace").strip()
+        if check and code != 0:
+            raise HeadscaleError(f"{' '.join(command)} failed in {self.container_name} (exit {code}): {text}")
+        return code, text
+
+    def write(self, path: str, content: str) -> None:
+        """A file in the container (0600), through the Docker archive API."""
+        folder, _, name = path.rpartition("/")
+        data = content.encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+        if not self._container().put_archive(folder, buffer.getvalue()):
+            raise HeadscaleError(f"could not write {path} into {self.container_name}")
+
+    def signal(self, name: str) -> int:
+        """Send a signal to Headscale; returns the time (for logs since then)."""
+        since = int(time.time()) - 1
+        self._container().kill(signal=name)
+        return since
+
+    def wait_log(self, text: str, since: int, timeout: float = 30) -> None:
+        """Wait for `text` in Headscale's log since `since`; an error logged with it is raised."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self._container().logs(since=since).decode(errors="replace").splitlines()
+            hits = [i for i, line in enumerate(lines) if text in line]
+            if hits:
+                time.sleep(1)
+                after = self._container().logs(since=since).decode(errors="replace").splitlines()[hits[-1] :]
+                errors = [line for line in after if "ERR" in line and "policy" in line]
+                if errors:
+                    raise HeadscaleError(f"Headscale did not load the policy: {errors[-1]}")
+                return
+            time.sleep(0.5)
+        raise HeadscaleError(f"Headscale did not log {text!r} within {timeout:.0f}s")
 
     def users(self) -> dict[str, str]:
         return {u["name"]: str(u["id"]) for u in self._run("users", "list") or []}

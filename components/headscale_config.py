@@ -11,7 +11,12 @@ HEADSCALE_PORT = 8080
 STUN_PORT = 3478
 HEADSCALE_STATE = "/var/lib/headscale"
 HEADSCALE_CONFIG_PATH = "/etc/headscale/config.yaml"
-HEADSCALE_POLICY_PATH = "/etc/headscale/policy.hujson"
+# The policy lives on the state volume: the stack rewrites it in the running container and sends
+# SIGHUP (Headscale reloads its policy file on it), so a new share restarts nothing.
+HEADSCALE_POLICY_PATH = f"{HEADSCALE_STATE}/policy.hujson"
+# A first start, before the stack has written the policy: no rule, so nothing may reach anything.
+BOOTSTRAP_POLICY = '{"acls": []}'
+
 HEADSCALE_SOCKET = "/var/run/headscale/headscale.sock"
 
 

@@ -311,8 +311,14 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
     assert sorted((p["internal"], p["external"], p["protocol"]) for p in headscale["ports"]) == [
         (3478, 3478, "udp"), (8080, 8080, "tcp")]
     uploads = {u["file"]: u["content"] for u in headscale["uploads"]}
-    assert json.loads(uploads["/etc/headscale/policy.hujson"]) == json.loads(local.outputs["tailnetPolicy"])
+    assert list(uploads) == ["/etc/headscale/config.yaml"], "the policy is no input of the container"
+    # The stack's policy is loaded into the running Headscale (SIGHUP), a new container included.
+    policy = local.named("headscale-policy").inputs
+    assert json.loads(policy["policy"]) == json.loads(local.outputs["tailnetPolicy"])
+    assert policy["container"] == "tm-headscale" and policy["container_id"] == "headscale-headscale-id"
+    assert '{"acls": []}' in headscale["command"][-1], "a first start denies everything until then"
     config = yaml.safe_load(uploads["/etc/headscale/config.yaml"])
+    assert config["policy"] == {"mode": "file", "path": "/var/lib/headscale/policy.hujson"}
     assert config["server_url"] == "http://172.24.0.253:8080" and config["derp"]["urls"] == []
     assert config["derp"]["server"]["ipv4"] == "172.24.0.253"
     assert local.named("headscale-data").inputs["name"] == "tm-headscale-data"
@@ -320,7 +326,7 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
 
 
 def test_local_stack_makes_users_share_keys_and_join_commands(local):
-    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T and r.name != "proxy-config"}
+    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T and r.name not in ("proxy-config", "headscale-policy")}
     assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
     assert dynamic["headscale-user-alice"]["name"] == "alice"
     share_key = dynamic["alice-key"]

@@ -200,10 +200,11 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     untouched = [n for n in steps if n.startswith(("alice", "bob", "headscale-user-alice", "headscale-user-bob"))
                  or n in ("join-alice", "join-bob", "headscale-user-admin")]
     assert not untouched, {n: steps[n] for n in untouched}
-    # Besides dave's own resources: the config loaded into the running Caddy, and the policy
-    # Headscale loads (its container is replaced; established paths do not need it).
+    # Besides dave's own resources: the config loaded into the running Caddy and the policy
+    # loaded into the running Headscale; no container is replaced.
     others = {n: op for n, op in steps.items() if "dave" not in n and op != "same"}
-    assert others == {"proxy-config": "update", "headscale-headscale": "replace"}, others
+    assert others == {"proxy-config": "update", "headscale-policy": "update"}, others
+    headscale_id = headscale_of(local).container.id
     caddy, alice_ip = client.containers.get("tm-caddy").id, node_ip(headscale_of(local), "tm-alice")
     before = {k["id"] for k in keys_of(headscale_of(local), "admin")}
 
@@ -214,12 +215,14 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     backup.check(changed_at=time.monotonic())
 
     headscale = headscale_of(local)
+    assert headscale.container.id == headscale_id and headscale.container.attrs["RestartCount"] == 0
     minted = [k for k in keys_of(headscale, "admin") if k["id"] not in before]
     assert [sorted(k["acl_tags"]) for k in minted] == [["tag:timemachine", "tag:tm-dave"]]
     container = client.containers.get("tm-caddy")
     assert container.id == caddy and container.attrs["RestartCount"] == 0, container.logs(tail=80).decode()
     headscale.wait_online(["tm-alice", "tm-bob", "tm-dave"])
     assert node_ip(headscale, "tm-alice") == alice_ip
+    # Only the reloaded policy lets dave reach tm-dave (the one before had no rule for him).
     dave = mac(local, "dave@")
     failed, why = dave.nc_fails("tm-dave", 445)
     assert not failed, why
