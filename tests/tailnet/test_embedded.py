@@ -138,6 +138,7 @@ def test_another_owner_cannot_reach_the_share(local):
 
 def test_a_second_up_changes_nothing(local):
     local["stack"].preview_json("--expect-no-changes")
+    local["stack"].up("--expect-no-changes")
 
 
 class Backup(threading.Thread):
