@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, CADDY_DATA_PATH, KEYS_DIR
+from components.in_place import InPlaceProvider
 
 CANDIDATE_PATH = f"{CADDY_DATA_PATH}/caddy.next.json"
 SOCKET_WAIT_SECONDS = 60
@@ -88,29 +88,11 @@ def apply(props: dict[str, Any]) -> None:
         _exec(container, "rm", "-f", *stale)
 
 
-class _CaddyConfigProvider(ResourceProvider):
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        try:
-            apply(props)
-        except CaddyReloadError as error:
-            raise Exception(str(error)) from None
-        return CreateResult(id_=props["container"], outs=props)
+class _CaddyConfigProvider(InPlaceProvider):
+    fields = ("container", "container_id", "config", "keys", "docker_host")
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        fields = ("container", "container_id", "config", "keys", "docker_host")
-        changed = [name for name in fields if olds.get(name) != news.get(name)]
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        try:
-            apply(news)
-        except CaddyReloadError as error:
-            raise Exception(str(error)) from None
-        return UpdateResult(outs=news)
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        # The container goes with the stack; nothing to take back from a running Caddy.
-        return
+    def apply(self, props: dict[str, Any]) -> None:
+        apply(props)
 
 
 class CaddyConfig(pulumi.dynamic.Resource):

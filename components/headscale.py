@@ -21,6 +21,7 @@ from components.headscale_config import (
     STUN_PORT,
     render_headscale_config,
 )
+from components.in_place import InPlaceProvider
 from components.labels import container_labels, volume_labels
 
 HEADSCALE_CONTAINER = "tm-headscale"
@@ -146,28 +147,12 @@ def load_policy(props: dict[str, Any]) -> None:
     container.wait_log("reloading ACL policy", since)
 
 
-class _PolicyProvider(ResourceProvider):
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        try:
-            load_policy(props)
-        except HeadscaleError as error:
-            raise _fail("tailnet policy not loaded into Headscale", error) from None
-        return CreateResult(id_=props["container"], outs=props)
+class _PolicyProvider(InPlaceProvider):
+    fields = ("container", "container_id", "policy", "docker_host")
+    failure = "tailnet policy not loaded into Headscale"
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        fields = ("container", "container_id", "policy", "docker_host")
-        changed = [name for name in fields if olds.get(name) != news.get(name)]
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        try:
-            load_policy(news)
-        except HeadscaleError as error:
-            raise _fail("tailnet policy not loaded into Headscale", error) from None
-        return UpdateResult(outs=news)
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return
+    def apply(self, props: dict[str, Any]) -> None:
+        load_policy(props)
 
 
 class HeadscalePolicy(pulumi.dynamic.Resource):

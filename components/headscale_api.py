@@ -153,17 +153,13 @@ class ContainerHeadscale:
         try:
             return str(self._run("users", "create", name)["id"])
         except HeadscaleError as exc:
-            if "already exists" in str(exc) or "UNIQUE constraint" in str(exc):
-                raise UserExists(str(exc)) from None
-            raise
+            raise _refined(exc) from None
 
     def destroy_user(self, user_id: str) -> None:
         try:
             self._run("users", "destroy", "--identifier", user_id, "--force")
         except HeadscaleError as exc:
-            if "not empty" in str(exc):
-                raise UserHasNodes(str(exc)) from None
-            raise
+            raise _refined(exc) from None
 
     def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey:
         args = ["preauthkeys", "create", "--user", user_id, "--expiration", f"{days}d"]
@@ -221,17 +217,13 @@ class ApiHeadscale:
         try:
             return str(self._call("POST", "user", {"name": name})["user"]["id"])
         except HeadscaleError as exc:
-            if "already exists" in str(exc) or "UNIQUE constraint" in str(exc):
-                raise UserExists(str(exc)) from None
-            raise
+            raise _refined(exc) from None
 
     def destroy_user(self, user_id: str) -> None:
         try:
             self._call("DELETE", f"user/{user_id}")
         except HeadscaleError as exc:
-            if "not empty" in str(exc):
-                raise UserHasNodes(str(exc)) from None
-            raise
+            raise _refined(exc) from None
 
     def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey:
         body = {
@@ -246,6 +238,16 @@ class ApiHeadscale:
 
     def expire_key(self, user_id: str, key: str) -> None:
         self._call("POST", "preauthkey/expire", {"user": user_id, "key": key})
+
+
+def _refined(error: HeadscaleError) -> HeadscaleError:
+    """The answers the providers act on: a user that exists already, or still has devices."""
+    text = str(error)
+    if "already exists" in text or "UNIQUE constraint" in text:
+        return UserExists(text)
+    if "not empty" in text:
+        return UserHasNodes(text)
+    return error
 
 
 def _error_text(text: str) -> str:

@@ -112,11 +112,14 @@ class Deployments(RuleBasedStateMachine):
 
     @rule(names=st.lists(st.sampled_from(POOL), min_size=1, max_size=12, unique=True), data=st.data())
     def add(self, names, data):
-        config = list(self.config)
+        self.update(self.with_new(list(self.config), names, data))
+
+    def with_new(self, config, names, data):
+        """`config` with each of `names` not yet in the stack inserted at a drawn place."""
         for name in names:
             if name not in self.names():
                 config.insert(data.draw(st.integers(0, len(config))), (name, None))
-        self.update(config)
+        return config
 
     @precondition(lambda self: self.config)
     @rule(data=st.data())
@@ -128,11 +131,7 @@ class Deployments(RuleBasedStateMachine):
     @rule(names=st.lists(st.sampled_from(POOL), min_size=1, max_size=12, unique=True), data=st.data())
     def remove_and_add_in_one_update(self, names, data):
         gone = set(data.draw(st.lists(st.sampled_from(self.names()), min_size=1, max_size=8)))
-        config = [(n, p) for n, p in self.config if n not in gone]
-        for name in names:
-            if name not in self.names():
-                config.insert(data.draw(st.integers(0, len(config))), (name, None))
-        self.update(config)
+        self.update(self.with_new([(n, p) for n, p in self.config if n not in gone], names, data))
 
     @precondition(lambda self: self.config)
     @rule(data=st.data())
