@@ -15,7 +15,7 @@ from components.ipplan import node_port
 from components.labels import container_labels, volume_labels
 from components.policy import share_tags
 from components.smbconf import DATA_PATH, SMB_CONF_PATH, render_smb_conf
-from config.models import SambaConfig, ShareConfig, TailnetConfig
+from config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 
 SAMBA_STATE_PATH = "/var/lib/samba"
 
@@ -101,7 +101,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             f"{name}-samba",
             name=f"tm-{share.name}-samba",
             image=args.image,
-            hostname=f"tm-{share.name}-samba",
+            hostname=SAMBA_HOSTNAME.format(share.name),
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=self.ip)],
             envs=[f"DATA_UID={args.samba.data_uid}"],

@@ -24,11 +24,18 @@ from pydantic.alias_generators import to_camel
 # autogroup, or a tag.
 LOGIN = re.compile(r"[^@\s:]+@[^@\s]*")
 GROUP = re.compile(r"(group|autogroup):[\w.-]+")
-TAG = re.compile(r"tag:[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+# Tailscale tag names start with a letter (it refuses tag:2024mac).
+TAG = re.compile(r"tag:[a-z]([a-z0-9-]*[a-z0-9])?")
 OWNER = re.compile("|".join(p.pattern for p in (LOGIN, GROUP, TAG)))
 DEFAULT_TAG_OWNERS = ("autogroup:admin",)
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_DNS_LABEL = 63
+# A Samba container's hostname, tm-<share>-samba, must fit the kernel's host name limit (64 bytes
+# with its terminating NUL).
+MAX_HOSTNAME = 63
+SAMBA_HOSTNAME = "tm-{}-samba"
+# Provided auth keys: one token, no spaces; Tailscale's always start with tskey-auth-.
+AUTH_KEY = re.compile(r"[A-Za-z0-9_-]{16,}")
 QUOTA_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 QUOTA_PATTERN = re.compile(r"^\s*([0-9]+)\s*([KMGT])?B?\s*$", re.IGNORECASE)
 # Docker object names: what `docker network create` accepts.
@@ -67,7 +74,9 @@ Quota = Annotated[int, BeforeValidator(_parse_quota), AfterValidator(_positive)]
 
 def _tag(value: str) -> str:
     if not TAG.fullmatch(value):
-        raise ValueError(f'{value!r} is not a tailnet tag (write it as "tag:<name>", lowercase a-z, 0-9, "-")')
+        raise ValueError(
+            f'{value!r} is not a tailnet tag (write it as "tag:<name>": a letter first, then lowercase a-z, 0-9, "-")'
+        )
     return value
 
 
@@ -302,6 +311,27 @@ class StackConfig(ConfigModel):
                     )
                 )
             seen.setdefault(share.name, index)
+            container_host = SAMBA_HOSTNAME.format(share.name)
+            if len(container_host) > MAX_HOSTNAME:
+                problems.append(
+                    (
+                        ("shares", index, "name"),
+                        f"{share.name!r} is too long: its Samba container's hostname {container_host!r} has "
+                        f"{len(container_host)} characters, at most {MAX_HOSTNAME}; use at most "
+                        f"{MAX_HOSTNAME - len(SAMBA_HOSTNAME.format(''))} characters",
+                    )
+                )
+            node_tag = "tag:" + host
+            if not TAG.fullmatch(node_tag):
+                problems.append(
+                    (
+                        ("shares", index, "name"),
+                        f"the node's tag {node_tag!r} must start with a letter; start the name with one or set "
+                        'tailnet.hostnamePrefix (e.g. "tm-")',
+                    )
+                )
+            if share.auth_key is not None and self.tailnet.auth_keys == "provided":
+                problems += [(("shares", index, "authKey"), why) for why in self._key_problems(share, index)]
             if self.tailnet.auth_keys == "provided" and share.auth_key is None:
                 problems.append(
                     (
@@ -374,6 +404,20 @@ class StackConfig(ConfigModel):
         if problems:
             raise CrossCheckError(problems)
         return self
+
+    def _key_problems(self, share: ShareConfig, index: int) -> list[str]:
+        """An empty or implausible provided key (e.g. from an unset variable) fails the whole Caddy
+        config at runtime, every share with it: refuse it here."""
+        assert share.auth_key is not None
+        key = share.auth_key.get_secret_value()
+        fix = f"set it with pulumi config set --secret --path 'shares[{index}].authKey' <key>"
+        if not key.strip():
+            return [f"is empty (an unset variable?); {fix}"]
+        if key != key.strip() or not AUTH_KEY.fullmatch(key):
+            return [f"is not an auth key (one token of letters, digits, '-', '_', 16 or more); {fix}"]
+        if not self.tailnet.self_hosted and not key.startswith("tskey-auth-"):
+            return [f"is not a Tailscale auth key (they start with tskey-auth-); {fix}"]
+        return []
 
     def _headscale_problems(self) -> list[tuple[tuple, str]]:
         """authKeys: headscale and the embedded Headscale: what they need from the rest of the config."""

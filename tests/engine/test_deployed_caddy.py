@@ -80,7 +80,7 @@ CASES = {
     "three-bridge": {**THREE, "proxy": {"networkMode": "bridge", "firstNodePort": 42000}},
     "three-headscale": {**THREE, "tailnet": {"authKeys": "provided", "controlUrl": "https://hs.example.com",
                                              "tagOwners": ["admin@"]},
-                        "shares": [{**s, "authKey": f"tskey-{s['name']}"} for s in SHARES]},
+                        "shares": [{**s, "authKey": f"tskey-auth-{s['name']}-0123456789"} for s in SHARES]},
 }
 
 

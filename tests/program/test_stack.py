@@ -137,7 +137,7 @@ def test_internal_network_publishes_no_port_and_self_hosted_nodes_send_no_logs()
     assert "TS_NO_LOGS_NO_SUPPORT=true" not in (caddy.get("envs") or []), "Tailscale's own control plane: its choice"
     config["tailscale-timemachine:tailnet"] = {"authKeys": "provided", "controlUrl": "http://hs:8080", "tagOwners": ["a@"]}
     config["tailscale-timemachine:shares"] = [
-        {**s, "owner": s["owner"].split("@")[0] + "@", "authKey": "k"} for s in DEV["tailscale-timemachine:shares"]]
+        {**s, "owner": s["owner"].split("@")[0] + "@", "authKey": "hskey-auth-0123456789abcdef"} for s in DEV["tailscale-timemachine:shares"]]
     assert "TS_NO_LOGS_NO_SUPPORT=true" in run_program(config).named("proxy-caddy").inputs["envs"]
 
 

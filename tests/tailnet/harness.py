@@ -240,7 +240,7 @@ def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path
         ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]))
     provisional = stack_config(storage, network, subnet, goproxy.build_args(), shares, internal=True,
                                control_url="http://headscale:8080")
-    addresses = free_addresses({**provisional, "shares": [dict(s, authKey="x") for s in shares]}, 2 + len(users))
+    addresses = free_addresses({**provisional, "shares": [dict(s, authKey="0" * 48) for s in shares]}, 2 + len(users))
     hs_ip, spare_ip, client_ips = addresses[0], addresses[1], addresses[2:]
     control_ip = str(list(ipaddress.IPv4Network(control_subnet).hosts())[9])
     stack = new_stack(work / "stack", "tailnet", pulumi_env)
