@@ -33,13 +33,17 @@ def local_image(
     build_args: Mapping[str, str] | None = None,
     opts: pulumi.ResourceOptions | None = None,
 ) -> docker.Image:
-    """Build images/<kind> into the local engine, tagged by content so rebuilds show in the diff."""
-    context = IMAGES_DIR / kind
+    """Build images/<kind> into the local engine, tagged by content so rebuilds show in the diff.
+
+    The context is given relative to the project folder (the engine runs the program and its
+    providers there), so a checkout at another path (every CI runner) plans no change; its
+    Dockerfile is the context's own.
+    """
     return docker.Image(
         resource_name,
         image_name=local_image_name(kind, build_args),
         build=docker.DockerBuildArgs(
-            context=str(context), dockerfile=str(context / "Dockerfile"), args=dict(build_args) if build_args else None
+            context=f"{IMAGES_DIR.name}/{kind}", args=dict(build_args) if build_args else None
         ),
         skip_push=True,
         opts=opts,

@@ -67,9 +67,9 @@ class Stack:
         }
         self.config_file = self.project / f"Pulumi.{name}.yaml"
 
-    def run(self, *args: str, check: bool = True, timeout: float = 3600) -> Result:
+    def run(self, *args: str, check: bool = True, timeout: float = 3600, cwd: Path | None = None) -> Result:
         done = subprocess.run(
-            ["pulumi", *args, "--non-interactive"], cwd=self.project, env=self.env,
+            ["pulumi", *args, "--non-interactive"], cwd=cwd or self.project, env=self.env,
             capture_output=True, text=True, timeout=timeout,
         )
         result = Result(done.returncode, done.stdout, done.stderr)

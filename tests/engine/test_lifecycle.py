@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import shutil
 
 import pytest
 
@@ -15,7 +16,8 @@ from tests.conftest import wait_port
 from components.caddy_config import KEYS_DIR
 from components.ipplan import node_port
 from tests.engine.deploy import FIRST_NODE_PORT, caddy_config_of, fake_key
-from tests.engine.pulumi_cli import plan, step_name
+from tests.engine.pulumi_cli import PROGRAM_FILES, plan, step_name
+from tests.pulumi_runner import ROOT
 from tests.smb import read_file, write_file
 
 pytestmark = pytest.mark.engine
@@ -27,6 +29,26 @@ def test_second_preview_and_refresh_change_nothing(deployed):
     stack.run("preview", "--expect-no-changes", *stack.stack_args())
     stack.run("refresh", "--yes", "--expect-no-changes", *stack.stack_args())
     stack.run("preview", "--expect-no-changes", *stack.stack_args())
+
+
+def test_a_preview_from_another_checkout_path_plans_no_change(deployed, tmp_path):
+    """A pull request's CI previews from wherever its runner checks out: nothing in the program's
+    inputs may depend on the path."""
+    stack = deployed["stack"]
+    elsewhere = tmp_path / "another" / "checkout"
+    elsewhere.mkdir(parents=True)
+    for entry in PROGRAM_FILES:
+        source = ROOT / entry
+        if entry == ".venv":
+            (elsewhere / entry).symlink_to(source)
+        elif source.is_dir():
+            shutil.copytree(source, elsewhere / entry, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, elsewhere / entry)
+    shutil.copy(stack.config_file, elsewhere / stack.config_file.name)
+    result = stack.run("preview", "--expect-no-changes", "--diff", *stack.stack_args(), check=False,
+                       cwd=elsewhere)
+    assert result.code == 0, result.output[-4000:]
 
 
 def with_dave(deployed) -> dict:

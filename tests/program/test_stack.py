@@ -338,3 +338,11 @@ def test_local_stack_makes_users_share_keys_and_join_commands(local):
     assert local.outputs["joinCommands"] == {
         "alice@": f"tailscale up --login-server=http://172.24.0.253:8080 --auth-key={mock_key('join-alice')}"}
     assert local.named("proxy-config").inputs["keys"] == {"tm-alice": mock_key("alice-key")}
+
+
+def test_image_builds_name_no_checkout_path(dev):
+    # A pull request's preview runs from another checkout path: the inputs must not carry one.
+    for image in dev.of_type("image:Image"):
+        build = image.inputs["build"]
+        assert build["context"] in ("images/samba", "images/caddy") and "dockerfile" not in build, build
+        assert str(ROOT) not in json.dumps(image.inputs)
