@@ -18,6 +18,7 @@ from components.smbconf import DATA_PATH, SMB_CONF_PATH, render_smb_conf
 from config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 
 SAMBA_STATE_PATH = "/var/lib/samba"
+SAMBA_WAIT_SECONDS = 90
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,14 @@ class TimeMachineShare(pulumi.ComponentResource):
                 tests=["CMD", "smbclient", "--no-pass", "--list=127.0.0.1"],
                 interval="30s",
                 timeout="10s",
-                start_period="10s",
+                # Checked every second while it starts, so `up` knows within seconds.
+                start_period="60s",
+                start_interval="1s",
                 retries=3,
             ),
+            # `pulumi up` fails when smbd does not come up, instead of reporting success.
+            wait=True,
+            wait_timeout=SAMBA_WAIT_SECONDS,
             labels=container_labels(share=share.name, owner=share.owner, role="samba"),
             opts=child,
         )
