@@ -11,6 +11,7 @@ import pulumi
 import pulumi_docker as docker
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from components import hardening
 from components.headscale_api import HeadscaleError, UserExists, UserHasNodes, connect
 from components.headscale_config import (
     HEADSCALE_CONFIG_PATH,
@@ -21,6 +22,7 @@ from components.headscale_config import (
     render_headscale_config,
 )
 from components.labels import container_labels, volume_labels
+from config.models import HeadscaleConfig
 
 HEADSCALE_CONTAINER = "tm-headscale"
 
@@ -143,6 +145,7 @@ class HeadscaleServerArgs:
     port: int | None
     stun_port: int | None
     base_domain: str = "tailnet.internal"
+    limits: hardening.Limits | None = None
 
 
 class HeadscaleServer(pulumi.ComponentResource):
@@ -185,5 +188,10 @@ class HeadscaleServer(pulumi.ComponentResource):
             wait_timeout=120,
             labels=container_labels(role="headscale"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            volumes=hardening.upload_volumes(HEADSCALE_CONFIG_PATH, HEADSCALE_POLICY_PATH),
+            **hardening.for_headscale(limits := args.limits or HeadscaleConfig()),
+        )
+        hardening.ProcessLimit(
+            f"{name}-headscale-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self)
         )
         self.register_outputs({"containerId": self.container.id, "controlUrl": args.control_url})

@@ -9,9 +9,11 @@ from typing import Literal
 import pulumi
 import pulumi_docker as docker
 
+from components import hardening
 from components.caddy_config import CADDY_CONFIG_PATH, CADDY_DATA_PATH, assemble, auth_key_env, render
 from components.ipplan import proxy_address
 from components.labels import container_labels, volume_labels
+from config.models import ProxyConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class CaddyProxyArgs:
     # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
     self_hosted: bool = False
     plain_http_control: bool = False
+    limits: hardening.Limits | None = None
 
 
 class CaddyProxy(pulumi.ComponentResource):
@@ -79,8 +82,11 @@ class CaddyProxy(pulumi.ComponentResource):
             envs=envs,
             uploads=[docker.ContainerUploadArgs(file=CADDY_CONFIG_PATH, content=self.config_json)],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
+            volumes=hardening.upload_volumes(CADDY_CONFIG_PATH),
             labels=container_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self),
             **network,
+            **hardening.for_proxy(limits := args.limits or ProxyConfig()),
         )
+        hardening.ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"config": self.config_json, "containerId": self.container.id})

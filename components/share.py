@@ -9,6 +9,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tailscale as tailscale
 
+from components import hardening
 from components.caddy_config import route_fragment
 from components.headscale import HeadscalePreAuthKey
 from components.ipplan import node_port
@@ -29,6 +30,8 @@ class TimeMachineShareArgs:
     image: pulumi.Input[str]
     storage_root: str
     samba: SambaConfig
+    # The one address smbd accepts (hosts allow): the proxy's, as smbd sees it.
+    allow_from: str
     tailnet: TailnetConfig
     # Bridge mode only: the first tsnet UDP port; None in host mode.
     first_node_port: int | None = None
@@ -89,7 +92,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             assert share.auth_key is not None
             self.auth_key = pulumi.Output.secret(share.auth_key.get_secret_value())
 
-        self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model)
+        self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model, allow_from=args.allow_from)
         # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
         self.state_volume = docker.Volume(
             f"{name}-samba-state",
@@ -108,7 +111,8 @@ class TimeMachineShare(pulumi.ComponentResource):
             uploads=[docker.ContainerUploadArgs(file=SMB_CONF_PATH, content=self.smb_conf)],
             # A host directory outside anything Pulumi owns: destroy and replacement leave it alone.
             volumes=[
-                docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)
+                docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH),
+                *hardening.upload_volumes(SMB_CONF_PATH),
             ],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH)],
             healthcheck=docker.ContainerHealthcheckArgs(
@@ -120,7 +124,9 @@ class TimeMachineShare(pulumi.ComponentResource):
             ),
             labels=container_labels(share=share.name, owner=share.owner, role="samba"),
             opts=child,
+            **hardening.for_samba(args.samba),
         )
+        hardening.ProcessLimit(f"{name}-samba-pids", self.container, args.samba, opts=child)
 
         port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
         self.node_port = port

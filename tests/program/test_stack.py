@@ -63,9 +63,13 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
     for name, quota in (("alice", 1024**4), ("bob", 500 * 1024**3)):
         c = containers[name].inputs
         assert c["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": dev.outputs["shares"][name]["ip"]}]
-        assert c["volumes"] == [{"hostPath": f"/srv/timemachine/{name}", "containerPath": "/data"}]
+        # /etc/samba: an anonymous volume, where the upload can land under a read-only root.
+        assert c["volumes"] == [{"hostPath": f"/srv/timemachine/{name}", "containerPath": "/data"},
+                                {"containerPath": "/etc/samba"}]
         assert c["mounts"] == [{"type": "volume", "source": f"tm-{name}-samba-state", "target": "/var/lib/samba"}]
-        assert c["uploads"] == [{"file": "/etc/samba/smb.conf", "content": render_smb_conf(name, quota, "TimeCapsule8,119")}]
+        # Host mode: smbd accepts only the network's gateway, where the host's (Caddy's) traffic comes from.
+        conf = render_smb_conf(name, quota, "TimeCapsule8,119", allow_from="172.24.0.1")
+        assert c["uploads"] == [{"file": "/etc/samba/smb.conf", "content": conf}]
         assert c["restart"] == "unless-stopped" and "ports" not in c
         assert c["healthcheck"]["tests"][:2] == ["CMD", "smbclient"]
         assert "DATA_UID=1000" in c["envs"]
@@ -289,7 +293,7 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
 
 
 def test_local_stack_makes_users_share_keys_and_join_commands(local):
-    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T}
+    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T and not r.name.endswith("-pids")}
     assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
     assert dynamic["headscale-user-alice"]["name"] == "alice"
     share_key = dynamic["alice-key"]
@@ -302,3 +306,75 @@ def test_local_stack_makes_users_share_keys_and_join_commands(local):
         "alice@": f"tailscale up --login-server=http://172.24.0.253:8080 --auth-key={mock_key('join-alice')}"}
     caddy_env = local.named("proxy-caddy").inputs["envs"]
     assert f"TS_AUTHKEY_TM_ALICE={mock_key('alice-key')}" in caddy_env
+
+
+PIDS = {"alice-samba-pids": 64, "proxy-caddy-pids": 256, "headscale-headscale-pids": 256}
+
+
+def test_every_container_is_hardened_with_its_limits(local):
+    """Each docker.Container the stack declares: all capabilities dropped but its own, no new
+    privileges, a read-only root with tmpfs where it writes, a memory limit, and a ProcessLimit
+    resource (its pids limit) whose container is that container."""
+    containers = {r.name: r for r in local.resources if r.type == CONTAINER_T}
+    assert set(containers) == {"alice-samba", "proxy-caddy", "headscale-headscale"}
+    caps = {"alice-samba": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"],
+            "proxy-caddy": [], "headscale-headscale": []}
+    memory = {"alice-samba": 512, "proxy-caddy": 512, "headscale-headscale": 256}
+    writable = {"alice-samba": {"/run", "/var/cache/samba", "/tmp"}, "proxy-caddy": {"/run", "/tmp", "/config"},
+                "headscale-headscale": {"/var/run/headscale", "/tmp"}}
+    for name, container in containers.items():
+        c = container.inputs
+        assert c["capabilities"]["drops"] == ["ALL"] and c["capabilities"].get("adds", []) == caps[name], name
+        assert c["securityOpts"] == ["no-new-privileges:true"] and c["readOnly"] is True, name
+        assert set(c["tmpfs"]) == writable[name] and all("nosuid" in o for o in c["tmpfs"].values()), name
+        assert c["memory"] == memory[name], name
+        # Every uploaded file lands in a volume (Docker refuses archive writes into a read-only root).
+        volume_dirs = {v["containerPath"] for v in c.get("volumes", [])} | {m["target"] for m in c.get("mounts", [])}
+        for upload in c.get("uploads", []):
+            assert upload["file"].rsplit("/", 1)[0] in volume_dirs, (name, upload["file"])
+    limits = {r.name: r for r in local.resources if r.type == DYNAMIC_T and r.name.endswith("-pids")}
+    assert {n: r.inputs["limit"] for n, r in limits.items()} == PIDS
+    for name, limit in limits.items():
+        container = containers[name.removesuffix("-pids")]
+        assert limit.inputs["container_id"] == mock_id(container), name
+
+
+def mock_id(resource) -> str:
+    return f"{resource.name}-id"
+
+
+def test_limits_come_from_the_config():
+    config = {**THREE_SHARES_BRIDGE, "samba": {"memoryLimit": "1G", "processLimit": 100},
+              "proxy": {"networkMode": "bridge", "memoryLimit": "768M", "processLimit": 300}}
+    run = run_program(config)
+    containers = {r.name: r.inputs for r in run.resources if r.type == CONTAINER_T}
+    assert {n: c["memory"] for n, c in containers.items()} == {"alice-samba": 1024, "bob-samba": 1024,
+                                                              "proxy-caddy": 768}
+    limits = {r.name: r.inputs["limit"] for r in run.resources if r.type == DYNAMIC_T}
+    assert limits == {"alice-samba-pids": 100, "bob-samba-pids": 100, "proxy-caddy-pids": 300}
+
+
+THREE_SHARES_BRIDGE = {"storageRoot": "/srv/tm", "proxy": {"networkMode": "bridge"},
+                       "shares": [{"name": "alice", "owner": "a@example.com"}, {"name": "bob", "owner": "b@example.com"}]}
+
+
+@pytest.mark.parametrize(("mode", "embedded", "allowed", "internal"), [
+    ("host", False, "172.24.0.1", True),
+    ("bridge", False, "172.24.0.254", False),
+    ("host", True, "172.24.0.1", False),
+])
+def test_smbd_allows_only_the_proxy_and_the_network_is_internal_where_the_mode_allows(mode, embedded, allowed,
+                                                                                       internal):
+    config = {**THREE_SHARES_BRIDGE, "proxy": {"networkMode": mode}}
+    if embedded:
+        config["tailnet"] = {"controlUrl": "http://172.24.0.253:8080", "authKeys": "headscale",
+                             "tagOwners": ["admin@"], "headscale": {"embedded": True}}
+        config["shares"] = [{"name": "alice", "owner": "alice@"}]
+    run = run_program(config)
+    for container in samba_containers(run).values():
+        conf = container.inputs["uploads"][0]["content"]
+        assert f"hosts allow = {allowed} 127.0.0.1" in conf and "hosts deny = ALL" in conf
+    assert run.named("network").inputs["internal"] is internal
+    # An explicit setting wins.
+    explicit = run_program({**config, "network": {"internal": not internal}})
+    assert explicit.named("network").inputs["internal"] is (not internal)
