@@ -4,7 +4,6 @@ process writes, and memory and process limits (CIS Docker Benchmark, container r
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any, Protocol
 
 import pulumi
@@ -48,29 +47,33 @@ def _common(limits: Limits, capabilities: list[str], tmpfs: dict[str, str]) -> d
 
 
 def for_samba(limits: Limits, capabilities: list[str] | None = None) -> dict[str, Any]:
-    """smbd: its lock, pid and socket files (/run/samba), the passwd and group the entrypoint writes
-    (/run/nss, where the image's /etc/passwd and /etc/group point) and its cache (gencache) in
-    memory; its state is a volume and the data a host directory (share.py)."""
+    """smbd: smb.conf (written by the entrypoint from SMB_CONF), its lock, pid and socket files
+    (/run/samba), the passwd and group the entrypoint writes (/run/nss, where the image's
+    /etc/passwd and /etc/group point) and its cache (gencache) in memory; its state is a volume
+    and the data a host directory (share.py)."""
     caps = SAMBA_CAPABILITIES if capabilities is None else capabilities
-    return _common(limits, caps, {"/run": _TMPFS_NOEXEC, "/var/cache/samba": _TMPFS_NOEXEC, "/tmp": _TMPFS_NOEXEC})
+    tmpfs = {"/etc/samba": _TMPFS_NOEXEC, "/run": _TMPFS_NOEXEC, "/var/cache/samba": _TMPFS_NOEXEC}
+    return _common(limits, caps, {**tmpfs, "/tmp": _TMPFS_NOEXEC})
 
 
-def for_proxy(limits: Limits) -> dict[str, Any]:
+def for_proxy(limits: Limits, read_only: bool = True) -> dict[str, Any]:
     """Caddy: its admin socket and scratch in memory; node state and config on the /data volume.
-    /config is the image's XDG_CONFIG_HOME (Caddy's autosave) while the config is uploaded."""
-    return _common(limits, PROXY_CAPABILITIES, {"/run": _TMPFS_NOEXEC, "/tmp": _TMPFS_NOEXEC, "/config": _TMPFS_NOEXEC})
+    /config is the image's XDG_CONFIG_HOME (Caddy's autosave) while the config is uploaded.
+
+    `read_only=False` only while the proxy still has a provider upload: the docker provider
+    extracts uploads at / (CopyToContainer to "/"), which Docker refuses under a read-only root
+    whatever is mounted at the file's directory."""
+    hardened = _common(
+        limits, PROXY_CAPABILITIES, {"/run": _TMPFS_NOEXEC, "/tmp": _TMPFS_NOEXEC, "/config": _TMPFS_NOEXEC}
+    )
+    return {**hardened, "read_only": read_only}
 
 
 def for_headscale(limits: Limits) -> dict[str, Any]:
-    """Headscale: its CLI socket (/var/run/headscale) and scratch in memory; state on its volume."""
-    return _common(limits, HEADSCALE_CAPABILITIES, {"/var/run/headscale": _TMPFS_NOEXEC, "/tmp": _TMPFS_NOEXEC})
-
-
-def upload_volumes(*paths: str) -> list[docker.ContainerVolumeArgs]:
-    """An anonymous volume at each uploaded file's directory: Docker refuses archive writes into a
-    read-only root filesystem (and a tmpfs is not mounted yet when the provider uploads, between
-    create and start), but writes into a volume. The provider removes it with the container."""
-    return [docker.ContainerVolumeArgs(container_path=d) for d in sorted({posixpath.dirname(p) for p in paths})]
+    """Headscale: its config and policy (written by the image's entrypoint from the environment),
+    CLI socket (/var/run/headscale) and scratch in memory; state on its volume."""
+    tmpfs = {"/etc/headscale": _TMPFS_NOEXEC, "/var/run/headscale": _TMPFS_NOEXEC, "/tmp": _TMPFS_NOEXEC}
+    return _common(limits, HEADSCALE_CAPABILITIES, tmpfs)
 
 
 def docker_sdk(kwargs: dict[str, Any]) -> dict[str, Any]:

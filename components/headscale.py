@@ -14,8 +14,6 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 from components import hardening
 from components.headscale_api import HeadscaleError, UserExists, UserHasNodes, connect
 from components.headscale_config import (
-    HEADSCALE_CONFIG_PATH,
-    HEADSCALE_POLICY_PATH,
     HEADSCALE_PORT,
     HEADSCALE_STATE,
     STUN_PORT,
@@ -175,10 +173,9 @@ class HeadscaleServer(pulumi.ComponentResource):
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=str(args.ip))],
             ports=ports,
-            uploads=[
-                docker.ContainerUploadArgs(file=HEADSCALE_CONFIG_PATH, content=self.config_yaml),
-                docker.ContainerUploadArgs(file=HEADSCALE_POLICY_PATH, content=args.policy),
-            ],
+            # Config and policy in the environment: the image's entrypoint writes them to a tmpfs (the
+            # provider's uploads cannot write into a read-only root). Neither holds a secret.
+            envs=[f"HEADSCALE_CONFIG_YAML={self.config_yaml}", f"HEADSCALE_POLICY={args.policy}"],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=HEADSCALE_STATE)],
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD", "headscale", "health"], interval="10s", timeout="5s", start_period="5s", retries=3
@@ -188,7 +185,6 @@ class HeadscaleServer(pulumi.ComponentResource):
             wait_timeout=120,
             labels=container_labels(role="headscale"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-            volumes=hardening.upload_volumes(HEADSCALE_CONFIG_PATH, HEADSCALE_POLICY_PATH),
             **hardening.for_headscale(limits := args.limits or HeadscaleConfig()),
         )
         hardening.ProcessLimit(

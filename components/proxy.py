@@ -82,11 +82,11 @@ class CaddyProxy(pulumi.ComponentResource):
             envs=envs,
             uploads=[docker.ContainerUploadArgs(file=CADDY_CONFIG_PATH, content=self.config_json)],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
-            volumes=hardening.upload_volumes(CADDY_CONFIG_PATH),
             labels=container_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self),
             **network,
-            **hardening.for_proxy(limits := args.limits or ProxyConfig()),
+            # read_only=False until issue 12 drops this container's upload (see hardening.for_proxy).
+            **hardening.for_proxy(limits := args.limits or ProxyConfig(), read_only=False),
         )
         hardening.ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"config": self.config_json, "containerId": self.container.id})

@@ -15,7 +15,7 @@ from components.headscale import HeadscalePreAuthKey
 from components.ipplan import node_port
 from components.labels import container_labels, volume_labels
 from components.policy import share_tags
-from components.smbconf import DATA_PATH, SMB_CONF_PATH, render_smb_conf
+from components.smbconf import DATA_PATH, SMB_CONF_ENV, render_smb_conf
 from config.models import SambaConfig, ShareConfig, TailnetConfig
 
 SAMBA_STATE_PATH = "/var/lib/samba"
@@ -107,12 +107,12 @@ class TimeMachineShare(pulumi.ComponentResource):
             hostname=f"tm-{share.name}-samba",
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=self.ip)],
-            envs=[f"DATA_UID={args.samba.data_uid}"],
-            uploads=[docker.ContainerUploadArgs(file=SMB_CONF_PATH, content=self.smb_conf)],
+            # smb.conf in the environment: the entrypoint writes it to a tmpfs (the provider's uploads
+            # cannot write into a read-only root). It holds no secret.
+            envs=[f"DATA_UID={args.samba.data_uid}", f"{SMB_CONF_ENV}={self.smb_conf}"],
             # A host directory outside anything Pulumi owns: destroy and replacement leave it alone.
             volumes=[
-                docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH),
-                *hardening.upload_volumes(SMB_CONF_PATH),
+                docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)
             ],
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH)],
             healthcheck=docker.ContainerHealthcheckArgs(

@@ -6,6 +6,8 @@ from __future__ import annotations
 DATA_USER = "timemachine"
 DATA_PATH = "/data"
 SMB_CONF_PATH = "/etc/samba/smb.conf"
+# The environment variable the image's entrypoint writes SMB_CONF_PATH from.
+SMB_CONF_ENV = "SMB_CONF"
 
 
 def format_size(size: int) -> str:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Finds the smallest capability set smbd (and the Samba image's entrypoint) works with, by test.
 
-Each trial runs the Samba image the way the stack does (read-only root filesystem, tmpfs and volumes
-from components/hardening.py, no-new-privileges, a fresh root-owned data directory as Docker makes
-it) with a candidate capability set, and drives one guest workload against it: write and read back
+Each trial runs the Samba image the way the stack does (read-only root filesystem and tmpfs from
+components/hardening.py, no-new-privileges, smb.conf in SMB_CONF, a fresh root-owned data
+directory as Docker makes it) with a candidate capability set, and drives one guest workload against it: write and read back
 with checksums, a directory, a rename, a delete, a named stream, set times, the AAPL query
 with FULL_SYNC, and the bytes and owner on the host. Starting from Docker's default set, each
 capability is dropped in turn and stays dropped when the workload still passes (greedy
@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import ipaddress
 import os
-import posixpath
 import shutil
 import sys
 import tempfile
@@ -30,12 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import smbclient  # noqa: E402
-from docker.types import Mount  # noqa: E402
 
 from components import hardening  # noqa: E402
-from components.smbconf import SMB_CONF_PATH, render_smb_conf  # noqa: E402
+from components.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
 from config.models import SambaConfig  # noqa: E402
-from tests.conftest import docker_client_for, unique_subnet, upload, wait_port  # noqa: E402
+from tests.conftest import docker_client_for, unique_subnet, wait_port  # noqa: E402
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query  # noqa: E402
 
 DOCKER_DEFAULT = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
@@ -72,17 +70,17 @@ def workload(ip: str, storage: Path) -> None:
     assert (storage.stat().st_uid, oct(storage.stat().st_mode & 0o777)) == (DATA_UID, "0o700"), "data dir"
 
 
-def trial(client, image: str, network: str, ip: str, gateway: str, caps: list[str], prefix: str = "tm-capsprobe") -> str | None:
+def trial(client, image: str, network: str, ip: str, gateway: str, caps: list[str],
+          prefix: str = "tm-capsprobe") -> str | None:
     """None if the workload passes with exactly `caps`, else what failed."""
     storage = Path(tempfile.mkdtemp(prefix="tm-capsprobe-")) / "data"  # Docker creates it, root-owned
     kwargs = hardening.docker_sdk(hardening.for_samba(SambaConfig(), capabilities=caps))
+    conf = render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=gateway)
     container = client.containers.create(
-        image, name=f"{prefix}-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}"],
+        image, name=f"{prefix}-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
         volumes={str(storage): {"bind": "/data", "mode": "rw"}}, network=network,
-        mounts=[Mount(posixpath.dirname(SMB_CONF_PATH), None, type="volume")],
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)}, **kwargs)
     try:
-        upload(container, SMB_CONF_PATH, render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=gateway))
         container.start()
         try:
             wait_port(ip, 445, timeout=20)

@@ -18,7 +18,7 @@ CAP_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_SETGID": 6, "CAP_SETUID"
 SAMBA_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"}
 # The engine tier's stack sets no limits: the defaults of config/models.py.
 EXPECTED = {  # role → (capabilities, tmpfs mounts, memory MiB, pids)
-    "samba": (SAMBA_CAPS, {"/run", "/var/cache/samba", "/tmp"}, 512, 64),
+    "samba": (SAMBA_CAPS, {"/etc/samba", "/run", "/var/cache/samba", "/tmp"}, 512, 64),
     "proxy": (set(), {"/run", "/tmp", "/config"}, 512, 256),
 }
 
@@ -77,7 +77,7 @@ def test_each_container_runs_with_least_privilege_and_its_limits(deployed, role)
         host = container.attrs["HostConfig"]
         # What the engine was told.
         assert host["CapDrop"] == ["ALL"] and set(host["CapAdd"] or []) == caps, (container.name, host["CapAdd"])
-        assert "no-new-privileges:true" in host["SecurityOpt"] and host["ReadonlyRootfs"] is True, container.name
+        assert "no-new-privileges:true" in host["SecurityOpt"], container.name
         assert set(host["Tmpfs"]) == tmpfs, container.name
         assert host["Memory"] == memory_mib * 1024**2 and host["PidsLimit"] == pids, container.name
         assert host["RestartPolicy"]["Name"] == "unless-stopped", container.name
@@ -88,10 +88,21 @@ def test_each_container_runs_with_least_privilege_and_its_limits(deployed, role)
         assert effective == sum(1 << CAP_BITS[c] for c in caps), (container.name, status["CapEff"])
         assert int(status["CapBnd"], 16) == effective, (container.name, status["CapBnd"])
         assert status["NoNewPrivs"].strip() == "1", container.name
-        code, out = container.exec_run(["touch", "/probe-write"])
-        assert code != 0 and "Read-only file system" in out.decode(), (container.name, out)
         assert int(cgroup_value(container, "memory/memory.limit_in_bytes")) == memory_mib * 1024**2
         assert int(cgroup_value(container, "pids/pids.max")) == pids, container.name
+
+
+@pytest.mark.parametrize("role", [
+    "samba",
+    pytest.param("proxy", marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 12: Caddy's config is still a provider upload, which the provider extracts at / and "
+        "Docker refuses under a read-only root; hardening.for_proxy(read_only=False) until then"))),
+])
+def test_root_filesystem_is_read_only(deployed, role):
+    for container in deployed["client"].containers.list(filters={"label": f"timemachine.role={role}"}):
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True, container.name
+        code, out = container.exec_run(["touch", "/probe-write"])
+        assert code != 0 and "Read-only file system" in out.decode(), (container.name, out)
 
 
 def test_process_limit_stops_a_fork_bomb_in_a_samba_container(deployed):
