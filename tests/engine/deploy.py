@@ -90,23 +90,6 @@ def caddy_config_of(container) -> str:
 
 
 @contextmanager
-def side_caddy(client, image: str, config_text: str, ports: dict[str, int]) -> Iterator[None]:
-    """The given config in a second Caddy from the same image (host network), with each
-    `tailscale/<node>:445` listener on a loopback port instead (no control server here): routes,
-    handlers and upstreams stay exactly as given."""
-    text = without_tailnet(config_text, {node: f"127.0.0.1:{port}" for node, port in ports.items()})
-    side = client.containers.create(image, name=f"tm-caddy-side-{uuid.uuid4().hex[:6]}", network_mode="host")
-    try:
-        upload(side, CADDY_CONFIG_PATH, text)
-        side.start()
-        for port in ports.values():
-            wait_port("127.0.0.1", port)
-        yield
-    finally:
-        side.remove(force=True, v=True)
-
-
-@contextmanager
 def proxy_path(client, shares: list[str], prefix: str = "tm-") -> Iterator[dict[str, tuple[str, int]]]:
     """SMB as the proxy sends it: the deployed Caddy config in a second Caddy from the deployed image
     that shares the deployed Caddy container's network namespace (so smbd sees the proxy's address,
