@@ -101,23 +101,20 @@ class _ProcessLimitProvider(ResourceProvider):
         import docker as docker_sdk_module  # the Docker SDK, only at deploy time
         from docker.errors import DockerException
 
+        # Numbers cross the engine as floats; the Docker API wants an integer.
+        limit = int(props["limit"])
+
         try:
-            client = (
-                docker_sdk_module.DockerClient(base_url=props["docker_host"] or None)
-                if props["docker_host"]
-                else docker_sdk_module.from_env()
-            )
-            api = client.api
+            host = props["docker_host"]
+            api = (docker_sdk_module.DockerClient(base_url=host) if host else docker_sdk_module.from_env()).api
             api._raise_for_status(
-                api._post_json(
-                    api._url("/containers/{0}/update", props["container_id"]), data={"PidsLimit": props["limit"]}
-                )
+                api._post_json(api._url("/containers/{0}/update", props["container_id"]), data={"PidsLimit": limit})
             )
             applied = api.inspect_container(props["container_id"])["HostConfig"].get("PidsLimit")
         except DockerException as exc:
             raise Exception(f"process limit of container {props['container_id'][:12]} not set: {exc}") from None
-        if applied != props["limit"]:
-            raise Exception(f"the Docker engine kept PidsLimit {applied} instead of {props['limit']}")
+        if applied != limit:
+            raise Exception(f"the Docker engine kept PidsLimit {applied} instead of {limit}")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         self._apply(props)
