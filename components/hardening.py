@@ -43,6 +43,9 @@ def _common(limits: Limits, capabilities: list[str], tmpfs: dict[str, str]) -> d
         "read_only": True,
         "tmpfs": tmpfs,
         "memory": limits.memory_limit,
+        # Memory plus swap, the same: no swap on top of the limit (and Docker's default of twice the
+        # limit would read back as a change on every refresh).
+        "memory_swap": limits.memory_limit,
     }
 
 

@@ -90,15 +90,17 @@ def caddy_config_of(container) -> str:
 
 
 @contextmanager
-def proxy_path(client, shares: list[str], prefix: str = "tm-") -> Iterator[dict[str, tuple[str, int]]]:
+def proxy_path(client, shares: list[str] | None = None, prefix: str = "tm-") -> Iterator[dict[str, tuple[str, int]]]:
     """SMB as the proxy sends it: the deployed Caddy config in a second Caddy from the deployed image
     that shares the deployed Caddy container's network namespace (so smbd sees the proxy's address,
     the only one its `hosts allow` admits), each `tailscale/<node>:445` listener replaced by a TCP
     port on that address (no control server here). Yields share → (host, port) for the test runner."""
     caddy = client.containers.get("tm-caddy")
     host = next(iter(caddy.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
-    ports = {share: 14450 + i for i, share in enumerate(sorted(shares))}
-    config = json.loads(without_tailnet(caddy_config_of(caddy), {prefix + s: f"0.0.0.0:{p}" for s, p in ports.items()}))
+    text = caddy_config_of(caddy)
+    deployed = sorted(json.loads(text)["apps"]["layer4"]["servers"])
+    ports = {share: 14450 + i for i, share in enumerate(deployed)}
+    config = json.loads(without_tailnet(text, {prefix + s: f"0.0.0.0:{p}" for s, p in ports.items()}))
     # The deployed Caddy's admin endpoint is in the same namespace.
     config["admin"] = {"disabled": True}
     side = client.containers.create(caddy.image.id, name=f"tm-proxy-path-{uuid.uuid4().hex[:6]}",
@@ -108,6 +110,6 @@ def proxy_path(client, shares: list[str], prefix: str = "tm-") -> Iterator[dict[
         side.start()
         for port in ports.values():
             wait_port(host, port)
-        yield {share: (host, port) for share, port in ports.items()}
+        yield {share: (host, port) for share, port in ports.items() if shares is None or share in shares}
     finally:
         side.remove(force=True, v=True)

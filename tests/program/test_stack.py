@@ -331,7 +331,7 @@ def test_every_container_is_hardened_with_its_limits(local):
         # Caddy keeps a writable root until issue 12 removes its upload (hardening.for_proxy).
         assert c["readOnly"] is (name != "proxy-caddy"), name
         assert set(c["tmpfs"]) == writable[name] and all("nosuid" in o for o in c["tmpfs"].values()), name
-        assert c["memory"] == memory[name], name
+        assert c["memory"] == memory[name] and c["memorySwap"] == memory[name], name
         # The provider extracts uploads at /, which Docker refuses under a read-only root.
         assert not (c["readOnly"] and c.get("uploads")), name
     limits = {r.name: r for r in local.resources if r.type == DYNAMIC_T and r.name.endswith("-pids")}
