@@ -14,7 +14,7 @@ from components.headscale import (
     HeadscaleUser,
 )
 from components.images import local_image
-from components.ipplan import gateway
+from components.ipplan import gateway, proxy_address
 from components.labels import network_labels
 from components.policy import SharePolicy, render_policy, share_tags
 from components.proxy import CaddyProxy, CaddyProxyArgs
@@ -37,7 +37,7 @@ network = docker.Network(
     "network",
     name=config.network.name,
     driver="bridge",
-    internal=config.network.internal,
+    internal=config.internal,
     ipam_configs=[
         docker.NetworkIpamConfigArgs(subnet=str(config.network.subnet), gateway=str(gateway(config.network.subnet)))
     ],
@@ -71,10 +71,11 @@ if headscale.embedded:
             network_name=network.name,
             ip=stack.headscale_ip,
             # An internal network publishes nothing, as for the proxy.
-            port=None if config.network.internal else headscale.port,
-            stun_port=None if config.network.internal else headscale.stun_port,
+            port=None if config.internal else headscale.port,
+            stun_port=None if config.internal else headscale.stun_port,
             base_domain=config.tailnet.dns_suffix or "tailnet.internal",
             docker_host=docker_host,
+            limits=headscale,
         ),
     )
 headscale_users: dict[str, HeadscaleUser] = {}
@@ -98,6 +99,9 @@ if config.tailnet.auth_keys == "headscale":
 samba_image = config.samba.image or local_image("samba-image", "samba").image_name
 caddy_image = config.proxy.image or local_image("caddy-image", "caddy", config.proxy.build_args).image_name
 bridge = config.proxy.network_mode == "bridge"
+# The one address smbd accepts: the proxy's as smbd sees it — the Caddy container's own in bridge
+# mode; in host mode the network's gateway, the address the host's traffic comes from.
+smbd_allow_from = str(proxy_address(config.network.subnet) if bridge else gateway(config.network.subnet))
 
 shares = [
     TimeMachineShare(
@@ -110,6 +114,7 @@ shares = [
             image=samba_image,
             storage_root=config.storage_root,
             samba=config.samba,
+            allow_from=smbd_allow_from,
             tailnet=config.tailnet,
             first_node_port=config.proxy.first_node_port if bridge else None,
             headscale_user_id=headscale_users[config.tailnet.key_user or ""].user_id if headscale_users else None,
@@ -129,11 +134,12 @@ proxy = CaddyProxy(
         subnet=config.network.subnet,
         # An internal network publishes nothing: its nodes reach only peers on the network itself.
         node_ports=[s.node_port for s in shares if s.node_port is not None]
-        if config.proxy.publish_node_ports and not config.network.internal
+        if config.proxy.publish_node_ports and not config.internal
         else [],
         docker_host=docker_host,
         self_hosted=config.tailnet.self_hosted,
         plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
+        limits=config.proxy,
     ),
 )
 

@@ -11,10 +11,10 @@ import pulumi
 import pulumi_docker as docker
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from components import hardening
 from components.headscale_api import ContainerHeadscale, HeadscaleError, UserExists, UserHasNodes, connect
 from components.headscale_config import (
     BOOTSTRAP_POLICY,
-    HEADSCALE_CONFIG_PATH,
     HEADSCALE_POLICY_PATH,
     HEADSCALE_PORT,
     HEADSCALE_STATE,
@@ -23,6 +23,7 @@ from components.headscale_config import (
 )
 from components.in_place import InPlaceProvider
 from components.labels import container_labels, volume_labels
+from config.models import HeadscaleConfig
 
 HEADSCALE_CONTAINER = "tm-headscale"
 
@@ -182,6 +183,7 @@ class HeadscaleServerArgs:
     stun_port: int | None
     base_domain: str = "tailnet.internal"
     docker_host: str | None = None
+    limits: hardening.Limits | None = None
 
 
 class HeadscaleServer(pulumi.ComponentResource):
@@ -211,8 +213,10 @@ class HeadscaleServer(pulumi.ComponentResource):
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=str(args.ip))],
             ports=ports,
-            # The policy is not an input of the container (see HeadscalePolicy below).
-            uploads=[docker.ContainerUploadArgs(file=HEADSCALE_CONFIG_PATH, content=self.config_yaml)],
+            # Config in the environment: the image's entrypoint writes it to a tmpfs (the provider's
+            # uploads cannot write into a read-only root); it holds no secret. The policy is no input
+            # of the container at all (see HeadscalePolicy below).
+            envs=[f"HEADSCALE_CONFIG_YAML={self.config_yaml}"],
             command=[
                 "sh",
                 "-c",
@@ -228,6 +232,10 @@ class HeadscaleServer(pulumi.ComponentResource):
             wait_timeout=120,
             labels=container_labels(role="headscale"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            **hardening.for_headscale(limits := args.limits or HeadscaleConfig()),
+        )
+        hardening.ProcessLimit(
+            f"{name}-headscale-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self)
         )
         self.policy = HeadscalePolicy(
             f"{name}-policy",

@@ -9,10 +9,12 @@ from typing import Literal
 import pulumi
 import pulumi_docker as docker
 
+from components import hardening
 from components.caddy_config import CADDY_DATA_PATH, assemble, render
 from components.caddy_reload import CaddyConfig
 from components.ipplan import proxy_address
 from components.labels import container_labels, volume_labels
+from config.models import ProxyConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class CaddyProxyArgs:
     # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
     self_hosted: bool = False
     plain_http_control: bool = False
+    limits: hardening.Limits | None = None
 
 
 CADDY_CONTAINER = "tm-caddy"
@@ -84,6 +87,8 @@ class CaddyProxy(pulumi.ComponentResource):
             labels=container_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self),
             **network,
+            # A read-only root: the admin socket is on a tmpfs (/run), config and keys on the volume.
+            **hardening.for_proxy(limits := args.limits or ProxyConfig()),
         )
         self.caddy_config = CaddyConfig(
             f"{name}-config",
@@ -94,4 +99,5 @@ class CaddyProxy(pulumi.ComponentResource):
             docker_host=args.docker_host,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        hardening.ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"config": self.config_json, "containerId": self.container.id})

@@ -9,12 +9,13 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tailscale as tailscale
 
+from components import hardening
 from components.caddy_config import route_fragment
 from components.headscale import HeadscalePreAuthKey
 from components.ipplan import node_port
 from components.labels import container_labels, volume_labels
 from components.policy import share_tags
-from components.smbconf import DATA_PATH, SMB_CONF_PATH, render_smb_conf
+from components.smbconf import DATA_PATH, SMB_CONF_ENV, render_smb_conf
 from config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 
 SAMBA_STATE_PATH = "/var/lib/samba"
@@ -30,6 +31,8 @@ class TimeMachineShareArgs:
     image: pulumi.Input[str]
     storage_root: str
     samba: SambaConfig
+    # The one address smbd accepts (hosts allow): the proxy's, as smbd sees it.
+    allow_from: str
     tailnet: TailnetConfig
     # Bridge mode only: the first tsnet UDP port; None in host mode.
     first_node_port: int | None = None
@@ -90,7 +93,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             assert share.auth_key is not None
             self.auth_key = pulumi.Output.secret(share.auth_key.get_secret_value())
 
-        self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model)
+        self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model, allow_from=args.allow_from)
         # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
         self.state_volume = docker.Volume(
             f"{name}-samba-state",
@@ -105,8 +108,9 @@ class TimeMachineShare(pulumi.ComponentResource):
             hostname=SAMBA_HOSTNAME.format(share.name),
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=self.ip)],
-            envs=[f"DATA_UID={args.samba.data_uid}"],
-            uploads=[docker.ContainerUploadArgs(file=SMB_CONF_PATH, content=self.smb_conf)],
+            # smb.conf in the environment: the entrypoint writes it to a tmpfs (the provider's uploads
+            # cannot write into a read-only root). It holds no secret.
+            envs=[f"DATA_UID={args.samba.data_uid}", f"{SMB_CONF_ENV}={self.smb_conf}"],
             # A host directory outside anything Pulumi owns: destroy and replacement leave it alone.
             volumes=[
                 docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)
@@ -126,7 +130,9 @@ class TimeMachineShare(pulumi.ComponentResource):
             wait_timeout=SAMBA_WAIT_SECONDS,
             labels=container_labels(share=share.name, owner=share.owner, role="samba"),
             opts=child,
+            **hardening.for_samba(args.samba),
         )
+        hardening.ProcessLimit(f"{name}-samba-pids", self.container, args.samba, opts=child)
 
         port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
         self.node_port = port

@@ -6,6 +6,8 @@ from __future__ import annotations
 DATA_USER = "timemachine"
 DATA_PATH = "/data"
 SMB_CONF_PATH = "/etc/samba/smb.conf"
+# The environment variable the image's entrypoint writes SMB_CONF_PATH from.
+SMB_CONF_ENV = "SMB_CONF"
 
 
 def format_size(size: int) -> str:
@@ -16,8 +18,9 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-def render_smb_conf(share: str, quota: int | None, model: str, time_machine: bool = True) -> str:
-    """One share on a standalone, guest-only, SMB2+ server with the fruit Time Machine options.
+def render_smb_conf(share: str, quota: int | None, model: str, *, allow_from: str, time_machine: bool = True) -> str:
+    """One share on a standalone, guest-only, SMB2+ server with the fruit Time Machine options,
+    reachable only from `allow_from` (the proxy's address as smbd sees it).
 
     `time_machine=False` exists for tests: a negative control that must not advertise FULL_SYNC.
     """
@@ -38,6 +41,11 @@ def render_smb_conf(share: str, quota: int | None, model: str, time_machine: boo
         "map to guest": "Bad User",
         "guest account": DATA_USER,
         "restrict anonymous": "0",
+        # Guest trust holds only if nothing but the proxy reaches smbd: every other address is
+        # refused before a session starts (hosts deny = ALL; an address in both lists is allowed).
+        # Loopback is the container's own (its healthcheck); ALL would deny it too.
+        "hosts allow": f"{allow_from} 127.0.0.1",
+        "hosts deny": "ALL",
         # macOS: these fruit options only take effect in [global].
         "fruit:aapl": "yes",
         "fruit:model": model,

@@ -81,14 +81,45 @@ def _tag(value: str) -> str:
 
 
 Tag = Annotated[str, AfterValidator(_tag)]
+
+MEMORY_PATTERN = re.compile(r"^\s*([0-9]+)\s*([MG])i?B?\s*$", re.IGNORECASE)
+MIN_MEMORY_MIB = 32
+MIN_PROCESSES = 8
+
+
+def _memory_mib(value: object) -> object:
+    """A container memory limit ('512M', '1G') as MiB, the unit the docker provider takes."""
+    if isinstance(value, str) and (match := MEMORY_PATTERN.match(value)):
+        number, unit = match.groups()
+        return int(number) * (1024 if unit.upper() == "G" else 1)
+    raise ValueError(f"{value!r} is not a memory size: a whole number with M or G, e.g. 512M or 1G")
+
+
+def _enough_memory(value: int) -> int:
+    if value < MIN_MEMORY_MIB:
+        raise ValueError(f"{value}M is too little for any of the stack's containers; give at least {MIN_MEMORY_MIB}M")
+    return value
+
+
+def _enough_processes(value: int) -> int:
+    if value < MIN_PROCESSES:
+        raise ValueError(
+            f"{value} processes is too few for any of the stack's containers; give at least {MIN_PROCESSES}"
+        )
+    return value
+
+
+# Container limits (components/hardening.py): memory in MiB, processes (the cgroup pids limit).
+MemoryLimit = Annotated[int, BeforeValidator(_memory_mib), AfterValidator(_enough_memory)]
+ProcessLimit = Annotated[int, Field(strict=True), AfterValidator(_enough_processes)]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class NetworkConfig(ConfigModel):
     name: str = "timemachine"
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("172.24.0.0/24")
-    # No route off the machine for the Samba network (Docker's `internal`).
-    internal: bool = False
+    # No route off the machine for the Samba network (Docker's `internal`); unset: StackConfig.internal.
+    internal: bool | None = None
 
     @field_validator("name")
     @classmethod
@@ -131,6 +162,8 @@ class HeadscaleConfig(ConfigModel):
     # Host ports published for Headscale's HTTP listener (control + DERP) and its STUN server.
     port: int = Field(default=8080, ge=1, le=65535)
     stun_port: int = Field(default=3478, ge=1, le=65535)
+    memory_limit: MemoryLimit = 256
+    process_limit: ProcessLimit = 256
 
 
 class TailnetConfig(ConfigModel):
@@ -216,6 +249,8 @@ class ProxyConfig(ConfigModel):
     image: str = ""
     # Build args for images/caddy, e.g. GOPROXY for a company module proxy or other module pins.
     build_args: dict[str, str] = Field(default_factory=dict)
+    memory_limit: MemoryLimit = 512
+    process_limit: ProcessLimit = 256
 
     @field_validator("build_args")
     @classmethod
@@ -232,6 +267,9 @@ class SambaConfig(ConfigModel):
     image: str = ""
     model: NonEmpty = "TimeCapsule8,119"
     data_uid: int = Field(default=1000, ge=1, le=65533)
+    # Per share container: sized for one Time Machine client (README, scripts/measure_limits.py).
+    memory_limit: MemoryLimit = 512
+    process_limit: ProcessLimit = 64
 
 
 class ShareConfig(ConfigModel):
@@ -284,6 +322,17 @@ class StackConfig(ConfigModel):
         if value == "/":
             raise ValueError("must not be / itself; give a directory such as /srv/timemachine")
         return value
+
+    @property
+    def internal(self) -> bool:
+        """Whether the stack's network is Docker-internal. Unset, it is where the network mode allows:
+        in host mode Caddy reaches the Samba containers from the host and needs no route through
+        their network, unless the embedded Headscale must publish its ports (an internal network
+        publishes nothing). In bridge mode Caddy's nodes reach the control server, DERP and the Macs
+        through this network, so it stays routed (internal only for an offline tailnet, as in tests)."""
+        if self.network.internal is not None:
+            return self.network.internal
+        return self.proxy.network_mode == "host" and not self.tailnet.headscale.embedded
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:

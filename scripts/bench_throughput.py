@@ -4,7 +4,9 @@ the Caddy layer4 proxy against straight to Samba, measured side by side in one r
 
 It deploys a one-share stack with the real engine (`pulumi up`, the tests' own helpers; needs
 scripts/setup.sh) and destroys it afterwards; the proxy path is the deployed Caddy config in a
-second Caddy from the deployed image whose tailnet listener is a loopback port. Clients: Samba's
+second Caddy from the deployed image in the deployed Caddy's network namespace whose tailnet
+listener is a TCP port there (smbd admits only the proxy's address, so the direct client also runs
+in that namespace, through nsenter). Clients: Samba's
 `smbclient` (C) so the client's CPU cost stays small next to the path measured. Each round writes
 and reads `--size-mib` through each path, alternating direct and proxy; the disk baseline writes
 the same files with fsync and reads them back. Before every read, the files' pages are dropped
@@ -27,12 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import docker_client_for, free_port, unique_subnet, wait_port  # noqa: E402
+from tests.conftest import docker_client_for, unique_subnet  # noqa: E402
 from tests.engine.deploy import (  # noqa: E402
-    caddy_config_of,
     deploy,
     new_stack,
-    side_caddy,
+    proxy_path,
     stack_config,
     start_goproxy,
     teardown,
@@ -82,8 +83,12 @@ def cpu_seconds(containers) -> dict[str, float]:
 
 
 def smb_round(host: str, port: int, share: str, src: Path, back: Path, name: str,
-              on_host: Path) -> tuple[float, float]:
+              on_host: Path, netns_pid: int | None = None) -> tuple[float, float]:
     base = ["smbclient", f"//{host}/{share}", "-p", str(port), "-N", "-m", "SMB3", "--option=client min protocol=SMB2"]
+    if netns_pid is not None:
+        # smbd admits only the proxy's address: the direct client runs in the Caddy container's
+        # network namespace (this machine's smbclient, entered with nsenter).
+        base = ["nsenter", "-t", str(netns_pid), "-n", *base]
 
     def run(commands: str) -> float:
         start = time.perf_counter()
@@ -142,7 +147,6 @@ def report(rows: dict[str, list], cpu: dict[str, dict], size_mb: float, rounds: 
 def main() -> None:
     args, bands, size_mb, work, src = setup(__doc__ or "", "tm-bench-")
     client = docker_client_for()
-    port = free_port()
     goproxy = start_goproxy(client, work / "goproxy")
     stack = new_stack(work / "stack", "bench", tools_env())
     config = stack_config(work / "storage", f"tm-bench-{os.getpid()}", unique_subnet(client), goproxy.build_args(),
@@ -153,19 +157,19 @@ def main() -> None:
         deploy(stack, config)
         ip = stack.outputs()["shares"]["bench"]["ip"]
         caddy = client.containers.get("tm-caddy")
-        with side_caddy(client, caddy.image.id, caddy_config_of(caddy), {"tm-bench": port}):
-            side = [c for c in client.containers.list() if c.name.startswith("tm-caddy-side-")]
+        with proxy_path(client, ["bench"]) as paths:
+            side = [c for c in client.containers.list() if c.name.startswith("tm-proxy-path-")]
             containers = [client.containers.get("tm-bench-samba"), *side]
-            wait_port(ip, 445)
+            netns = caddy.attrs["State"]["Pid"]
             for r in range(args.rounds):
-                order = [("direct", ip, 445), ("proxy", "127.0.0.1", port)]
+                order = [("direct", ip, 445), ("proxy", *paths["bench"])]
                 if r % 2:
                     order.reverse()
                 rows["disk"].append(disk_round(src, work / f"disk{r}"))
                 for label, host, p in order:
                     before = cpu_seconds(containers)
                     rows[label].append(smb_round(host, p, "bench", src, work / f"back-{label}{r}", f"{label}{r}",
-                                                 work / "storage" / "bench"))
+                                                 work / "storage" / "bench", netns if label == "direct" else None))
                     after = cpu_seconds(containers)
                     for key in after:
                         cpu[label][key] = cpu[label].get(key, 0.0) + after[key] - before[key]

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from tests.conftest import unique_subnet
-from tests.engine.deploy import deploy, new_stack, stack_config, teardown
+from tests.engine.deploy import deploy, new_stack, proxy_path, stack_config, teardown
 
 SHARE = "fruit"
 MODEL = "MacSamba"
@@ -31,7 +31,9 @@ def share(pulumi_env, docker_client, goproxy, tmp_path_factory):
     config["samba"]["model"] = MODEL
     try:
         deploy(stack, config)
-        ip = stack.outputs()["shares"][SHARE]["ip"]
-        yield {"name": SHARE, "ip": ip, "storage": storage, "client": docker_client}
+        # smbd admits only the proxy's address: the suites run through the deployed Caddy config.
+        with proxy_path(docker_client, [SHARE]) as paths:
+            host, port = paths[SHARE]
+            yield {"name": SHARE, "ip": host, "port": port, "storage": storage, "client": docker_client}
     finally:
         teardown(stack, docker_client, storage)

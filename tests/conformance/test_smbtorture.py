@@ -72,7 +72,7 @@ def runs(share) -> dict[str, dict[str, Outcome]]:
         f"smbtorture {version}: expected.toml records the outcomes of {EXPECTED['smbtorture_version']}")
     runs = {}
     for suite in SUITES:
-        done = subprocess.run([binary, f"//{share['ip']}/{share['name']}", "-U%", suite],
+        done = subprocess.run([binary, f"//{share['ip']}/{share['name']}", "-U%", "-p", str(share["port"]), suite],
                               capture_output=True, text=True, timeout=600)
         results = parse(done.stdout)
         assert results, f"smbtorture {suite} reported no test (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -110,7 +110,7 @@ def test_timemachine_volsize_is_the_quota(runs):
 
 def test_aapl_server_caps_as_the_suite_expects_them(share):
     """The caps the suites' enable_aapl() wants (exactly 0xf) and the volume caps macOS checks."""
-    reply, guest = aapl_query(share["ip"], share["name"])
+    reply, guest = aapl_query(share["ip"], share["name"], share["port"])
     assert guest, "the session should be a guest session"
     assert reply.server_caps == AAPL_READ_DIR_ATTR | AAPL_OSX_COPYFILE | AAPL_UNIX_BASED | AAPL_NFS_ACE, (
         f"server caps {reply.server_caps:#x}")
@@ -121,6 +121,6 @@ def test_aapl_server_caps_as_the_suite_expects_them(share):
 def test_read_dir_attr_is_granted_only_to_a_client_that_asks(share):
     """vfs_fruit's check_aapl grants READ_DIR_ATTR when the client asks for it (and the share has
     named streams); it was never missing: caps 0x5 = READ_DIR_ATTR (0x1) | UNIX_BASED (0x4)."""
-    without, _ = aapl_query(share["ip"], share["name"], client_caps=AAPL_CLIENT_CAPS & ~AAPL_READ_DIR_ATTR)
+    without, _ = aapl_query(share["ip"], share["name"], share["port"], client_caps=AAPL_CLIENT_CAPS & ~AAPL_READ_DIR_ATTR)
     assert not without.server_caps & AAPL_READ_DIR_ATTR, f"server caps {without.server_caps:#x}"
     assert without.server_caps == AAPL_OSX_COPYFILE | AAPL_UNIX_BASED | AAPL_NFS_ACE

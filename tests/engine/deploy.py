@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -89,18 +90,27 @@ def caddy_config_of(container) -> str:
 
 
 @contextmanager
-def side_caddy(client, image: str, config_text: str, ports: dict[str, int]) -> Iterator[None]:
-    """The given config in a second Caddy from the same image (host network), with each
-    `tailscale/<node>:445` listener on a loopback port instead (no control server here): routes,
-    handlers and upstreams stay exactly as given."""
-    text = without_tailnet(config_text, {node: f"127.0.0.1:{port}" for node, port in ports.items()})
-    side = client.containers.create(image, ["caddy", "run", "--config", CADDY_CONFIG_PATH],
-                                    name=f"tm-caddy-side-{uuid.uuid4().hex[:6]}", network_mode="host")
+def proxy_path(client, shares: list[str] | None = None, prefix: str = "tm-") -> Iterator[dict[str, tuple[str, int]]]:
+    """SMB as the proxy sends it: the deployed Caddy config in a second Caddy from the deployed image
+    that shares the deployed Caddy container's network namespace (so smbd sees the proxy's address,
+    the only one its `hosts allow` admits), each `tailscale/<node>:445` listener replaced by a TCP
+    port on that address (no control server here). Yields share → (host, port) for the test runner."""
+    caddy = client.containers.get("tm-caddy")
+    host = next(iter(caddy.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    text = caddy_config_of(caddy)
+    deployed = sorted(json.loads(text)["apps"]["layer4"]["servers"])
+    ports = {share: 14450 + i for i, share in enumerate(deployed)}
+    config = json.loads(without_tailnet(text, {prefix + s: f"0.0.0.0:{p}" for s, p in ports.items()}))
+    # The deployed Caddy's admin endpoint is in the same namespace.
+    config["admin"] = {"disabled": True}
+    side = client.containers.create(caddy.image.id, ["caddy", "run", "--config", CADDY_CONFIG_PATH],
+                                    name=f"tm-proxy-path-{uuid.uuid4().hex[:6]}",
+                                    network_mode=f"container:{caddy.id}")
     try:
-        upload(side, CADDY_CONFIG_PATH, text)
+        upload(side, CADDY_CONFIG_PATH, json.dumps(config))
         side.start()
         for port in ports.values():
-            wait_port("127.0.0.1", port)
-        yield
+            wait_port(host, port)
+        yield {share: (host, port) for share, port in ports.items() if shares is None or share in shares}
     finally:
         side.remove(force=True, v=True)

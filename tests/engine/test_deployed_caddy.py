@@ -13,10 +13,10 @@ import yaml
 from smbprotocol.exceptions import SMBException
 
 from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
-from components.ipplan import proxy_address
-from tests.conftest import free_port, run_once
-from tests.engine.conftest import SHARES
-from tests.engine.deploy import caddy_config_of, side_caddy
+from components.ipplan import node_port, proxy_address
+from tests.conftest import run_once
+from tests.engine.conftest import FIRST_NODE_PORT, SHARES
+from tests.engine.deploy import caddy_config_of, proxy_path
 from tests.pulumi_runner import ROOT, run_program
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
 
@@ -101,20 +101,19 @@ def test_caddy_validate_rejects_a_broken_fragment(caddy):
 
 @pytest.fixture(scope="module")
 def through_caddy(caddy):
-    """The deployed config in a second Caddy from the deployed image, with each tailscale/<node>:445
-    listener replaced by a loopback port (no control server here): routes, handlers and upstreams
-    are exactly what `pulumi up` uploaded."""
-    ports = {f"tm-{s['name']}": free_port() for s in SHARES}
-    with side_caddy(caddy["client"], caddy["image"], caddy["config_text"], ports):
-        yield {**caddy, "ports": ports}
+    """The deployed config in a second Caddy from the deployed image in the deployed Caddy's network
+    namespace, with each tailscale/<node>:445 listener replaced by a TCP port (no control server
+    here): routes, handlers and upstreams are exactly what `pulumi up` uploaded."""
+    with proxy_path(caddy["client"], [s["name"] for s in SHARES]) as paths:
+        yield {**caddy, "paths": paths}
 
 
 def test_guest_session_aapl_and_checksums_through_caddy(through_caddy):
     for share in ("alice", "bob"):
-        port = through_caddy["ports"][f"tm-{share}"]
-        reply, guest = aapl_query("127.0.0.1", share, port)
+        host, port = through_caddy["paths"][share]
+        reply, guest = aapl_query(host, share, port)
         assert guest and reply.volume_caps & AAPL_FULL_SYNC and reply.model == "TimeCapsule8,119"
-        client = GuestClient("127.0.0.1", port)
+        client = GuestClient(host, port)
         payload = os.urandom(4 * MiB + 3)
         try:
             with smbclient.open_file(client.path(share, "via-caddy.bin"), mode="wb", **client.kw()) as f:
@@ -127,15 +126,15 @@ def test_guest_session_aapl_and_checksums_through_caddy(through_caddy):
 
 
 def test_each_listener_reaches_only_its_own_share(through_caddy):
-    ports = through_caddy["ports"]
+    paths = through_caddy["paths"]
     for share in ("alice", "bob", "carol"):
         for other in ("alice", "bob", "carol"):
             if other == share:
                 continue
             with pytest.raises(SMBException):
-                with guest_tree("127.0.0.1", other, ports[f"tm-{share}"]):
+                with guest_tree(paths[share][0], other, paths[share][1]):
                     pass
-    client = GuestClient("127.0.0.1", ports["tm-carol"])
+    client = GuestClient(*paths["carol"])
     try:
         with smbclient.open_file(client.path("carol", "mine.txt"), mode="w", **client.kw()) as f:
             f.write("carol")

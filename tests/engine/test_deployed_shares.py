@@ -1,5 +1,6 @@
 """What `pulumi up` deployed, exercised with real SMB clients: guest I/O, AAPL, quota, isolation,
-smbd killed mid-write, concurrent writers."""
+smbd killed mid-write, concurrent writers — through the proxy's address (smbd admits no other),
+under every restriction the stack puts on the Samba containers."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,7 @@ from smbprotocol.exceptions import SMBException
 from components.smbconf import render_smb_conf
 from tests.conftest import upload, wait_healthy, wait_port
 from tests.engine.conftest import DATA_UID, QUOTAS
+from tests.engine.deploy import proxy_path
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
 
 pytestmark = pytest.mark.engine
@@ -36,23 +38,26 @@ def stack(deployed):
     used = set(deployed["ips"].values())
     subnet = ipaddress.IPv4Network(deployed["config"]["network"]["subnet"])
     control_ip = next(str(ip) for ip in list(subnet.hosts())[1:-1] if str(ip) not in used)
+    gateway = str(next(subnet.hosts()))
     control = client.containers.create(
         alice.image.id, name=f"tm-control-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}"],
         volumes={str(deployed["storage"] / "control"): {"bind": "/data", "mode": "rw"}},
         network=deployed["network"], networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=control_ip)},
     )
     try:
-        upload(control, "/etc/samba/smb.conf", render_smb_conf("control", None, "TimeCapsule8,119", time_machine=False))
+        upload(control, "/etc/samba/smb.conf", render_smb_conf("control", None, "TimeCapsule8,119", allow_from=gateway,
+                                                                 time_machine=False))
         control.start()
         wait_port(control_ip, 445)
-        yield {**deployed, "containers": containers, "control_ip": control_ip}
+        with proxy_path(client, list(deployed["ips"])) as paths:
+            yield {**deployed, "containers": containers, "control_ip": control_ip, "paths": paths}
     finally:
         control.remove(force=True, v=True)
 
 
 def test_guest_write_read_checksum_list_and_bytes_on_host(stack):
     for share in ("alice", "bob"):
-        client = GuestClient(stack["ips"][share])
+        client = GuestClient(*stack["paths"][share])
         try:
             payload = os.urandom(3 * MiB + 17)
             with smbclient.open_file(client.path(share, "hello.bin"), mode="wb", **client.kw()) as f:
@@ -69,7 +74,7 @@ def test_guest_write_read_checksum_list_and_bytes_on_host(stack):
 
 def test_time_machine_capability_is_advertised_only_with_the_flag(stack):
     for share in ("alice", "bob"):
-        reply, guest = aapl_query(stack["ips"][share], share)
+        reply, guest = aapl_query(stack["paths"][share][0], share, stack["paths"][share][1])
         assert guest, "the session should be a guest session"
         assert reply.volume_caps & AAPL_FULL_SYNC, f"{share}: volume caps {reply.volume_caps:#x} lack FULL_SYNC"
         assert reply.model == "TimeCapsule8,119"
@@ -82,7 +87,7 @@ def test_time_machine_capability_is_advertised_only_with_the_flag(stack):
 
 def test_quota_is_the_reported_volume_size(stack):
     for share in ("alice", "bob"):
-        client = GuestClient(stack["ips"][share])
+        client = GuestClient(*stack["paths"][share])
         try:
             volume = smbclient.stat_volume(client.path(share), **client.kw())
         finally:
@@ -92,8 +97,8 @@ def test_quota_is_the_reported_volume_size(stack):
 
 
 def test_isolation_between_shares(stack):
-    alice = GuestClient(stack["ips"]["alice"])
-    bob = GuestClient(stack["ips"]["bob"])
+    alice = GuestClient(*stack["paths"]["alice"])
+    bob = GuestClient(*stack["paths"]["bob"])
     try:
         with smbclient.open_file(alice.path("alice", "only-alice.txt"), mode="w", **alice.kw()) as f:
             f.write("private")
@@ -104,7 +109,7 @@ def test_isolation_between_shares(stack):
         bob.close()
     # Each smbd serves only its own share: bob's name is unknown at alice's address.
     with pytest.raises(SMBException):
-        with guest_tree(stack["ips"]["alice"], "bob"):
+        with guest_tree(stack["paths"]["alice"][0], "bob", stack["paths"]["alice"][1]):
             pass
     states = []
     for container in stack["containers"].values():
@@ -117,9 +122,9 @@ def test_isolation_between_shares(stack):
 
 def test_smbd_killed_mid_write_comes_back_and_flushed_data_is_intact(stack):
     container = stack["containers"]["alice"]
-    ip = stack["ips"]["alice"]
+    path = stack["paths"]["alice"]
     wait_healthy(container, timeout=120)
-    client = GuestClient(ip)
+    client = GuestClient(*path)
     before = os.urandom(5 * MiB)
     with smbclient.open_file(client.path("alice", "flushed.bin"), mode="wb", **client.kw()) as f:
         f.write(before)
@@ -147,7 +152,7 @@ def test_smbd_killed_mid_write_comes_back_and_flushed_data_is_intact(stack):
         time.sleep(0.5)
     assert container.attrs["RestartCount"] > restarts, "the restart policy did not restart the container"
     wait_healthy(container, timeout=120)
-    client = GuestClient(ip)
+    client = GuestClient(*path)
     try:
         with smbclient.open_file(client.path("alice", "flushed.bin"), mode="rb", **client.kw()) as f:
             assert sha256(f.read()) == sha256(before)
@@ -164,7 +169,7 @@ def test_four_writers_two_shares_sparsebundle_bands(stack):
     errors: list = []
 
     def writer(share: str, index: int) -> None:
-        client = GuestClient(stack["ips"][share])
+        client = GuestClient(*stack["paths"][share])
         try:
             root = f"mac{index}.sparsebundle"
             smbclient.makedirs(client.path(share, root, "bands"), exist_ok=True, **client.kw())

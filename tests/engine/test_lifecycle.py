@@ -15,13 +15,13 @@ import pytest
 from tests.conftest import wait_port
 from components.caddy_config import KEYS_DIR
 from components.ipplan import node_port
-from tests.engine.deploy import FIRST_NODE_PORT, caddy_config_of, fake_key
+from tests.engine.deploy import FIRST_NODE_PORT, caddy_config_of, fake_key, proxy_path
 from tests.engine.pulumi_cli import PROGRAM_FILES, plan, step_name
 from tests.pulumi_runner import ROOT
 from tests.smb import read_file, write_file
 
 pytestmark = pytest.mark.engine
-SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state")
+SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids")
 
 
 def test_second_preview_and_refresh_change_nothing(deployed):
@@ -85,7 +85,8 @@ def test_adding_a_share_touches_no_other_share(deployed):
     ip = stack.outputs()["shares"]["dave"]["ip"]
     wait_port(ip, 445)
     payload = os.urandom(1024 * 1024)
-    write_file(ip, "dave", "dave.bin", payload)
+    with proxy_path(client, ["dave"]) as paths:
+        write_file(paths["dave"][0], "dave", "dave.bin", payload, port=paths["dave"][1])
     assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == payload
     assert {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]} == others_before
     caddy = client.containers.get("tm-caddy")
@@ -179,7 +180,8 @@ def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed)
     stack, client, storage = deployed["stack"], deployed["client"], deployed["storage"]
     alice = deployed["ips"]["alice"]
     payload = os.urandom(2 * 1024 * 1024)
-    write_file(alice, "alice", "keep.bin", payload)
+    with proxy_path(client, ["alice"]) as paths:
+        write_file(paths["alice"][0], "alice", "keep.bin", payload, port=paths["alice"][1])
     states = {v.name for v in client.volumes.list(filters={"label": "timemachine.share"})}
 
     refused = stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
@@ -198,4 +200,5 @@ def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed)
     # A new deployment of the same config serves the same bytes.
     stack.up()
     wait_port(alice, 445)
-    assert read_file(alice, "alice", "keep.bin") == payload
+    with proxy_path(client, ["alice"]) as paths:
+        assert read_file(paths["alice"][0], "alice", "keep.bin", port=paths["alice"][1]) == payload

@@ -65,7 +65,10 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
         assert c["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": dev.outputs["shares"][name]["ip"]}]
         assert c["volumes"] == [{"hostPath": f"/srv/timemachine/{name}", "containerPath": "/data"}]
         assert c["mounts"] == [{"type": "volume", "source": f"tm-{name}-samba-state", "target": "/var/lib/samba"}]
-        assert c["uploads"] == [{"file": "/etc/samba/smb.conf", "content": render_smb_conf(name, quota, "TimeCapsule8,119")}]
+        # Host mode: smbd accepts only the network's gateway, where the host's (Caddy's) traffic comes from.
+        conf = render_smb_conf(name, quota, "TimeCapsule8,119", allow_from="172.24.0.1")
+        # smb.conf reaches the entrypoint in the environment (a read-only root takes no upload).
+        assert f"SMB_CONF={conf}" in c["envs"] and "uploads" not in c
         assert c["restart"] == "unless-stopped" and "ports" not in c
         assert c["healthcheck"]["tests"][:2] == ["CMD", "smbclient"]
         assert "DATA_UID=1000" in c["envs"]
@@ -310,14 +313,16 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
     assert headscale["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": "172.24.0.253"}]
     assert sorted((p["internal"], p["external"], p["protocol"]) for p in headscale["ports"]) == [
         (3478, 3478, "udp"), (8080, 8080, "tcp")]
-    uploads = {u["file"]: u["content"] for u in headscale["uploads"]}
-    assert list(uploads) == ["/etc/headscale/config.yaml"], "the policy is no input of the container"
-    # The stack's policy is loaded into the running Headscale (SIGHUP), a new container included.
+    # Config in the environment (a read-only root takes no upload); the policy is no input of the
+    # container: the stack loads it into the running Headscale (SIGHUP), a new container included.
+    assert "uploads" not in headscale
+    envs = dict(e.split("=", 1) for e in headscale["envs"])
+    assert "HEADSCALE_POLICY" not in envs
     policy = local.named("headscale-policy").inputs
     assert json.loads(policy["policy"]) == json.loads(local.outputs["tailnetPolicy"])
     assert policy["container"] == "tm-headscale" and policy["container_id"] == "headscale-headscale-id"
     assert '{"acls": []}' in headscale["command"][-1], "a first start denies everything until then"
-    config = yaml.safe_load(uploads["/etc/headscale/config.yaml"])
+    config = yaml.safe_load(envs["HEADSCALE_CONFIG_YAML"])
     assert config["policy"] == {"mode": "file", "path": "/var/lib/headscale/policy.hujson"}
     assert config["server_url"] == "http://172.24.0.253:8080" and config["derp"]["urls"] == []
     assert config["derp"]["server"]["ipv4"] == "172.24.0.253"
@@ -326,7 +331,8 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
 
 
 def test_local_stack_makes_users_share_keys_and_join_commands(local):
-    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T and r.name not in ("proxy-config", "headscale-policy")}
+    dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T
+               and r.name not in ("proxy-config", "headscale-policy") and not r.name.endswith("-pids")}
     assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
     assert dynamic["headscale-user-alice"]["name"] == "alice"
     share_key = dynamic["alice-key"]
@@ -346,3 +352,75 @@ def test_image_builds_name_no_checkout_path(dev):
         build = image.inputs["build"]
         assert build["context"] in ("images/samba", "images/caddy") and "dockerfile" not in build, build
         assert str(ROOT) not in json.dumps(image.inputs)
+
+
+PIDS = {"alice-samba-pids": 64, "proxy-caddy-pids": 256, "headscale-headscale-pids": 256}
+
+
+def test_every_container_is_hardened_with_its_limits(local):
+    """Each docker.Container the stack declares: all capabilities dropped but its own, no new
+    privileges, a read-only root with tmpfs where it writes, a memory limit, and a ProcessLimit
+    resource (its pids limit) whose container is that container."""
+    containers = {r.name: r for r in local.resources if r.type == CONTAINER_T}
+    assert set(containers) == {"alice-samba", "proxy-caddy", "headscale-headscale"}
+    caps = {"alice-samba": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"],
+            "proxy-caddy": [], "headscale-headscale": []}
+    memory = {"alice-samba": 512, "proxy-caddy": 512, "headscale-headscale": 256}
+    writable = {"alice-samba": {"/etc/samba", "/run", "/var/cache/samba", "/tmp"},
+                "proxy-caddy": {"/run", "/tmp"},
+                "headscale-headscale": {"/etc/headscale", "/var/run/headscale", "/tmp"}}
+    for name, container in containers.items():
+        c = container.inputs
+        assert c["capabilities"]["drops"] == ["ALL"] and c["capabilities"].get("adds", []) == caps[name], name
+        assert c["securityOpts"] == ["no-new-privileges:true"], name
+        assert c["readOnly"] is True, name
+        assert set(c["tmpfs"]) == writable[name] and all("nosuid" in o for o in c["tmpfs"].values()), name
+        assert c["memory"] == memory[name] and c["memorySwap"] == memory[name], name
+        # The provider extracts uploads at /, which Docker refuses under a read-only root.
+        assert not (c["readOnly"] and c.get("uploads")), name
+    limits = {r.name: r for r in local.resources if r.type == DYNAMIC_T and r.name.endswith("-pids")}
+    assert {n: r.inputs["limit"] for n, r in limits.items()} == PIDS
+    for name, limit in limits.items():
+        container = containers[name.removesuffix("-pids")]
+        assert limit.inputs["container_id"] == mock_id(container), name
+
+
+def mock_id(resource) -> str:
+    return f"{resource.name}-id"
+
+
+def test_limits_come_from_the_config():
+    config = {**THREE_SHARES_BRIDGE, "samba": {"memoryLimit": "1G", "processLimit": 100},
+              "proxy": {"networkMode": "bridge", "memoryLimit": "768M", "processLimit": 300}}
+    run = run_program(config)
+    containers = {r.name: r.inputs for r in run.resources if r.type == CONTAINER_T}
+    assert {n: c["memory"] for n, c in containers.items()} == {"alice-samba": 1024, "bob-samba": 1024,
+                                                              "proxy-caddy": 768}
+    limits = {r.name: r.inputs["limit"] for r in run.resources if r.type == DYNAMIC_T and r.name.endswith("-pids")}
+    assert limits == {"alice-samba-pids": 100, "bob-samba-pids": 100, "proxy-caddy-pids": 300}
+
+
+THREE_SHARES_BRIDGE = {"storageRoot": "/srv/tm", "proxy": {"networkMode": "bridge"},
+                       "shares": [{"name": "alice", "owner": "a@example.com"}, {"name": "bob", "owner": "b@example.com"}]}
+
+
+@pytest.mark.parametrize(("mode", "embedded", "allowed", "internal"), [
+    ("host", False, "172.24.0.1", True),
+    ("bridge", False, "172.24.0.254", False),
+    ("host", True, "172.24.0.1", False),
+])
+def test_smbd_allows_only_the_proxy_and_the_network_is_internal_where_the_mode_allows(mode, embedded, allowed,
+                                                                                       internal):
+    config = {**THREE_SHARES_BRIDGE, "proxy": {"networkMode": mode}}
+    if embedded:
+        config["tailnet"] = {"controlUrl": "http://172.24.0.253:8080", "authKeys": "headscale",
+                             "tagOwners": ["admin@"], "headscale": {"embedded": True}}
+        config["shares"] = [{"name": "alice", "owner": "alice@"}]
+    run = run_program(config)
+    for container in samba_containers(run).values():
+        conf = next(e for e in container.inputs["envs"] if e.startswith("SMB_CONF="))
+        assert f"hosts allow = {allowed} 127.0.0.1" in conf and "hosts deny = ALL" in conf
+    assert run.named("network").inputs["internal"] is internal
+    # An explicit setting wins.
+    explicit = run_program({**config, "network": {"internal": not internal}})
+    assert explicit.named("network").inputs["internal"] is (not internal)

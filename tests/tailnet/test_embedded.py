@@ -136,6 +136,25 @@ def test_another_owner_cannot_reach_the_share(local):
     assert not failed, why
 
 
+def test_embedded_headscale_runs_with_least_privilege_and_its_limits(local):
+    """Read back from the engine and the kernel: no capability, no new privileges, a read-only root
+    (its config and policy came in the environment), the default memory and pids limits."""
+    container = local["client"].containers.get("tm-headscale")
+    host = container.attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"] and host["ReadonlyRootfs"] is True
+    assert set(host["Tmpfs"]) == {"/etc/headscale", "/var/run/headscale", "/tmp"}
+    assert host["Memory"] == 256 * 1024**2 and host["PidsLimit"] == 256
+    code, out = container.exec_run(["cat", "/proc/1/status"])
+    status = dict(line.split(":\t", 1) for line in out.decode().splitlines() if ":\t" in line)
+    assert int(status["CapEff"], 16) == 0 and status["NoNewPrivs"].strip() == "1", status
+    code, out = container.exec_run(["touch", "/probe-write"])
+    assert code != 0 and "Read-only file system" in out.decode(), out
+    # The CLI the stack runs in it finds the config the entrypoint wrote.
+    code, out = container.exec_run(["headscale", "users", "list", "-o", "json"])
+    assert code == 0 and "alice" in out.decode(), out
+
+
 def test_a_second_up_changes_nothing(local):
     local["stack"].preview_json("--expect-no-changes")
     local["stack"].up("--expect-no-changes")

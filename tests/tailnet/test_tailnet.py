@@ -122,3 +122,29 @@ def test_data_keeps_moving_while_headscale_is_down(tailnet):
     headscale.wait_ready()
     headscale.wait_online(["tm-alice", "alice-mac"])
     smb_write_read(alice.ip, FORWARD["alice"], "alice", "after-outage.bin", os.urandom(MiB))
+
+
+def tcp_connect_from(container, address: str, port: int) -> str:
+    """A TCP connect from inside `container` (perl-base is in the Samba image): 'connected' or the error."""
+    code, out = container.exec_run(["perl", "-MIO::Socket::INET", "-e",
+                                    f'IO::Socket::INET->new(PeerAddr=>"{address}:{port}",Timeout=>5)'
+                                    ' or die "$!\\n"; print "connected\\n"'])
+    return out.decode().strip()
+
+
+def test_a_samba_container_reaches_nothing_off_its_network(tailnet):
+    """The stack's network is internal here: no default route, so an address on another network of
+    this machine (Headscale's on its control network) or anywhere else is unreachable, while an
+    address on the network itself is reached (positive control)."""
+    client = tailnet["client"]
+    samba = client.containers.get("tm-alice-samba")
+    headscale = tailnet["headscale"].container
+    headscale.reload()
+    addresses = {name: net["IPAddress"] for name, net in headscale.attrs["NetworkSettings"]["Networks"].items()}
+    on_network = addresses.pop(tailnet["network"])
+    (off_network,) = addresses.values()
+    code, routes = samba.exec_run(["cat", "/proc/net/route"])
+    assert code == 0 and not [r for r in routes.decode().splitlines()[1:] if r.split()[1] == "00000000"], routes
+    assert tcp_connect_from(samba, on_network, 8080) == "connected"
+    for address in (off_network, "192.0.2.1"):
+        assert tcp_connect_from(samba, address, 8080) == "Network is unreachable", address

@@ -213,6 +213,13 @@ BAD = {
     "share name too long for its Samba container's hostname": (
         {**GOOD, "shares": [{"name": "a" * 56, "owner": "a@x.com"}]}, "shares[0].name", "use at most 54 characters"),
     "shares not a list": (with_(("shares",), {"alice": {}}), "shares", "valid list"),
+    "memory limit without unit": (with_(("samba", "memoryLimit"), 512), "samba.memoryLimit", "e.g. 512M or 1G"),
+    "memory limit in an unknown unit": (with_(("proxy", "memoryLimit"), "1T"), "proxy.memoryLimit", "is not a memory size"),
+    "memory limit too small": (with_(("samba", "memoryLimit"), "16M"), "samba.memoryLimit", "give at least 32M"),
+    "process limit too small": (with_(("samba", "processLimit"), 2), "samba.processLimit", "at least 8"),
+    "process limit as text": (with_(("proxy", "processLimit"), "many"), "proxy.processLimit", "valid integer"),
+    "Headscale memory limit": (made_keys(headscale={"embedded": True, "memoryLimit": "0G"}),
+                               "tailnet.headscale.memoryLimit", "give at least 32M"),
     "structured key given unparseable text": ({**GOOD, "network": "{not json"}, "network", "not valid structured config"),
 }
 
@@ -225,6 +232,14 @@ def test_bad_config_is_rejected_naming_the_field_and_the_fix(case):
     located = [p for p in caught.value.problems if p.startswith(path + ":")]
     assert located, f"no problem at {path}: {caught.value.problems}"
     assert any(fragment in p for p in located), caught.value.problems
+
+
+def test_limits_parse_sizes_to_mib_and_default_for_one_client_per_share():
+    config = load(with_(("samba",), {"memoryLimit": "1G", "processLimit": 100})).config
+    assert (config.samba.memory_limit, config.samba.process_limit) == (1024, 100)
+    assert load(with_(("proxy", "memoryLimit"), "768MiB")).config.proxy.memory_limit == 768
+    defaults = load(GOOD).config
+    assert (defaults.samba.memory_limit, defaults.samba.process_limit) == (512, 64)
 
 
 def test_at_least_25_distinct_bad_configs():

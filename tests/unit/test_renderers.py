@@ -41,7 +41,7 @@ def run_testparm(conf: str, tmp_path: Path, verbose: bool = False) -> dict:
     ("d", 1536 * 1024**2, "Xserve"),
 ])
 def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model, tmp_path):
-    parsed = run_testparm(render_smb_conf(share, quota, model), tmp_path)
+    parsed = run_testparm(render_smb_conf(share, quota, model, allow_from="172.24.0.254"), tmp_path)
     g, s = parsed["global"], parsed[share]
     assert g["server role"] == "standalone server"
     assert g["server min protocol"] == "SMB2"
@@ -65,7 +65,7 @@ def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model
 def test_durability_settings_are_in_effect_on_the_share(tmp_path):
     """What durable handles need (smb.conf(5)) and what fruit:time machine enforces, as testparm
     reads them, so no default of another Samba version can change them."""
-    parsed = run_testparm(render_smb_conf("alice", 1024**4, "TimeCapsule8,119"), tmp_path, verbose=True)
+    parsed = run_testparm(render_smb_conf("alice", 1024**4, "TimeCapsule8,119", allow_from="172.24.0.254"), tmp_path, verbose=True)
     # A share lists only what differs from [global], whose -v listing has every default.
     g, s = parsed["global"], {**parsed["global"], **parsed["alice"]}
     assert g["smb2 leases"] == "Yes"
@@ -75,12 +75,12 @@ def test_durability_settings_are_in_effect_on_the_share(tmp_path):
 
 
 def test_negative_control_turns_time_machine_off(tmp_path):
-    parsed = run_testparm(render_smb_conf("x", None, "TimeCapsule8,119", time_machine=False), tmp_path)
+    parsed = run_testparm(render_smb_conf("x", None, "TimeCapsule8,119", allow_from="172.24.0.254", time_machine=False), tmp_path)
     assert parsed["x"]["fruit:time machine"] == "no"
 
 
 def test_rendering_is_deterministic():
-    assert render_smb_conf("a", 1024, "m") == render_smb_conf("a", 1024, "m")
+    assert render_smb_conf("a", 1024, "m", allow_from="10.0.0.1") == render_smb_conf("a", 1024, "m", allow_from="10.0.0.1")
 
 
 def test_format_size_picks_the_largest_exact_unit():
