@@ -13,9 +13,9 @@ import yaml
 from smbprotocol.exceptions import SMBException
 
 from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
-from components.ipplan import node_port, proxy_address
+from components.ipplan import proxy_address
 from tests.conftest import run_once
-from tests.engine.conftest import FIRST_NODE_PORT, SHARES
+from tests.engine.conftest import SHARES
 from tests.engine.deploy import caddy_config_of, proxy_path
 from tests.pulumi_runner import ROOT, run_program
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree

@@ -21,7 +21,7 @@ from tests.engine.deploy import caddy_config_of, new_stack, teardown
 from tests.engine.pulumi_cli import PulumiError, plan
 from tests.pulumi_runner import PROJECT, ROOT
 from tests.smb import GuestClient, MiB, read_file, write_file
-from tests.tailnet.harness import Headscale, run, start_client
+from tests.tailnet.harness import Headscale, start_client
 
 pytestmark = pytest.mark.tailnet
 
