@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,10 @@ def share_addresses(resources: Mapping[str, Any]) -> dict[str, ipaddress.IPv4Add
     return found
 
 
+READ_ATTEMPTS = 10
+READ_RETRY_SECONDS = 0.3
+
+
 def this_stack() -> str:
     """The fully qualified name of the stack being deployed (`organization/…` on the file backend)."""
     return f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{pulumi.get_stack()}"
@@ -56,11 +61,18 @@ def deployed_addresses() -> dict[str, ipaddress.IPv4Address]:
     A synchronous invoke (plain values at program start, in `preview` as in `up`), not a
     StackReference, whose outputs would be Outputs the plan cannot branch on.
     """
-    try:
-        result = pulumi.runtime.invoke(READ_STATE, {"stackName": this_stack()})
-    except Exception as error:  # noqa: BLE001 - any failure: stop rather than plan without the state
-        raise pulumi.RunError(
-            f"could not read the addresses this stack has deployed from its state ({error}); "
-            "without them a share could move, so nothing was planned"
-        ) from None
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            result = pulumi.runtime.invoke(READ_STATE, {"stackName": this_stack()})
+            break
+        except Exception as error:  # noqa: BLE001 - any failure: stop rather than plan without the state
+            # The file backend writes the checkpoint in place when the update starts, which is when
+            # this runs: a read can meet a half-written file ("failed to load checkpoint: EOF").
+            if attempt + 1 < READ_ATTEMPTS:
+                time.sleep(READ_RETRY_SECONDS)
+                continue
+            raise pulumi.RunError(
+                f"could not read the addresses this stack has deployed from its state ({error}); "
+                "without them a share could move, so nothing was planned"
+            ) from None
     return share_addresses((result.value or {}).get("outputs") or {})
