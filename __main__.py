@@ -176,17 +176,18 @@ pulumi.export(
 pulumi.export("tailnetPolicy", tailnet_policy)
 if headscale_access is not None:
     # What each owner's Mac runs once to join the tailnet as that owner (a single-use key).
+    # One per owner, however many shares they have.
     join_keys = {
-        share.owner: HeadscalePreAuthKey(
-            f"join-{share.owner.removesuffix('@')}",
-            user_id=headscale_users[share.owner.removesuffix("@")].user_id,
+        owner: HeadscalePreAuthKey(
+            f"join-{owner.removesuffix('@')}",
+            user_id=headscale_users[owner.removesuffix("@")].user_id,
             tags=[],
             expiry_days=config.tailnet.key_expiry_days,
             reusable=False,
-            description=f"join key for {share.owner}",
+            description=f"join key for {owner}",
             access=headscale_access,
         )
-        for share in config.shares
+        for owner in sorted({share.owner for share in config.shares})
     }
     pulumi.export(
         "joinCommands",

@@ -424,3 +424,14 @@ def test_smbd_allows_only_the_proxy_and_the_network_is_internal_where_the_mode_a
     # An explicit setting wins.
     explicit = run_program({**config, "network": {"internal": not internal}})
     assert explicit.named("network").inputs["internal"] is (not internal)
+
+
+def test_an_owner_with_two_shares_gets_one_user_and_one_join_key():
+    config = copy.deepcopy(LOCAL)
+    config["tailscale-timemachine:shares"] = [{"name": "alice", "owner": "alice@"},
+                                              {"name": "alice-laptop", "owner": "alice@"}]
+    run = run_program(config)
+    dynamic = sorted(r.name for r in run.resources if r.type == DYNAMIC_T and r.name.startswith(("join-", "headscale-user")))
+    assert dynamic == ["headscale-user-admin", "headscale-user-alice", "join-alice"]
+    assert list(run.outputs["joinCommands"]) == ["alice@"]
+    assert {r.name for r in run.resources if r.name.endswith("-key")} == {"alice-key", "alice-laptop-key"}
