@@ -13,6 +13,7 @@ import pulumi
 
 from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, CADDY_DATA_PATH, KEYS_DIR
 from components.in_place import InPlaceProvider
+from components.running import ContainerUnavailable, running_container
 
 CANDIDATE_PATH = f"{CADDY_DATA_PATH}/caddy.next.json"
 SOCKET_WAIT_SECONDS = 60
@@ -39,21 +40,10 @@ def _archive(files: dict[str, tuple[str, int]], dirs: dict[str, int]) -> bytes:
 
 
 def _container(name: str, docker_host: str | None):
-    import docker
-    from docker.errors import DockerException, NotFound
-
     try:
-        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
-        container = client.containers.get(name)
-    except NotFound:
-        raise CaddyReloadError(
-            f"the Caddy container {name!r} does not exist; run pulumi refresh, then pulumi up"
-        ) from None
-    except DockerException as exc:
-        raise CaddyReloadError(f"cannot reach the Docker engine for the Caddy container: {exc}") from None
-    if container.status != "running":
-        raise CaddyReloadError(f"the Caddy container {name!r} is {container.status}; start it (docker start {name})")
-    return container
+        return running_container(name, docker_host, "the Caddy container")
+    except ContainerUnavailable as exc:
+        raise CaddyReloadError(str(exc)) from None
 
 
 def _exec(container, *command: str) -> tuple[int, str]:

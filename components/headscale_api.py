@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from components.running import ContainerUnavailable, running_container
+
 
 class HeadscaleError(Exception):
     """Headscale did not do what was asked; the message says what it answered and what to do."""
@@ -64,25 +66,10 @@ class ContainerHeadscale:
         self.docker_host = docker_host
 
     def _container(self):
-        import docker  # the Docker SDK: only the embedded Headscale needs it
-        from docker.errors import DockerException, NotFound
-
         try:
-            client = docker.DockerClient(base_url=self.docker_host) if self.docker_host else docker.from_env()
-            container = client.containers.get(self.container_name)
-        except NotFound:
-            raise HeadscaleError(
-                f"the embedded Headscale container {self.container_name!r} does not exist; "
-                "run pulumi refresh, then pulumi up to create it again"
-            ) from None
-        except DockerException as exc:
-            raise HeadscaleError(f"cannot reach the Docker engine for the embedded Headscale: {exc}") from None
-        if container.status != "running":
-            raise HeadscaleError(
-                f"the embedded Headscale container {self.container_name!r} is {container.status}, not running; "
-                f"start it (docker start {self.container_name}) and run pulumi up again"
-            )
-        return container
+            return running_container(self.container_name, self.docker_host, "the embedded Headscale container")
+        except ContainerUnavailable as exc:
+            raise HeadscaleError(str(exc)) from None
 
     def _run(self, *args: str) -> Any:
         container = self._container()
