@@ -26,6 +26,7 @@ def running_container(name: str, docker_host: str | None, what: str) -> Any:
         raise ContainerUnavailable(f"cannot reach the Docker engine for {what}: {exc}") from None
     if container.status != "running":
         raise ContainerUnavailable(
-            f"{what} {name!r} is {container.status}, not running; start it (docker start {name}) and run pulumi up again"
+            f"{what} {name!r} is {container.status}, not running; "
+            f"start it (docker start {name}) and run pulumi up again"
         )
     return container
