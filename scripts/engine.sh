@@ -28,9 +28,14 @@ start() {
   if answers; then log "engine already answers on $SOCK"; echo "$DOCKER_HOST"; return; fi
   command -v dockerd >/dev/null || { log "dockerd missing: apt-get install docker.io"; exit 1; }
 
-  nohup dockerd --storage-driver=vfs --data-root="$ENGINE_DIR/root" --exec-root="$ENGINE_DIR/exec" \
-    --host="$DOCKER_HOST" --pidfile="$ENGINE_DIR/dockerd.pid" \
-    >"$ENGINE_DIR/dockerd.log" 2>&1 &
+  (
+    # The daemon outlives this script: it must not keep a descriptor it inherited (a caller's
+    # `flock` on a lock file would otherwise stay held for as long as the engine runs).
+    for fd in $(ls /proc/$BASHPID/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null
+    exec nohup dockerd --storage-driver=vfs --data-root="$ENGINE_DIR/root" --exec-root="$ENGINE_DIR/exec" \
+      --host="$DOCKER_HOST" --pidfile="$ENGINE_DIR/dockerd.pid" \
+      >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null
+  ) &
   for _ in $(seq 1 60); do answers && break; sleep 1; done
   answers || { log "dockerd did not start; last log lines:"; tail -20 "$ENGINE_DIR/dockerd.log" >&2; exit 1; }
   log "engine up on $SOCK"

@@ -28,7 +28,7 @@ GROUPS = {"group:family": ["alice@", "bob@"], "group:it": ["admin@"]}
 def rendered(shares, **tailnet) -> str:
     config = copy.deepcopy(BASE)
     config["tailnet"].update(tailnet)
-    config["shares"] = [{"name": n, "owner": o, "authKey": f"hskey-{n}"} for n, o in shares]
+    config["shares"] = [{"name": n, "owner": o, "authKey": f"hskey-auth-{n}-0123456789abcdef"} for n, o in shares]
     return run_program(config).outputs["tailnetPolicy"]
 
 
