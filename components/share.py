@@ -123,7 +123,8 @@ class TimeMachineShare(pulumi.ComponentResource):
                 # docker provider speaks 1.41.
                 interval="10s",
                 timeout="10s",
-                start_period="60s",
+                # Under a minute: Docker reads a minute back as "1m0s", a change on every preview.
+                start_period="50s",
                 retries=3,
             ),
             # `pulumi up` fails when smbd does not come up, instead of reporting success.

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import docker
+
 from components.caddy_config import CADDY_CONFIG_PATH
 from tests.caddy_rewrite import without_tailnet
 from tests.conftest import ENGINE, upload, wait_port
@@ -78,7 +80,12 @@ def teardown(stack: Stack, client, storage: Path) -> None:
     stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
     for label in ("timemachine.share", "timemachine.role=proxy", "timemachine.role=headscale"):
         for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
+            try:
+                volume.remove(force=True)
+            except docker.errors.APIError as error:
+                # In use by a container this stack did not make (not this teardown's to remove).
+                if error.status_code != 409:
+                    raise
     shutil.rmtree(storage, ignore_errors=True)
 
 
