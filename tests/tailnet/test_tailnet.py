@@ -133,9 +133,10 @@ def tcp_connect_from(container, address: str, port: int) -> str:
 
 
 def test_a_samba_container_reaches_nothing_off_its_network(tailnet):
-    """The stack's network is internal here: no default route, so an address on another network of
-    this machine (Headscale's on its control network) or anywhere else is unreachable, while an
-    address on the network itself is reached (positive control)."""
+    """The stack's network is internal here: Docker still gives the container a default route, but
+    drops whatever it forwards off the network, so an address on another network of this machine
+    (Headscale's on its control network) or anywhere else is not reached, while an address on the
+    network itself is (positive control)."""
     client = tailnet["client"]
     samba = client.containers.get("tm-alice-samba")
     headscale = tailnet["headscale"].container
@@ -143,8 +144,6 @@ def test_a_samba_container_reaches_nothing_off_its_network(tailnet):
     addresses = {name: net["IPAddress"] for name, net in headscale.attrs["NetworkSettings"]["Networks"].items()}
     on_network = addresses.pop(tailnet["network"])
     (off_network,) = addresses.values()
-    code, routes = samba.exec_run(["cat", "/proc/net/route"])
-    assert code == 0 and not [r for r in routes.decode().splitlines()[1:] if r.split()[1] == "00000000"], routes
     assert tcp_connect_from(samba, on_network, 8080) == "connected"
     for address in (off_network, "192.0.2.1"):
-        assert tcp_connect_from(samba, address, 8080) == "Network is unreachable", address
+        assert tcp_connect_from(samba, address, 8080) in ("Connection timed out", "Network is unreachable"), address
