@@ -83,6 +83,7 @@ def docker_sdk(kwargs: dict[str, Any]) -> dict[str, Any]:
         "read_only": kwargs["read_only"],
         "tmpfs": dict(kwargs["tmpfs"]),
         "mem_limit": f"{kwargs['memory']}m",
+        "memswap_limit": f"{kwargs['memory_swap']}m",
     }
 
 

@@ -249,6 +249,8 @@ class ProxyConfig(ConfigModel):
     image: str = ""
     # Build args for images/caddy, e.g. GOPROXY for a company module proxy or other module pins.
     build_args: dict[str, str] = Field(default_factory=dict)
+    # Caddy's data path peaked at 52 MiB RSS, 7 threads (scripts/measure_limits.py); each share's
+    # tsnet node adds its own state on top (not measured offline): raise it for many shares.
     memory_limit: MemoryLimit = 512
     process_limit: ProcessLimit = 256
 
@@ -267,8 +269,10 @@ class SambaConfig(ConfigModel):
     image: str = ""
     model: NonEmpty = "TimeCapsule8,119"
     data_uid: int = Field(default=1000, ge=1, le=65533)
-    # Per share container: sized for one Time Machine client (README, scripts/measure_limits.py).
-    memory_limit: MemoryLimit = 512
+    # Per share container, sized for one Time Machine client from scripts/measure_limits.py: smbd
+    # peaked at 64 MiB RSS (4 processes, 5 threads) during a 1 GiB backup; 4x that, and room for
+    # the few connections a Mac opens plus the healthcheck's.
+    memory_limit: MemoryLimit = 256
     process_limit: ProcessLimit = 64
 
 

@@ -18,7 +18,7 @@ CAP_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_SETGID": 6, "CAP_SETUID"
 SAMBA_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"}
 # The engine tier's stack sets no limits: the defaults of config/models.py.
 EXPECTED = {  # role → (capabilities, tmpfs mounts, memory MiB, pids)
-    "samba": (SAMBA_CAPS, {"/etc/samba", "/run", "/var/cache/samba", "/tmp"}, 512, 64),
+    "samba": (SAMBA_CAPS, {"/etc/samba", "/run", "/var/cache/samba", "/tmp"}, 256, 64),
     "proxy": (set(), {"/run", "/tmp"}, 512, 256),
 }
 

@@ -365,7 +365,7 @@ def test_every_container_is_hardened_with_its_limits(local):
     assert set(containers) == {"alice-samba", "proxy-caddy", "headscale-headscale"}
     caps = {"alice-samba": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"],
             "proxy-caddy": [], "headscale-headscale": []}
-    memory = {"alice-samba": 512, "proxy-caddy": 512, "headscale-headscale": 256}
+    memory = {"alice-samba": 256, "proxy-caddy": 512, "headscale-headscale": 256}
     writable = {"alice-samba": {"/etc/samba", "/run", "/var/cache/samba", "/tmp"},
                 "proxy-caddy": {"/run", "/tmp"},
                 "headscale-headscale": {"/etc/headscale", "/var/run/headscale", "/tmp"}}

@@ -239,7 +239,7 @@ def test_limits_parse_sizes_to_mib_and_default_for_one_client_per_share():
     assert (config.samba.memory_limit, config.samba.process_limit) == (1024, 100)
     assert load(with_(("proxy", "memoryLimit"), "768MiB")).config.proxy.memory_limit == 768
     defaults = load(GOOD).config
-    assert (defaults.samba.memory_limit, defaults.samba.process_limit) == (512, 64)
+    assert (defaults.samba.memory_limit, defaults.samba.process_limit) == (256, 64)
 
 
 def test_at_least_25_distinct_bad_configs():
