@@ -10,7 +10,6 @@ import yaml
 HEADSCALE_PORT = 8080
 STUN_PORT = 3478
 HEADSCALE_STATE = "/var/lib/headscale"
-HEADSCALE_CONFIG_PATH = "/etc/headscale/config.yaml"
 # The policy lives on the state volume: the stack rewrites it in the running container and sends
 # SIGHUP (Headscale reloads its policy file on it), so a new share restarts nothing.
 HEADSCALE_POLICY_PATH = f"{HEADSCALE_STATE}/policy.hujson"
