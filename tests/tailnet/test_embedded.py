@@ -264,7 +264,7 @@ def test_removing_a_share_during_a_backup_takes_its_node_off_and_interrupts_noth
     assert "tm-dave" not in headscale_of(local).nodes(), "the removed node's device was left behind"
     failed, why = local["macs"]["dave@"].nc_fails("tm-dave", 445)
     assert failed, why
-    headscale.wait_online(["tm-alice", "tm-bob"])
+    headscale_of(local).wait_online(["tm-alice", "tm-bob"])
 
 
 BREAK_FRAGMENTS = """
@@ -376,16 +376,6 @@ def test_a_node_that_lost_its_state_is_reported_and_rekeyed_under_its_hostname(l
     assert read_file(alice.ip, "alice", "joined.bin", FORWARD) == joined, "what she wrote before is there"
     assert (local["storage"] / "alice" / "after-rekey.bin").read_bytes() == payload
     stack.preview_json("--expect-no-changes")
-    if os.environ.get("TM_EXPLORE"):
-        headscale.cli("nodes", "delete", "--identifier", str(nodes["tm-bob"]["id"]), "--force")
-        for _ in range(45):
-            time.sleep(4)
-            health = client.containers.get("tm-caddy").attrs["State"]["Health"]
-            code, state = client.containers.get("tm-caddy").exec_run(
-                ["sh", "-c", "sed -n 's/^ *\"_profiles\": *\"\\([^\"]*\\)\".*/\\1/p' "
-                 "/data/tailscale/tm-bob/tailscaled.state | base64 -d; ls -la /data/tailscale/tm-bob"])
-            print("EXPLORE", health["Status"], health["Log"][-1]["Output"], state.decode()[:600], flush=True)
-        print("EXPLORE LOG", client.containers.get("tm-caddy").logs(tail=60).decode()[-6000:], flush=True)
 
 
 def test_headscale_down_stops_the_update_with_a_clear_error_and_a_consistent_state(local):
