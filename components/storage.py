@@ -1,6 +1,6 @@
 """ShareStorage: makes a share's data directory, only on the intended backup disk (the storage root
-carrying the marker file), by running the Samba image's `prepare` mode in a short-lived container on
-the engine the docker provider uses: the program may not run on the Docker host."""
+carrying the marker file), from a short-lived container of the Samba image on the engine the docker
+provider uses: the program may not run on the Docker host."""
 
 from __future__ import annotations
 
@@ -25,6 +25,25 @@ class StorageError(Exception):
     pass
 
 
+# Run with /bin/sh in the Samba image (any image with a shell would do). Exit 3: no marker.
+PREPARE_SCRIPT = f"""set -eu
+[ -f {MARKER_PATH} ] || exit 3
+if [ ! -d "{STORAGE_PATH}/$SHARE" ]; then
+  mkdir -m 0700 "{STORAGE_PATH}/$SHARE"
+  chown "$DATA_UID:$DATA_UID" "{STORAGE_PATH}/$SHARE"
+  echo made
+fi
+"""
+
+
+def no_marker_message(root: str) -> str:
+    return (
+        f"{root} has no {MARKER_NAME}: it is not the backup disk, or the disk is not mounted there. Mount the"
+        f" backup disk at {root}; if it is the right disk (a new one, or from before this check), mark it"
+        f" once: touch {marker_path(root)}"
+    )
+
+
 def prepare(props: dict[str, Any]) -> None:
     """`<storage_root>/<share>` exists afterwards, made 0700 and owned by data_uid if it was new; a
     storage root that is missing or lacks the marker stops here and nothing is written."""
@@ -36,29 +55,28 @@ def prepare(props: dict[str, Any]) -> None:
     try:
         host = props.get("docker_host")
         client = docker.DockerClient(base_url=host) if host else docker.from_env()
-        output = client.containers.run(
+        client.containers.run(
             props["image"],
-            ["prepare", share],
-            environment={"DATA_UID": str(int(props["data_uid"])), "TM_STORAGE_ROOT": root},
+            ["-c", PREPARE_SCRIPT],
+            entrypoint=["/bin/sh"],
+            environment={"DATA_UID": str(int(props["data_uid"])), "SHARE": share},
             # A bind, not a volume: Docker refuses a missing source instead of creating it.
             mounts=[Mount(STORAGE_PATH, root, type="bind")],
             network_mode="none",
             labels={"timemachine.share": share, "timemachine.role": "storage"},
             remove=True,
-            stderr=True,
         )
     except ContainerError as error:
-        message = (error.stderr or b"").decode(errors="replace").strip()
-        raise StorageError(message or str(error)) from None
+        if error.exit_status == 3:
+            raise StorageError(no_marker_message(root)) from None
+        raise StorageError(f"cannot make {root}/{share}: {error}") from None
     except DockerException as error:
-        text = str(error)
-        if "bind source path does not exist" in text:
+        if "bind source path does not exist" in str(error):
             raise StorageError(
                 f"the storage root {root} does not exist on the Docker host: mount the backup disk there"
-                f" (it carries {MARKER_NAME}); a new disk: mkdir -p {root}, mount it, touch {marker_path(root)}"
+                f" (it carries {MARKER_NAME}; a new disk: mkdir -p {root}, mount it, touch {marker_path(root)})"
             ) from None
-        raise StorageError(f"cannot prepare {root}/{share}: {text}") from None
-    pulumi.log.debug((output or b"").decode(errors="replace").strip())
+        raise StorageError(f"cannot make {root}/{share}: {error}") from None
 
 
 class _ShareStorageProvider(ResourceProvider):
@@ -66,7 +84,11 @@ class _ShareStorageProvider(ResourceProvider):
     fields = ("storage_root", "share", "docker_host")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        prepare(props)
+        try:
+            prepare(props)
+        except StorageError as error:
+            # The engine shows one message per failed step.
+            raise Exception(str(error)) from None
         return CreateResult(id_=f"{props['storage_root']}/{props['share']}", outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:

@@ -1,11 +1,9 @@
 #!/bin/sh
-# Three modes:
+# Two modes:
 # - (default) serve: checks that /data is the share's directory on the intended disk and owned by
 #   DATA_UID, writes smb.conf from SMB_CONF and the account guests are mapped to into memory (the
 #   root filesystem is read-only: /etc/samba is a tmpfs, and the image's /etc/passwd and /etc/group
 #   point into /run), then runs smbd in the foreground with its log on stdout;
-# - `prepare <share>`: with the storage root at /storage, makes /storage/<share> (0700, DATA_UID)
-#   if the storage root carries the marker; the stack runs it once per share (components/storage.py);
 # - `migrate-owner <old uid> <new uid>`: hands every file of /data owned by <old uid> to <new uid>,
 #   the one-shot migration after a change of samba.dataUid.
 set -eu
@@ -26,20 +24,6 @@ refuse() {
 uid_ok() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 
 case "${1:-}" in
-prepare)
-  share="${2:?prepare: give the share name}"
-  if [ ! -f "$MARKER" ]; then
-    echo "tm-samba: $root has no $MARKER_NAME: it is not the backup disk, or the disk is not mounted." \
-      "Mount the disk at $root; if it is the right one and new, mark it once: touch $root/$MARKER_NAME" >&2
-    exit 3
-  fi
-  if [ ! -d "/storage/$share" ]; then
-    mkdir -m 0700 "/storage/$share"
-    chown "$uid:$uid" "/storage/$share"
-    echo "tm-samba: made $root/$share (0700, uid $uid)"
-  fi
-  exit 0
-  ;;
 migrate-owner)
   old="${2:-}" new="${3:-}"
   uid_ok "$old" && uid_ok "$new" || { echo "usage: migrate-owner <old uid> <new uid>" >&2; exit 2; }
