@@ -127,7 +127,10 @@ def test_a_crash_with_the_disk_unmounted_stops_the_share_and_writes_nothing(disk
         with pytest.raises(docker.errors.APIError, match="bind source path does not exist"):
             container.start()
         assert list(mount_point.iterdir()) == [], "nothing may be written on the root filesystem"
-    # The disk is back: `pulumi up --refresh` sees the stopped container and starts it (the same one).
+    # The disk is back. A plain `pulumi up` would not notice the stopped container (nothing planned);
+    # `pulumi up --refresh` sees it and starts it (the same one).
+    assert samba(disk).status == "exited"
+    disk["stack"].run("preview", "--expect-no-changes", *disk["stack"].stack_args())
     disk["stack"].up("--refresh")
     container = samba(disk)
     assert container.id == container_id
