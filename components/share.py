@@ -16,6 +16,7 @@ from components.ipplan import node_port
 from components.labels import container_labels, volume_labels
 from components.policy import share_tags
 from components.smbconf import DATA_PATH, SMB_CONF_ENV, render_smb_conf
+from components.storage import MARKER_PATH, ShareStorage, marker_path
 from config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 
 SAMBA_STATE_PATH = "/var/lib/samba"
@@ -107,21 +108,47 @@ class TimeMachineShare(pulumi.ComponentResource):
             labels=volume_labels(share=share.name),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
+        # The share's directory, made only on a storage root that carries the marker (never by Docker).
+        self.storage = ShareStorage(
+            f"{name}-storage",
+            storage_root=args.storage_root,
+            share=share.name,
+            data_uid=args.samba.data_uid,
+            image=args.image,
+            opts=child,
+        )
+        container_name = f"tm-{share.name}-samba"
         self.container = docker.Container(
             f"{name}-samba",
-            name=f"tm-{share.name}-samba",
+            name=container_name,
             image=args.image,
             hostname=SAMBA_HOSTNAME.format(share.name),
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=self.ip)],
             # smb.conf in the environment: the entrypoint writes it to a tmpfs (the provider's uploads
-            # cannot write into a read-only root). It holds no secret.
-            envs=[f"DATA_UID={args.samba.data_uid}", f"{SMB_CONF_ENV}={self.smb_conf}"],
-            # A host directory outside anything Pulumi owns: destroy and replacement leave it alone.
-            volumes=[
-                docker.ContainerVolumeArgs(host_path=data_dir(args.storage_root, share.name), container_path=DATA_PATH)
+            # cannot write into a read-only root). It holds no secret. The TM_ values name the real
+            # paths and commands in the entrypoint's refusals.
+            envs=[
+                f"DATA_UID={args.samba.data_uid}",
+                f"{SMB_CONF_ENV}={self.smb_conf}",
+                f"TM_STORAGE_ROOT={args.storage_root}",
+                f"TM_SHARE={share.name}",
+                f"TM_CONTAINER={container_name}",
+                pulumi.Output.concat("TM_IMAGE=", args.image),
             ],
-            mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH)],
+            # Binds, not `volumes`: Docker creates a missing `volumes` host path (an unmounted disk would
+            # fill the root filesystem), but refuses to create or start a container whose bind source is
+            # missing. The data directory is outside anything Pulumi owns: destroy and replacement leave
+            # it alone. The marker comes alone and read-only, so no share sees another's data.
+            mounts=[
+                docker.ContainerMountArgs(
+                    type="bind", source=data_dir(args.storage_root, share.name), target=DATA_PATH
+                ),
+                docker.ContainerMountArgs(
+                    type="bind", source=marker_path(args.storage_root), target=MARKER_PATH, read_only=True
+                ),
+                docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH),
+            ],
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD", "smbclient", "--no-pass", "--list=127.0.0.1"],
                 # Every 10 s, so `up` (which waits for the first healthy answer) knows within seconds;
@@ -137,7 +164,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             wait=True,
             wait_timeout=SAMBA_WAIT_SECONDS,
             labels=container_labels(share=share.name, owner=share.owner, role="samba"),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage]),
             **hardening.for_samba(args.samba),
         )
         hardening.ProcessLimit(f"{name}-samba-pids", self.container, args.samba, opts=child)

@@ -35,7 +35,7 @@ from components.caddy_config import CADDY_CONFIG_PATH, assemble, render, route_f
 from components.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
 from config.models import ProxyConfig, SambaConfig  # noqa: E402
 from tests.caddy_rewrite import without_tailnet  # noqa: E402
-from tests.conftest import docker_client_for, unique_subnet, upload, wait_port  # noqa: E402
+from tests.conftest import docker_client_for, samba_volumes, unique_subnet, upload, wait_port  # noqa: E402
 
 BAND = 8 * 1024 * 1024
 SHARE = "backup"
@@ -115,7 +115,7 @@ def main() -> None:
         conf = render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=caddy_ip)
         samba = client.containers.create(
             samba_image, name=f"{args.prefix}-samba-{tag}", environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
-            volumes={str(work / "data"): {"bind": "/data", "mode": "rw"}}, network=network.name,
+            volumes=samba_volumes(work / "data"), network=network.name,
             networking_config={network.name: client.api.create_endpoint_config(ipv4_address=samba_ip)},
             **hardening.docker_sdk(hardening.for_samba(roomy_samba)))
         made.append(samba)

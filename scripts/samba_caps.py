@@ -33,7 +33,7 @@ import smbclient  # noqa: E402
 from components import hardening  # noqa: E402
 from components.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
 from config.models import SambaConfig  # noqa: E402
-from tests.conftest import docker_client_for, unique_subnet, wait_port  # noqa: E402
+from tests.conftest import docker_client_for, samba_volumes, unique_subnet, wait_port  # noqa: E402
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query  # noqa: E402
 
 DOCKER_DEFAULT = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
@@ -78,7 +78,7 @@ def trial(client, image: str, network: str, ip: str, gateway: str, caps: list[st
     conf = render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=gateway)
     container = client.containers.create(
         image, name=f"{prefix}-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
-        volumes={str(storage): {"bind": "/data", "mode": "rw"}}, network=network,
+        volumes=samba_volumes(storage), network=network,
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)}, **kwargs)
     try:
         container.start()

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import tarfile
 import time
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -89,6 +89,17 @@ def unique_subnet(client, exclude: frozenset[str] | set[str] = frozenset()) -> s
         if subnet not in used and subnet not in exclude and f"172.31.{third}." not in routes:
             return subnet
     raise RuntimeError("no free test subnet")
+
+
+def samba_volumes(data: Path) -> dict:
+    """Docker SDK `volumes` for running the Samba image by hand as the stack runs it: the share's
+    directory at /data and the marker of the storage root beside it (made here), read-only."""
+    from components.smbconf import DATA_PATH
+    from components.storage import MARKER_NAME, MARKER_PATH
+
+    marker = data.parent / MARKER_NAME
+    marker.touch()
+    return {str(data): {"bind": DATA_PATH, "mode": "rw"}, str(marker): {"bind": MARKER_PATH, "mode": "ro"}}
 
 
 def upload(container, path: str, content: str, mode: int = 0o644) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 
 from components.caddy_config import CADDY_CONFIG_PATH
+from components.storage import MARKER_NAME
 from tests.caddy_rewrite import without_tailnet
 from tests.conftest import ENGINE, upload, wait_port
 from tests.engine.pulumi_cli import Stack
@@ -49,11 +50,19 @@ def new_stack(folder: Path, name: str, pulumi_env: dict) -> Stack:
     return Stack(folder, name, pulumi_env, os.environ["DOCKER_HOST"])
 
 
+def mark_storage(storage: Path) -> Path:
+    """The storage root as a maintainer prepares the backup disk: the directory and its marker."""
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / MARKER_NAME).touch()
+    return storage
+
+
 def stack_config(storage: Path, network: str, subnet: str, build_args: dict, shares: list[dict], *,
                  control_url: str = DEAD_CONTROL_URL, internal: bool = False) -> dict:
-    """A stack with provided keys, bridge networking and both images built from images/."""
+    """A stack with provided keys, bridge networking and both images built from images/, on `storage`
+    marked as the backup disk."""
     return {
-        "storageRoot": str(storage),
+        "storageRoot": str(mark_storage(storage)),
         "network": {"name": network, "subnet": subnet, "internal": internal},
         "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": control_url,
                     "tagOwners": ["admin@"]},

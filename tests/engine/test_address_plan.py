@@ -20,7 +20,7 @@ ORIGINAL = [f"o{i:02d}" for i in range(30)]
 ADDED = [f"n{i:02d}" for i in range(30)]
 REMOVED = ORIGINAL[::3]
 KEPT = [n for n in ORIGINAL if n not in REMOVED]
-SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state")
+SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-storage")
 
 
 def shares(names: list[str]) -> list[dict]:

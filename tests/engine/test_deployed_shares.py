@@ -16,7 +16,7 @@ import smbclient
 from smbprotocol.exceptions import SMBException
 
 from components.smbconf import render_smb_conf
-from tests.conftest import upload, wait_healthy, wait_port
+from tests.conftest import samba_volumes, upload, wait_healthy, wait_port
 from tests.engine.conftest import DATA_UID, QUOTAS
 from tests.engine.deploy import proxy_path
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
@@ -41,7 +41,7 @@ def stack(deployed):
     gateway = str(next(subnet.hosts()))
     control = client.containers.create(
         alice.image.id, name=f"tm-control-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}"],
-        volumes={str(deployed["storage"] / "control"): {"bind": "/data", "mode": "rw"}},
+        volumes=samba_volumes(deployed["storage"] / "control"),
         network=deployed["network"], networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=control_ip)},
     )
     try:

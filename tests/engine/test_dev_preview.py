@@ -31,9 +31,9 @@ def test_preview_of_the_dev_stack_plans_its_resources(pulumi_env, docker_client,
         "docker:index/volume:Volume": 3,
         "docker:index/container:Container": 3,
         "timemachine:index:CaddyProxy": 1,
-        # Each container's pids limit (components/hardening.py) and the Caddy config and keys,
-        # loaded into the running container (proxy-config).
-        "pulumi-python:dynamic:Resource": 4,
+        # Each container's pids limit (components/hardening.py), the Caddy config and keys,
+        # loaded into the running container (proxy-config), and each share's directory (storage.py).
+        "pulumi-python:dynamic:Resource": 6,
     }, planned
-    assert preview["changeSummary"] == {"create": 19}, preview["changeSummary"]
+    assert preview["changeSummary"] == {"create": 21}, preview["changeSummary"]
     assert not [s for s in preview["steps"] if s["op"] not in ("create", "same")]

@@ -21,7 +21,7 @@ from tests.pulumi_runner import ROOT
 from tests.smb import read_file, write_file
 
 pytestmark = pytest.mark.engine
-SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids")
+SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids", "{}-storage")
 
 
 def test_second_preview_and_refresh_change_nothing(deployed):

@@ -63,8 +63,15 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
     for name, quota in (("alice", 1024**4), ("bob", 500 * 1024**3)):
         c = containers[name].inputs
         assert c["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": dev.outputs["shares"][name]["ip"]}]
-        assert c["volumes"] == [{"hostPath": f"/srv/timemachine/{name}", "containerPath": "/data"}]
-        assert c["mounts"] == [{"type": "volume", "source": f"tm-{name}-samba-state", "target": "/var/lib/samba"}]
+        # Binds (Docker refuses a missing source rather than creating it): the share's own directory,
+        # the storage marker alone and read-only (not the storage root: no other share's data), state.
+        assert "volumes" not in c
+        assert c["mounts"] == [
+            {"type": "bind", "source": f"/srv/timemachine/{name}", "target": "/data"},
+            {"type": "bind", "source": "/srv/timemachine/.timemachine-storage", "target": "/storage/.timemachine-storage",
+             "readOnly": True},
+            {"type": "volume", "source": f"tm-{name}-samba-state", "target": "/var/lib/samba"},
+        ]
         # Host mode: smbd accepts only the network's gateway, where the host's (Caddy's) traffic comes from.
         conf = render_smb_conf(name, quota, "TimeCapsule8,119", allow_from="172.24.0.1")
         # smb.conf reaches the entrypoint in the environment (a read-only root takes no upload).
@@ -73,8 +80,22 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
         assert c["healthcheck"]["tests"][:2] == ["CMD", "smbclient"]
         assert "DATA_UID=1000" in c["envs"]
     # Samba state is never shared between shares.
-    sources = [c.inputs["mounts"][0]["source"] for c in containers.values()]
+    sources = [m["source"] for c in containers.values() for m in c.inputs["mounts"] if m["type"] == "volume"]
     assert len(set(sources)) == len(sources)
+
+
+def test_each_share_directory_is_made_by_its_storage_resource_not_by_docker(dev):
+    # components/storage.py runs the Samba image's `prepare` on the storage root: only with the marker.
+    storage = {r.name: r.inputs for r in dev.resources if r.type == DYNAMIC_T and r.name.endswith("-storage")}
+    assert set(storage) == {"alice-storage", "bob-storage"}
+    for name, inputs in storage.items():
+        share = name.removesuffix("-storage")
+        assert (inputs["storage_root"], inputs["share"], inputs["data_uid"]) == ("/srv/timemachine", share, 1000)
+        assert inputs["image"] == samba_containers(dev)[share].inputs["image"]
+        # The refusals in the entrypoint name the real paths, container and image.
+        envs = samba_containers(dev)[share].inputs["envs"]
+        assert {"TM_STORAGE_ROOT=/srv/timemachine", f"TM_SHARE={share}", f"TM_CONTAINER=tm-{share}-samba",
+                f"TM_IMAGE={inputs['image']}"} <= set(envs)
 
 
 def test_keys_are_managed_single_use_tagged_and_preauthorized(dev):
@@ -332,7 +353,7 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
 
 def test_local_stack_makes_users_share_keys_and_join_commands(local):
     dynamic = {r.name: r.inputs for r in local.resources if r.type == DYNAMIC_T
-               and r.name not in ("proxy-config", "headscale-policy") and not r.name.endswith("-pids")}
+               and r.name not in ("proxy-config", "headscale-policy") and not r.name.endswith(("-pids", "-storage"))}
     assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
     assert dynamic["headscale-user-alice"]["name"] == "alice"
     share_key = dynamic["alice-key"]

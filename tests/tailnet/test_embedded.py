@@ -18,7 +18,7 @@ import yaml
 
 from components.headscale import HEADSCALE_CONTAINER
 from tests.conftest import unique_subnet
-from tests.engine.deploy import caddy_config_of, new_stack, teardown
+from tests.engine.deploy import caddy_config_of, mark_storage, new_stack, teardown
 from tests.engine.pulumi_cli import PulumiError, plan
 from tests.pulumi_runner import PROJECT, ROOT
 from tests.smb import GuestClient, MiB, read_file, write_file
@@ -35,7 +35,7 @@ def local_config(storage, network: str, subnet: str, build_args: dict) -> dict:
     raw = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
     config = {key.removeprefix(f"{PROJECT}:"): value for key, value in raw.items()}
     headscale_ip = ipaddress.IPv4Network(subnet).broadcast_address - 2
-    config["storageRoot"] = str(storage)
+    config["storageRoot"] = str(mark_storage(storage))
     config["network"] = {**config["network"], "name": network, "subnet": subnet, "internal": True}
     config["tailnet"] = {**config["tailnet"], "controlUrl": f"http://{headscale_ip}:8080"}
     config["proxy"] = {**config["proxy"], "buildArgs": build_args, "firstNodePort": 47100}

@@ -48,7 +48,7 @@ def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
 def dynamic_resources(stack) -> dict[str, str]:
     """The Headscale users and keys in the stack's state (the Caddy config is a dynamic resource too)."""
     return {r["urn"].split("::")[-1]: r["id"] for r in stack.resources()
-            if "dynamic:Resource" in r["urn"] and not r["urn"].endswith(("::proxy-config", "-pids"))}
+            if "dynamic:Resource" in r["urn"] and not r["urn"].endswith(("::proxy-config", "-pids", "-storage"))}
 
 
 def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
