@@ -9,7 +9,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tailscale as tailscale
 
-from components import hardening
+from components import hardening, names
 from components.caddy_config import route_fragment
 from components.headscale import HeadscalePreAuthKey
 from components.ipplan import node_port
@@ -40,6 +40,8 @@ class TimeMachineShareArgs:
     # how to reach Headscale (see components.headscale_api.connect).
     headscale_user_id: pulumi.Input[str] | None = None
     headscale_access: pulumi.Input[dict] | None = None
+    # namePrefix: the container's and the state volume's names derive from it.
+    name_prefix: str = names.DEFAULT_PREFIX
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -97,13 +99,13 @@ class TimeMachineShare(pulumi.ComponentResource):
         # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
         self.state_volume = docker.Volume(
             f"{name}-samba-state",
-            name=f"tm-{share.name}-samba-state",
+            name=names.samba_volume(args.name_prefix, share.name),
             labels=volume_labels(share=share.name),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.container = docker.Container(
             f"{name}-samba",
-            name=f"tm-{share.name}-samba",
+            name=names.samba_container(args.name_prefix, share.name),
             image=args.image,
             hostname=SAMBA_HOSTNAME.format(share.name),
             restart="unless-stopped",

@@ -16,7 +16,7 @@ from config.deployed import deployed_addresses
 from config.models import CrossCheckError, StackConfig
 
 PROJECT = "tailscale-timemachine"
-KEYS = ("storageRoot", "network", "tailnet", "proxy", "samba", "shares")
+KEYS = ("storageRoot", "namePrefix", "network", "tailnet", "proxy", "samba", "shares")
 OBJECT_KEYS = ("network", "tailnet", "proxy", "samba", "shares")
 
 
