@@ -4,7 +4,7 @@ stack on the same Docker engine (two stacks with one namePrefix would share volu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from components import names
@@ -20,6 +20,7 @@ class Found:
     kind: str  # "container" or "network"
     name: str
     stack: str | None  # its timemachine.stack label; None on objects made before the label existed
+    id: str = ""  # the engine's id
 
 
 def planned_names(config: StackConfig) -> tuple[list[str], str]:
@@ -81,15 +82,21 @@ def engine_objects(docker_host: str | None) -> list[Found] | None:
     except (DockerException, RequestException, OSError):
         return None
     found = [
-        Found("container", name.lstrip("/"), (c.get("Labels") or {}).get(STACK_LABEL))
+        Found("container", name.lstrip("/"), (c.get("Labels") or {}).get(STACK_LABEL), c.get("Id") or "")
         for c in containers
         for name in c.get("Names") or []
     ]
-    return found + [Found("network", n["Name"], (n.get("Labels") or {}).get(STACK_LABEL)) for n in networks]
+    return found + [
+        Found("network", n["Name"], (n.get("Labels") or {}).get(STACK_LABEL), n.get("Id") or "") for n in networks
+    ]
 
 
-def check(config: StackConfig, this_stack: str, docker_host: str | None) -> str | None:
-    """The problem, or None: no clash, or no engine to ask (a preview elsewhere checks nothing)."""
-    found = engine_objects(docker_host)
-    clashes = foreign(found or [], config, this_stack)
+def check(config: StackConfig, this_stack: str, docker_host: str | None, own_ids: Callable[[], set[str]]) -> str | None:
+    """The problem, or None: no clash, or no engine to ask (a preview elsewhere checks nothing).
+    `own_ids`: the ids of the containers and networks in this stack's state, asked only on a clash;
+    an object there is this stack's whatever its label says (`pulumi stack rename`)."""
+    clashes = foreign(engine_objects(docker_host) or [], config, this_stack)
+    if clashes:
+        owned = own_ids()
+        clashes = [f for f in clashes if f.id not in owned]
     return message(clashes, config, this_stack) if clashes else None

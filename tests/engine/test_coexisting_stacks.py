@@ -1,7 +1,7 @@
 """Two stacks, `dev` and `staging`, side by side on one Docker engine: every container, volume and
 network name is the stack's own (namePrefix), each serves its own data through its own proxy, and
 destroying one leaves the other untouched; a second stack with the first one's prefix is stopped
-before it declares anything. (Its own stacks, before the tier's `deployed`, which uses the default
+before it declares anything, a renamed one is not. (Its own stacks, before the tier's `deployed`, which uses the default
 prefix too: file order.)"""
 from __future__ import annotations
 
@@ -124,6 +124,13 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         assert client.networks.get("timemachine").id in before[1]
         with proxy_path(client, [SHARE]) as paths:
             assert read_file(paths[SHARE][0], SHARE, "dev.bin", port=paths[SHARE][1]) == payloads["dev"]
+
+        # A renamed stack's containers still carry its old name; its state says they are its own.
+        dev.run("stack", "rename", "prod", *dev.stack_args())
+        dev.name = "prod"
+        renamed = dev.preview_json()
+        assert {step["op"] for step in renamed.json()["steps"]} <= {"same", "replace", "update", "create-replacement",
+                                                                   "delete-replaced"}, renamed.stdout[-3000:]
     finally:
         for stack in stacks.values():
             stack.run("state", "unprotect", "--all", "--yes", *stack.stack_args(), check=False)

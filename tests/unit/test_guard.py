@@ -45,4 +45,27 @@ def test_suggested_prefix_is_a_valid_one():
 
 def test_an_engine_that_does_not_answer_is_no_clash(tmp_path):
     config = load(CONFIG).config
-    assert check(config, STAGING, f"unix://{tmp_path}/no-such.sock") is None
+    assert check(config, STAGING, f"unix://{tmp_path}/no-such.sock", lambda: set()) is None
+
+
+def test_objects_in_this_stacks_state_are_its_own_whatever_their_label(monkeypatch):
+    # `pulumi stack rename dev prod`: prod's containers still say dev, and its state holds them.
+    from config import guard
+    config = load(CONFIG).config
+    caddy = Found("container", "tm-caddy", DEV, id="c0ffee")
+    monkeypatch.setattr(guard, "engine_objects", lambda _host: [caddy])
+    prod = "tailscale-timemachine/prod"
+    assert check(config, prod, None, lambda: {"c0ffee"}) is None
+    refused = check(config, prod, None, lambda: {"another-id"})
+    assert refused and "container 'tm-caddy'" in refused
+
+
+def test_docker_ids_of_a_state():
+    from config.deployed import docker_ids
+    state = {
+        "urn:a": {"type": "docker:index/container:Container", "outputs": {"id": "c1", "name": "tm-caddy"}},
+        "urn:b": {"type": "docker:index/network:Network", "outputs": {"id": "n1"}},
+        "urn:c": {"type": "docker:index/volume:Volume", "outputs": {"id": "tm-caddy-data"}},
+        "urn:d": {"type": "docker:index/container:Container", "outputs": {}},
+    }
+    assert docker_ids(state) == {"c1", "n1"}
