@@ -484,7 +484,8 @@ def test_containers_and_the_network_carry_the_stack_label_and_volumes_do_not():
 def test_another_stacks_objects_stop_the_program_before_anything_is_declared():
     from config.guard import Found
     dev_caddy = [Found("container", "tm-caddy", "tailscale-timemachine/dev")]
-    with pytest.raises(pulumi.RunError, match=r"namePrefix 'tm'.*container 'tm-caddy'.*namePrefix tm-staging") as caught:
+    expected = r"namePrefix 'tm'.*container 'tm-caddy'.*namePrefix tm-staging"
+    with pytest.raises(pulumi.RunError, match=expected) as caught:
         run_program(DEV, stack="staging", engine=dev_caddy)
     assert "tailscale-timemachine/dev" in str(caught.value)
     # Its own stack, an unlabelled (older) container, or another prefix: no objection.

@@ -11,7 +11,8 @@ def test_another_stacks_objects_with_this_stacks_names_clash():
     config = load(CONFIG).config
     found = [Found("container", "tm-caddy", DEV), Found("network", "timemachine", DEV),
              Found("container", "tm-bob-samba", DEV), Found("container", "tm-alice-samba", STAGING)]
-    assert foreign(found, config, STAGING) == [Found("container", "tm-caddy", DEV), Found("network", "timemachine", DEV)]
+    clashes = [Found("container", "tm-caddy", DEV), Found("network", "timemachine", DEV)]
+    assert foreign(found, config, STAGING) == clashes
     text = message(foreign(found, config, STAGING), config, STAGING)
     assert text.startswith("namePrefix 'tm': ") and "container 'tm-caddy', network 'timemachine'" in text
     assert f"stack {DEV}" in text and "pulumi config set namePrefix tm-staging" in text
