@@ -21,7 +21,6 @@ from components.proxy import CaddyProxy, CaddyProxyArgs
 from components.share import TimeMachineShare, TimeMachineShareArgs
 from components.smbconf import format_size
 from config import guard as name_guard
-from config.deployed import deployed_docker_ids
 from config.loader import ConfigError, load_stack_config
 
 tune_gc()
@@ -35,7 +34,7 @@ except ConfigError as error:
     raise pulumi.RunError(str(error)) from None
 config = stack.config
 # Nor may it take over another stack's containers and volumes on the same engine.
-if clash := name_guard.check(config, stack_id(), docker_host, deployed_docker_ids):
+if clash := name_guard.check(config, stack_id(), docker_host, stack.deployed):
     raise pulumi.RunError(clash)
 
 network = docker.Network(

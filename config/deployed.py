@@ -69,12 +69,6 @@ def docker_ids(resources: Mapping[str, Any]) -> set[str]:
     return {str(i) for i in ids if i}
 
 
-def deployed_docker_ids() -> set[str]:
-    """The containers and networks this stack's state holds (for the name guard: a stack renamed
-    since they were made carries its old name in their label, yet they are its own)."""
-    return docker_ids(read_state("which containers this stack owns", "another stack's could be taken over"))
-
-
 def read_state(what: str, risk: str) -> Mapping[str, Any]:
     """This stack's resources as of its last checkpoint, URN → type and outputs: empty for a stack
     never deployed. A synchronous invoke (plain values at program start, in `preview` as in `up`),

@@ -4,12 +4,17 @@ stack on the same Docker engine (two stacks with one namePrefix would share volu
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from components import names
 from components.labels import STACK_LABEL
+from config.deployed import docker_ids
 from config.models import MAX_NAME_PREFIX, StackConfig
+
+# The proxy's container in a stack's state, by the type chain in its URN.
+PROXY_CONTAINER = "timemachine:index:CaddyProxy$docker:index/container:Container"
 
 # A preview on a machine without the engine (a CI runner) must not wait long for it.
 ENGINE_TIMEOUT_SECONDS = 5
@@ -91,12 +96,28 @@ def engine_objects(docker_host: str | None) -> list[Found] | None:
     ]
 
 
-def check(config: StackConfig, this_stack: str, docker_host: str | None, own_ids: Callable[[], set[str]]) -> str | None:
+def prefix_change(config: StackConfig, deployed: Mapping[str, Any]) -> str | None:
+    """A namePrefix other than the one the deployed containers were named from, or None. Changing it
+    would replace every container and volume; the protected volumes stop that only after the
+    containers are gone (measured with `up --skip-preview`)."""
+    for urn, resource in sorted(deployed.items()):
+        name = (resource.get("outputs") or {}).get("name")
+        if urn.split("::")[2].endswith(PROXY_CONTAINER) and name and name != names.caddy_container(config.name_prefix):
+            old = name.removesuffix("-caddy")
+            return (
+                f"namePrefix {config.name_prefix!r}: this stack is deployed with namePrefix {old!r} (its Caddy "
+                f"container is {name!r}); a new prefix would replace every container and volume. "
+                f"Set it back: pulumi config set namePrefix {old}. Nothing was declared."
+            )
+    return None
+
+
+def check(config: StackConfig, this_stack: str, docker_host: str | None, deployed: Mapping[str, Any]) -> str | None:
     """The problem, or None: no clash, or no engine to ask (a preview elsewhere checks nothing).
-    `own_ids`: the ids of the containers and networks in this stack's state, asked only on a clash;
-    an object there is this stack's whatever its label says (`pulumi stack rename`)."""
-    clashes = foreign(engine_objects(docker_host) or [], config, this_stack)
-    if clashes:
-        owned = own_ids()
-        clashes = [f for f in clashes if f.id not in owned]
+    `deployed`: this stack's state; an object there is this stack's whatever its label says
+    (`pulumi stack rename`)."""
+    if changed := prefix_change(config, deployed):
+        return changed
+    owned = docker_ids(deployed)
+    clashes = [f for f in foreign(engine_objects(docker_host) or [], config, this_stack) if f.id not in owned]
     return message(clashes, config, this_stack) if clashes else None

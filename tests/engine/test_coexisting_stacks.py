@@ -125,6 +125,13 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         with proxy_path(client, [SHARE]) as paths:
             assert read_file(paths[SHARE][0], SHARE, "dev.bin", port=paths[SHARE][1]) == payloads["dev"]
 
+        # A new prefix on the deployed dev would replace everything: refused, naming the old one.
+        moved = {**configs["dev"], "namePrefix": "tm-moved"}
+        dev.write_config(moved)
+        refused = dev.preview_json(check=False)
+        assert refused.code != 0 and "pulumi config set namePrefix tm." in refused.output, refused.output[-3000:]
+        dev.write_config(configs["dev"])
+
         # A renamed stack's containers still carry its old name; its state says they are its own.
         dev.run("stack", "rename", "prod", *dev.stack_args())
         dev.name = "prod"

@@ -493,3 +493,10 @@ def test_another_stacks_objects_stop_the_program_before_anything_is_declared():
     assert run_program(DEV, stack="staging", engine=[Found("container", "tm-caddy", None)]).resources
     prefixed = {**DEV, "tailscale-timemachine:namePrefix": "tm-staging"}
     assert run_program(prefixed, stack="staging", engine=dev_caddy).resources
+
+
+def test_a_new_name_prefix_on_a_deployed_stack_stops_the_program():
+    first = run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-a"})
+    with pytest.raises(pulumi.RunError, match="deployed with namePrefix 'tm-a'.*pulumi config set namePrefix tm-a"):
+        run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-b"}, deployed=first)
+    assert run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-a"}, deployed=first).resources

@@ -46,7 +46,7 @@ def test_suggested_prefix_is_a_valid_one():
 
 def test_an_engine_that_does_not_answer_is_no_clash(tmp_path):
     config = load(CONFIG).config
-    assert check(config, STAGING, f"unix://{tmp_path}/no-such.sock", lambda: set()) is None
+    assert check(config, STAGING, f"unix://{tmp_path}/no-such.sock", {}) is None
 
 
 def test_objects_in_this_stacks_state_are_its_own_whatever_their_label(monkeypatch):
@@ -56,8 +56,8 @@ def test_objects_in_this_stacks_state_are_its_own_whatever_their_label(monkeypat
     caddy = Found("container", "tm-caddy", DEV, id="c0ffee")
     monkeypatch.setattr(guard, "engine_objects", lambda _host: [caddy])
     prod = "tailscale-timemachine/prod"
-    assert check(config, prod, None, lambda: {"c0ffee"}) is None
-    refused = check(config, prod, None, lambda: {"another-id"})
+    assert check(config, prod, None, state(caddy="c0ffee")) is None
+    refused = check(config, prod, None, state(caddy="another-id"))
     assert refused and "container 'tm-caddy'" in refused
 
 
@@ -70,3 +70,20 @@ def test_docker_ids_of_a_state():
         "urn:d": {"type": "docker:index/container:Container", "outputs": {}},
     }
     assert docker_ids(state) == {"c1", "n1"}
+
+
+def state(prefix: str = "tm", caddy: str = "c1") -> dict:
+    """A deployed stack's state (as the program reads it) with its Caddy container."""
+    chain = "timemachine:index:CaddyProxy$docker:index/container:Container"
+    urn = f"urn:pulumi:dev::tailscale-timemachine::{chain}::proxy-caddy"
+    return {urn: {"type": "docker:index/container:Container", "outputs": {"id": caddy, "name": f"{prefix}-caddy"}}}
+
+
+def test_a_new_prefix_on_a_deployed_stack_is_refused_with_the_old_one(monkeypatch):
+    from config import guard
+    monkeypatch.setattr(guard, "engine_objects", lambda _host: None)
+    config = load({**CONFIG, "namePrefix": "tm-b"}).config
+    refused = check(config, DEV, None, state("tm-a"))
+    assert refused and refused.startswith("namePrefix 'tm-b': ") and "pulumi config set namePrefix tm-a" in refused
+    assert check(config, DEV, None, state("tm-b")) is None
+    assert check(config, DEV, None, {}) is None, "a stack never deployed takes any prefix"
