@@ -146,6 +146,7 @@ proxy = CaddyProxy(
         self_hosted=config.tailnet.self_hosted,
         plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
         limits=config.proxy,
+        wait_for_nodes=config.proxy.wait_for_nodes,
         name_prefix=config.name_prefix,
     ),
 )
@@ -181,6 +182,17 @@ pulumi.export(
     },
 )
 pulumi.export("tailnetPolicy", tailnet_policy)
+# The one command that gives a share's node a fresh key (a lost node state, a device removed from
+# the tailnet): the key is replaced and the node starts again with a new identity under the same
+# hostname (with Headscale the old device is removed first; on Tailscale remove it in the admin
+# console). Provided keys are re-keyed by setting a new shares[].authKey.
+rekey = {
+    c.name: s.key_urn.apply(lambda urn: f"pulumi up --stack {pulumi.get_stack()} --replace '{urn}'")
+    for c, s in zip(config.shares, shares, strict=True)
+    if s.key_urn is not None
+}
+if rekey:
+    pulumi.export("rekeyCommands", rekey)
 if headscale_access is not None:
     # What each owner's Mac runs once to join the tailnet as that owner (a single-use key).
     # One per owner, however many shares they have.

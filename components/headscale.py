@@ -90,11 +90,23 @@ class _PreAuthKeyProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs={**olds, "access": news["access"], "description": news["description"]})
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        headscale = connect(props["access"])
         try:
-            connect(props["access"]).expire_key(props["user_id"], props["key"])
+            headscale.expire_key(props["user_id"], props["key"])
         except HeadscaleError as error:
             raise _fail(f"pre-auth key for {props['description']} not expired", error) from None
+        if not props.get("tags"):
+            # A person's join key: the Mac it registered is theirs, not the stack's.
+            return
+        # A share node's key: the device it registered goes with it, so a removed share leaves no
+        # stale device, and a re-keyed share (deleted before its new key is made) registers again
+        # under its own hostname instead of `<hostname>-<suffix>`.
+        try:
+            for node_id in headscale.nodes_of_key(id_):
+                headscale.delete_node(node_id)
+        except HeadscaleError as error:
+            raise _fail(f"the device registered with the key for {props['description']} not removed", error) from None
 
 
 class HeadscaleUser(pulumi.dynamic.Resource):

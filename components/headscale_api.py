@@ -42,6 +42,18 @@ class Headscale(Protocol):
     def destroy_user(self, user_id: str) -> None: ...
     def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey: ...
     def expire_key(self, user_id: str, key: str) -> None: ...
+    def nodes_of_key(self, key_id: str) -> dict[str, str]: ...
+    def delete_node(self, node_id: str) -> None: ...
+
+
+def _registered_with(nodes: list[dict], key_id: str) -> dict[str, str]:
+    """Node id → name of the nodes that registered with pre-auth key `key_id`."""
+    found = {}
+    for node in nodes:
+        key = node.get("pre_auth_key") or node.get("preAuthKey") or {}
+        if str(key.get("id", "")) == str(key_id):
+            found[str(node["id"])] = node.get("given_name") or node.get("givenName") or node.get("name", "")
+    return found
 
 
 def connect(access: Mapping[str, Any]) -> Headscale:
@@ -160,6 +172,12 @@ class ContainerHeadscale:
     def expire_key(self, user_id: str, key: str) -> None:
         self._run("preauthkeys", "expire", "--user", user_id, key)
 
+    def nodes_of_key(self, key_id: str) -> dict[str, str]:
+        return _registered_with(self._run("nodes", "list") or [], key_id)
+
+    def delete_node(self, node_id: str) -> None:
+        self._run("nodes", "delete", "--identifier", node_id, "--force")
+
 
 class ApiHeadscale:
     """An external Headscale's REST API (/api/v1), authenticated by an API key."""
@@ -225,6 +243,12 @@ class ApiHeadscale:
 
     def expire_key(self, user_id: str, key: str) -> None:
         self._call("POST", "preauthkey/expire", {"user": user_id, "key": key})
+
+    def nodes_of_key(self, key_id: str) -> dict[str, str]:
+        return _registered_with(self._call("GET", "node").get("nodes", []), key_id)
+
+    def delete_node(self, node_id: str) -> None:
+        self._call("DELETE", f"node/{node_id}")
 
 
 def _refined(error: HeadscaleError) -> HeadscaleError:

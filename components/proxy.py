@@ -11,6 +11,7 @@ import pulumi_docker as docker
 
 from components import hardening, names
 from components.caddy_config import CADDY_DATA_PATH, assemble, render
+from components.caddy_health import NODE_STATE_COMMAND
 from components.caddy_reload import CaddyConfig
 from components.ipplan import proxy_address
 from components.labels import container_labels, volume_labels
@@ -35,12 +36,15 @@ class CaddyProxyArgs:
     self_hosted: bool = False
     plain_http_control: bool = False
     limits: hardening.Limits | None = None
+    # `pulumi up` waits for Caddy to be healthy and each node to register (proxy.waitForNodes).
+    wait_for_nodes: bool = True
     # namePrefix: the container's and the volume's names derive from it.
     name_prefix: str = names.DEFAULT_PREFIX
 
 
 # The default stack's; a stack's own is names.caddy_container(namePrefix).
 CADDY_CONTAINER = names.caddy_container(names.DEFAULT_PREFIX)
+CADDY_WAIT_SECONDS = 90
 
 
 class CaddyProxy(pulumi.ComponentResource):
@@ -88,6 +92,20 @@ class CaddyProxy(pulumi.ComponentResource):
             envs=envs,
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
             labels=container_labels(role="proxy"),
+            # Unhealthy while Caddy is not running a config or a node has no tailnet identity; the
+            # check's output names each node's state (`docker inspect`: .State.Health.Log).
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", *NODE_STATE_COMMAND],
+                interval="10s",
+                timeout="10s",
+                # Under a minute: Docker reads a minute back as "1m0s", a change on every preview.
+                start_period="50s",
+                retries=3,
+            ),
+            # A new container has only its admin socket until `config` loads it (and its nodes come
+            # back from their state on the volume): `up` fails when Caddy does not come up healthy.
+            wait=args.wait_for_nodes,
+            wait_timeout=CADDY_WAIT_SECONDS,
             opts=pulumi.ResourceOptions(parent=self),
             **network,
             # A read-only root: the admin socket is on a tmpfs (/run), config and keys on the volume.
@@ -100,6 +118,7 @@ class CaddyProxy(pulumi.ComponentResource):
             config=self.config_json,
             keys=pulumi.Output.secret(pulumi.Output.all(**args.auth_keys)),
             docker_host=args.docker_host,
+            wait_nodes=args.wait_for_nodes,
             opts=pulumi.ResourceOptions(parent=self),
         )
         hardening.ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))

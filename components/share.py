@@ -63,6 +63,8 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.ip = str(args.ip)
 
         self.tailnet_key: tailscale.TailnetKey | None = None
+        # The key resource a re-key replaces; None for provided keys (a new authKey re-keys).
+        self.key_urn: pulumi.Output[str] | None = None
         if args.tailnet.auth_keys == "managed":
             self.tailnet_key = tailscale.TailnetKey(
                 f"{name}-key",
@@ -77,6 +79,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             # The provider marks `key` secret through additional_secret_outputs; wrapping it again keeps
             # it secret even where that option is not honoured (mocks, older engines).
             self.auth_key = pulumi.Output.secret(self.tailnet_key.key)
+            self.key_urn = self.tailnet_key.urn
         elif args.tailnet.auth_keys == "headscale":
             assert args.headscale_user_id is not None and args.headscale_access is not None
             self.headscale_key = HeadscalePreAuthKey(
@@ -87,9 +90,12 @@ class TimeMachineShare(pulumi.ComponentResource):
                 reusable=False,
                 description=f"share node {self.hostname}",
                 access=args.headscale_access,
-                opts=child,
+                # A re-key (`pulumi up --replace` of this key) removes the old device before the new
+                # key exists, so the node registers again under its own hostname.
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
             )
             self.auth_key = pulumi.Output.secret(self.headscale_key.key)
+            self.key_urn = self.headscale_key.urn
         else:
             # The config check guarantees a provided key for every share.
             assert share.auth_key is not None

@@ -254,6 +254,9 @@ class ProxyConfig(ConfigModel):
     # hard NATs. Docker cannot publish a port on a running container, so with this on, adding or
     # removing a share recreates Caddy (every node restarts); off, nodes traverse Docker's NAT.
     publish_node_ports: bool = False
+    # `pulumi up` waits until Caddy is healthy and every node has registered with the control
+    # server, and fails naming the nodes that did not. Off only where nodes cannot reach one.
+    wait_for_nodes: bool = True
     image: str = ""
     # Build args for images/caddy, e.g. GOPROXY for a company module proxy or other module pins.
     build_args: dict[str, str] = Field(default_factory=dict)

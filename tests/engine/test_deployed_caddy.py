@@ -2,10 +2,12 @@
 config as Caddy itself judges it, and SMB through its layer4 routes."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
 import os
+import time
 
 import pytest
 import smbclient
@@ -13,6 +15,7 @@ import yaml
 from smbprotocol.exceptions import SMBException
 
 from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
+from components.caddy_health import NODE_STATE_SCRIPT
 from components.ipplan import proxy_address
 from tests.conftest import run_once
 from tests.engine.conftest import SHARES
@@ -58,6 +61,32 @@ def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_key_files(cadd
     nodes = json.loads(caddy["config_text"])["apps"]["tailscale"]["nodes"]
     assert sorted(nodes) == [f"tm-{s['name']}" for s in SHARES]
     assert all(n["auth_key"] == f"{{file.{KEYS_DIR}/{n['hostname']}}}" for n in nodes.values())
+
+
+def test_caddy_health_names_each_node_that_has_no_tailnet_identity(caddy):
+    """No control server answers in this tier, so no node ever registers: Docker must report Caddy
+    unhealthy, with a line per node, rather than a Caddy that merely runs."""
+    container = caddy["container"]
+    deadline = time.monotonic() + 180
+    while True:
+        container.reload()
+        health = container.attrs["State"]["Health"]
+        if health["Status"] != "starting" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    output = health["Log"][-1]["Output"]
+    assert health["Status"] == "unhealthy", health
+    for node in (f"tm-{share['name']}" for share in SHARES):
+        assert f"{node}: NOT REGISTERED (no tailnet identity in /data/tailscale/{node}/" in output, output
+    # The same check passes for a node whose state has the identity a control server gives (the
+    # login profile's NodeID), here written by hand in a scratch copy of the check's paths.
+    profiles = base64.b64encode(json.dumps({"p1": {"ID": "p1", "NodeID": "nTEST1"}}).encode()).decode()
+    state = json.dumps({"_profiles": profiles}, indent=2)
+    script = NODE_STATE_SCRIPT.replace("/data/", "/tmp/hc/")
+    setup = ('mkdir -p /tmp/hc/keys /tmp/hc/tailscale/tm-x && echo k > /tmp/hc/keys/tm-x && '
+             'printf "%s\\n" "$STATE" > /tmp/hc/tailscale/tm-x/tailscaled.state')
+    code, out = container.exec_run(["sh", "-c", f"{setup} && {script}"], environment={"STATE": state})
+    assert (code, out.decode().strip()) == (0, "tm-x: registered (node nTEST1)"), out
 
 
 def test_the_admin_endpoint_is_a_unix_socket_only(caddy):

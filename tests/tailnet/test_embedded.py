@@ -7,6 +7,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import shlex
 import threading
 import time
 import uuid
@@ -259,14 +260,11 @@ def test_removing_a_share_during_a_backup_takes_its_node_off_and_interrupts_noth
     stack.up()
     backup.check(changed_at=time.monotonic())
     assert client.containers.get("tm-caddy").id == caddy
-    headscale = headscale_of(local)
-    deadline = time.monotonic() + 60
-    while headscale.nodes()["tm-dave"].get("online") and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not headscale.nodes()["tm-dave"].get("online"), "the removed node left the tailnet"
+    # The removed share's device is deleted with its key: no stale tm-dave is left on the tailnet.
+    assert "tm-dave" not in headscale_of(local).nodes(), "the removed node's device was left behind"
     failed, why = local["macs"]["dave@"].nc_fails("tm-dave", 445)
     assert failed, why
-    headscale.wait_online(["tm-alice", "tm-bob"])
+    headscale_of(local).wait_online(["tm-alice", "tm-bob"])
 
 
 BREAK_FRAGMENTS = """
@@ -331,6 +329,53 @@ def test_an_existing_headscale_user_is_adopted_and_never_deleted(local):
     assert "erin" in {u["name"] for u in headscale.cli_json("users", "list")}
     expired = next(k for k in keys_of(headscale, "admin") if k["id"] == erin_key["id"])
     assert expired["expiration"]["seconds"] <= time.time() + 5, expired
+
+
+def caddy_health(client, status: str, timeout: float = 180) -> str:
+    """Wait until Docker reports Caddy's health as `status`; the output of its last check."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = client.containers.get("tm-caddy").attrs["State"]["Health"]
+        output = health["Log"][-1]["Output"] if health["Log"] else ""
+        if health["Status"] == status:
+            return output
+        assert time.monotonic() < deadline, f"Caddy is {health['Status']}, not {status}: {output}"
+        time.sleep(2)
+
+
+def test_a_node_that_lost_its_state_is_reported_and_rekeyed_under_its_hostname(local):
+    stack, client = local["stack"], local["client"]
+    healthy = caddy_health(client, "healthy")
+    assert "tm-alice: registered" in healthy and "tm-bob: registered" in healthy, healthy
+    before = headscale_of(local).nodes()["tm-alice"]
+    # The failure: tm-alice's node state is lost (its part of Caddy's volume) and Caddy restarts.
+    # Its single-use key is used: it cannot register again.
+    caddy = client.containers.get("tm-caddy")
+    assert caddy.exec_run(["rm", "-rf", "/data/tailscale/tm-alice"]).exit_code == 0
+    caddy.restart(timeout=10)
+    unhealthy = caddy_health(client, "unhealthy")
+    assert "tm-alice: NOT REGISTERED" in unhealthy and "tm-bob: registered" in unhealthy, unhealthy
+    # What made this failure silent: Pulumi's state has not changed.
+    stack.preview_json("--expect-no-changes")
+    # The recovery: the share's re-key command as the stack prints it.
+    command = shlex.split(stack.outputs()["rekeyCommands"]["alice"])
+    assert command[:4] == ["pulumi", "up", "--stack", "local"] and command[4] == "--replace", command
+    stack.up(*command[4:])
+    headscale = headscale_of(local)
+    nodes = headscale.wait_online(["tm-alice", "tm-bob"])
+    # The old device is gone and the new one has the share's own hostname (not tm-alice-<suffix>).
+    assert sorted(name for name in nodes if name.startswith("tm-alice")) == ["tm-alice"], sorted(nodes)
+    assert nodes["tm-alice"]["id"] != before["id"], "a new device, registered with the new key"
+    assert caddy_health(client, "healthy").count(": registered") == len(local["config"]["shares"])
+    # alice's Mac reaches her share again by its name, and the data written before is there.
+    alice = local["macs"]["alice@"]
+    alice.ping_direct("tm-alice")
+    payload = os.urandom(MiB)
+    write_file(alice.ip, "alice", "after-rekey.bin", payload, FORWARD)
+    joined = (local["storage"] / "alice" / "joined.bin").read_bytes()
+    assert read_file(alice.ip, "alice", "joined.bin", FORWARD) == joined, "what she wrote before is there"
+    assert (local["storage"] / "alice" / "after-rekey.bin").read_bytes() == payload
+    stack.preview_json("--expect-no-changes")
 
 
 def test_headscale_down_stops_the_update_with_a_clear_error_and_a_consistent_state(local):
