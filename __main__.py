@@ -5,9 +5,9 @@ import json
 import pulumi
 import pulumi_docker as docker
 
+from components import names
 from components.gc_tuning import tune_gc
 from components.headscale import (
-    HEADSCALE_CONTAINER,
     HeadscalePreAuthKey,
     HeadscaleServer,
     HeadscaleServerArgs,
@@ -15,11 +15,12 @@ from components.headscale import (
 )
 from components.images import local_image
 from components.ipplan import gateway, proxy_address
-from components.labels import network_labels
+from components.labels import network_labels, stack_id
 from components.policy import SharePolicy, render_policy, share_tags
 from components.proxy import CaddyProxy, CaddyProxyArgs
 from components.share import TimeMachineShare, TimeMachineShareArgs
 from components.smbconf import format_size
+from config import guard as name_guard
 from config.loader import ConfigError, load_stack_config
 
 tune_gc()
@@ -32,10 +33,13 @@ try:
 except ConfigError as error:
     raise pulumi.RunError(str(error)) from None
 config = stack.config
+# Nor may it take over another stack's containers and volumes on the same engine.
+if clash := name_guard.check(config, stack_id(), docker_host, stack.deployed):
+    raise pulumi.RunError(clash)
 
 network = docker.Network(
     "network",
-    name=config.network.name,
+    name=config.network_name,
     driver="bridge",
     internal=config.internal,
     ipam_configs=[
@@ -76,13 +80,14 @@ if headscale.embedded:
             base_domain=config.tailnet.dns_suffix or "tailnet.internal",
             docker_host=docker_host,
             limits=headscale,
+            name_prefix=config.name_prefix,
         ),
     )
 headscale_users: dict[str, HeadscaleUser] = {}
 headscale_access: dict | None = None
 if config.tailnet.auth_keys == "headscale":
     if headscale_server is not None:
-        headscale_access = {"container": HEADSCALE_CONTAINER}
+        headscale_access = {"container": names.headscale_container(config.name_prefix)}
         if docker_host:
             headscale_access["docker_host"] = docker_host
     else:
@@ -119,6 +124,7 @@ shares = [
             first_node_port=config.proxy.first_node_port if bridge else None,
             headscale_user_id=headscale_users[config.tailnet.key_user or ""].user_id if headscale_users else None,
             headscale_access=headscale_access,
+            name_prefix=config.name_prefix,
         ),
     )
     for share in config.shares
@@ -141,6 +147,7 @@ proxy = CaddyProxy(
         plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
         limits=config.proxy,
         wait_for_nodes=config.proxy.wait_for_nodes,
+        name_prefix=config.name_prefix,
     ),
 )
 

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_docker as docker
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from components import hardening
+from components import hardening, names
 from components.headscale_api import ContainerHeadscale, HeadscaleError, UserExists, UserHasNodes, connect
 from components.headscale_config import (
     BOOTSTRAP_POLICY,
@@ -25,7 +25,8 @@ from components.in_place import InPlaceProvider
 from components.labels import container_labels, volume_labels
 from config.models import HeadscaleConfig
 
-HEADSCALE_CONTAINER = "tm-headscale"
+# The default stack's; a stack's own is names.headscale_container(namePrefix).
+HEADSCALE_CONTAINER = names.headscale_container(names.DEFAULT_PREFIX)
 
 
 def _fail(what: str, error: HeadscaleError) -> Exception:
@@ -196,6 +197,8 @@ class HeadscaleServerArgs:
     base_domain: str = "tailnet.internal"
     docker_host: str | None = None
     limits: hardening.Limits | None = None
+    # namePrefix: the container's and the volume's names derive from it.
+    name_prefix: str = names.DEFAULT_PREFIX
 
 
 class HeadscaleServer(pulumi.ComponentResource):
@@ -209,7 +212,7 @@ class HeadscaleServer(pulumi.ComponentResource):
         self.config_yaml = render_headscale_config(args.control_url, args.base_domain)
         self.state_volume = docker.Volume(
             f"{name}-data",
-            name="tm-headscale-data",
+            name=names.headscale_volume(args.name_prefix),
             labels=volume_labels(role="headscale"),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
@@ -220,7 +223,7 @@ class HeadscaleServer(pulumi.ComponentResource):
             ports.append(docker.ContainerPortArgs(internal=STUN_PORT, external=args.stun_port, protocol="udp"))
         self.container = docker.Container(
             f"{name}-headscale",
-            name=HEADSCALE_CONTAINER,
+            name=names.headscale_container(args.name_prefix),
             image=args.image,
             restart="unless-stopped",
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=str(args.ip))],
@@ -251,7 +254,7 @@ class HeadscaleServer(pulumi.ComponentResource):
         )
         self.policy = HeadscalePolicy(
             f"{name}-policy",
-            container=HEADSCALE_CONTAINER,
+            container=names.headscale_container(args.name_prefix),
             container_id=self.container.id,
             policy=args.policy,
             docker_host=args.docker_host,

@@ -1,8 +1,16 @@
-"""Docker labels that mark what this stack created (timemachine.share, .owner, .role)."""
+"""Docker labels that mark what this stack created (timemachine.share, .owner, .role, .stack)."""
 
+import pulumi
 import pulumi_docker as docker
 
 PREFIX = "timemachine"
+# <project>/<stack> on every container and the network (not on volumes: a changed label replaces a
+# volume, and the data volumes are protected): whose an object is, for the guard in config/guard.py.
+STACK_LABEL = f"{PREFIX}.stack"
+
+
+def stack_id() -> str:
+    return f"{pulumi.get_project()}/{pulumi.get_stack()}"
 
 
 def _labels(args_type, values: dict[str, str]) -> list:
@@ -10,7 +18,7 @@ def _labels(args_type, values: dict[str, str]) -> list:
 
 
 def container_labels(**values: str) -> list[docker.ContainerLabelArgs]:
-    return _labels(docker.ContainerLabelArgs, values)
+    return _labels(docker.ContainerLabelArgs, {**values, "stack": stack_id()})
 
 
 def volume_labels(**values: str) -> list[docker.VolumeLabelArgs]:
@@ -18,4 +26,4 @@ def volume_labels(**values: str) -> list[docker.VolumeLabelArgs]:
 
 
 def network_labels(**values: str) -> list[docker.NetworkLabelArgs]:
-    return _labels(docker.NetworkLabelArgs, values)
+    return _labels(docker.NetworkLabelArgs, {**values, "stack": stack_id()})

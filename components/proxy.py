@@ -9,7 +9,7 @@ from typing import Literal
 import pulumi
 import pulumi_docker as docker
 
-from components import hardening
+from components import hardening, names
 from components.caddy_config import CADDY_DATA_PATH, assemble, render
 from components.caddy_health import NODE_STATE_COMMAND
 from components.caddy_reload import CaddyConfig
@@ -38,9 +38,12 @@ class CaddyProxyArgs:
     limits: hardening.Limits | None = None
     # `pulumi up` waits for Caddy to be healthy and each node to register (proxy.waitForNodes).
     wait_for_nodes: bool = True
+    # namePrefix: the container's and the volume's names derive from it.
+    name_prefix: str = names.DEFAULT_PREFIX
 
 
-CADDY_CONTAINER = "tm-caddy"
+# The default stack's; a stack's own is names.caddy_container(namePrefix).
+CADDY_CONTAINER = names.caddy_container(names.DEFAULT_PREFIX)
 CADDY_WAIT_SECONDS = 90
 
 
@@ -57,7 +60,7 @@ class CaddyProxy(pulumi.ComponentResource):
         # and kept even if the resource is deleted.
         self.state_volume = docker.Volume(
             f"{name}-data",
-            name="tm-caddy-data",
+            name=names.caddy_volume(args.name_prefix),
             labels=volume_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
@@ -81,7 +84,7 @@ class CaddyProxy(pulumi.ComponentResource):
             ]
         self.container = docker.Container(
             f"{name}-caddy",
-            name=CADDY_CONTAINER,
+            name=names.caddy_container(args.name_prefix),
             image=args.image,
             restart="unless-stopped",
             # Neither the config nor a key is an input of the container: both reach the running
@@ -110,7 +113,7 @@ class CaddyProxy(pulumi.ComponentResource):
         )
         self.caddy_config = CaddyConfig(
             f"{name}-config",
-            container=CADDY_CONTAINER,
+            container=names.caddy_container(args.name_prefix),
             container_id=self.container.id,
             config=self.config_json,
             keys=pulumi.Output.secret(pulumi.Output.all(**args.auth_keys)),

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tailscale as tailscale
 
-from components import hardening
+from components import hardening, names
 from components.caddy_config import route_fragment
 from components.headscale import HeadscalePreAuthKey
 from components.ipplan import node_port
@@ -41,6 +41,8 @@ class TimeMachineShareArgs:
     # how to reach Headscale (see components.headscale_api.connect).
     headscale_user_id: pulumi.Input[str] | None = None
     headscale_access: pulumi.Input[dict] | None = None
+    # namePrefix: the container's and the state volume's names derive from it.
+    name_prefix: str = names.DEFAULT_PREFIX
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -104,7 +106,7 @@ class TimeMachineShare(pulumi.ComponentResource):
         # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
         self.state_volume = docker.Volume(
             f"{name}-samba-state",
-            name=f"tm-{share.name}-samba-state",
+            name=names.samba_volume(args.name_prefix, share.name),
             labels=volume_labels(share=share.name),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
@@ -117,7 +119,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             image=args.image,
             opts=child,
         )
-        container_name = f"tm-{share.name}-samba"
+        container_name = names.samba_container(args.name_prefix, share.name)
         self.container = docker.Container(
             f"{name}-samba",
             name=container_name,

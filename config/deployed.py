@@ -56,10 +56,23 @@ def this_stack() -> str:
 
 
 def deployed_addresses() -> dict[str, ipaddress.IPv4Address]:
-    """The share addresses in this stack's state: empty for a stack never deployed.
+    """The share addresses in this stack's state: empty for a stack never deployed."""
+    return share_addresses(read_state("the addresses this stack has deployed", "a share could move"))
 
-    A synchronous invoke (plain values at program start, in `preview` as in `up`), not a
-    StackReference, whose outputs would be Outputs the plan cannot branch on.
+
+DOCKER_OBJECTS = ("docker:index/container:Container", "docker:index/network:Network")
+
+
+def docker_ids(resources: Mapping[str, Any]) -> set[str]:
+    """The engine ids of the containers and networks in a stack's resource outputs."""
+    ids = {(r.get("outputs") or {}).get("id") for r in resources.values() if r.get("type") in DOCKER_OBJECTS}
+    return {str(i) for i in ids if i}
+
+
+def read_state(what: str, risk: str) -> Mapping[str, Any]:
+    """This stack's resources as of its last checkpoint, URN → type and outputs: empty for a stack
+    never deployed. A synchronous invoke (plain values at program start, in `preview` as in `up`),
+    not a StackReference, whose outputs would be Outputs the plan cannot branch on.
     """
     for attempt in range(READ_ATTEMPTS):
         try:
@@ -72,7 +85,6 @@ def deployed_addresses() -> dict[str, ipaddress.IPv4Address]:
                 time.sleep(READ_RETRY_SECONDS)
                 continue
             raise pulumi.RunError(
-                f"could not read the addresses this stack has deployed from its state ({error}); "
-                "without them a share could move, so nothing was planned"
+                f"could not read {what} from its state ({error}); without it {risk}, so nothing was planned"
             ) from None
-    return share_addresses((result.value or {}).get("outputs") or {})
+    return (result.value or {}).get("outputs") or {}

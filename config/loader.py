@@ -5,18 +5,18 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from components.ipplan import IpPlanError, headscale_address, plan_ips, reserved_addresses
-from config.deployed import deployed_addresses
+from config.deployed import read_state, share_addresses
 from config.models import CrossCheckError, StackConfig
 
 PROJECT = "tailscale-timemachine"
-KEYS = ("storageRoot", "network", "tailnet", "proxy", "samba", "shares")
+KEYS = ("storageRoot", "namePrefix", "network", "tailnet", "proxy", "samba", "shares")
 OBJECT_KEYS = ("network", "tailnet", "proxy", "samba", "shares")
 
 
@@ -35,6 +35,8 @@ class LoadedStack:
     ips: dict[str, ipaddress.IPv4Address]
     # The embedded Headscale's address on the stack's network; None without one.
     headscale_ip: ipaddress.IPv4Address | None = None
+    # This stack's state as read for the IP plan (URN → type and outputs), for the name guard.
+    deployed: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _path(loc: tuple) -> str:
@@ -141,4 +143,11 @@ def raw_from_pulumi() -> dict[str, Any]:
 
 
 def load_stack_config() -> LoadedStack:
-    return load(raw_from_pulumi(), deployed_addresses)
+    """The config, planned around this stack's state, which is read once (only for a valid config)."""
+    state: dict[str, Any] = {}
+
+    def deployed() -> dict[str, ipaddress.IPv4Address]:
+        state.update(read_state("the addresses this stack has deployed", "a share could move"))
+        return share_addresses(state)
+
+    return replace(load(raw_from_pulumi(), deployed), deployed=state)

@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components import names
+
 # A tailnet identity: a login (alice@example.com; Headscale names users alice@), a group, an
 # autogroup, or a tag.
 LOGIN = re.compile(r"[^@\s:]+@[^@\s]*")
@@ -40,6 +42,11 @@ QUOTA_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 QUOTA_PATTERN = re.compile(r"^\s*([0-9]+)\s*([KMGT])?B?\s*$", re.IGNORECASE)
 # Docker object names: what `docker network create` accepts.
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# namePrefix: a DNS-ish label starting with a letter. Docker limits no container or network name's
+# length; a local volume's name is a directory name (255 bytes). 32 keeps the longest derived name,
+# <prefix>-<share>-samba-state with a share of MAX_HOSTNAME - 9 characters, at 99.
+NAME_PREFIX = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+MAX_NAME_PREFIX = 32
 
 
 class ConfigModel(BaseModel):
@@ -116,15 +123,16 @@ NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 
 
 class NetworkConfig(ConfigModel):
-    name: str = "timemachine"
+    # Unset: derived from namePrefix (StackConfig.network_name).
+    name: str | None = None
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("172.24.0.0/24")
     # No route off the machine for the Samba network (Docker's `internal`); unset: StackConfig.internal.
     internal: bool | None = None
 
     @field_validator("name")
     @classmethod
-    def _docker_name(cls, value: str) -> str:
-        if not DOCKER_NAME.match(value):
+    def _docker_name(cls, value: str | None) -> str | None:
+        if value is not None and not DOCKER_NAME.match(value):
             raise ValueError(f"{value!r} is not a Docker network name (letters, digits, '_', '.', '-')")
         return value
 
@@ -312,6 +320,8 @@ class ShareConfig(ConfigModel):
 
 class StackConfig(ConfigModel):
     storage_root: str
+    # Every Docker object name derives from it (components/names.py): two stacks on one engine need two.
+    name_prefix: str = names.DEFAULT_PREFIX
     network: NetworkConfig = NetworkConfig()
     tailnet: TailnetConfig = TailnetConfig()
     proxy: ProxyConfig = ProxyConfig()
@@ -329,6 +339,21 @@ class StackConfig(ConfigModel):
         if value == "/":
             raise ValueError("must not be / itself; give a directory such as /srv/timemachine")
         return value
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _name_prefix(cls, value: str) -> str:
+        if not NAME_PREFIX.match(value) or len(value) > MAX_NAME_PREFIX:
+            raise ValueError(
+                f"{value!r} is not a name prefix (lowercase a-z, 0-9, '-', a letter first, at most "
+                f"{MAX_NAME_PREFIX} characters); e.g. pulumi config set namePrefix tm-staging"
+            )
+        return value
+
+    @property
+    def network_name(self) -> str:
+        """The Docker network's name: network.name, else derived from namePrefix."""
+        return self.network.name or names.network(self.name_prefix)
 
     @property
     def internal(self) -> bool:

@@ -148,9 +148,15 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
 
 def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = False,
                 secret_keys: Optional[list[str]] = None, main: Path = MAIN,
-                deployed: Optional[ProgramRun] = None) -> ProgramRun:
+                deployed: Optional[ProgramRun] = None, engine: Optional[list] = None) -> ProgramRun:
     """Evaluate __main__.py once with a fresh event loop, settings and root stack; `deployed`: the
-    run whose resources the stack's state holds (default: a stack never deployed)."""
+    run whose resources the stack's state holds (default: a stack never deployed); `engine`: the
+    labelled containers and networks (config.guard.Found) the name guard sees on the Docker engine
+    (default: no engine answers, whatever DOCKER_HOST says)."""
+    from config import guard
+
+    real_engine_objects = guard.engine_objects
+    guard.engine_objects = lambda _docker_host: engine  # type: ignore[assignment]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -176,6 +182,7 @@ def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = 
                 secret.add(name)
         return ProgramRun(monitor.declared, outputs, secret, mocks.state_reads)
     finally:
+        guard.engine_objects = real_engine_objects  # type: ignore[assignment]
         pulumi_settings.reset_options()
         pulumi_settings.ROOT.set(None)
         asyncio.set_event_loop(None)

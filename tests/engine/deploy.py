@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 
 from components.caddy_config import CADDY_CONFIG_PATH
+from components.proxy import CADDY_CONTAINER
 from components.storage import MARKER_NAME
 from tests.caddy_rewrite import without_tailnet
 from tests.conftest import ENGINE, upload, wait_port
@@ -57,13 +58,13 @@ def mark_storage(storage: Path) -> Path:
     return storage
 
 
-def stack_config(storage: Path, network: str, subnet: str, build_args: dict, shares: list[dict], *,
+def stack_config(storage: Path, network: str | None, subnet: str, build_args: dict, shares: list[dict], *,
                  control_url: str = DEAD_CONTROL_URL, internal: bool = False) -> dict:
     """A stack with provided keys, bridge networking and both images built from images/, on `storage`
-    marked as the backup disk."""
+    marked as the backup disk; network None: the name derived from namePrefix."""
     return {
         "storageRoot": str(mark_storage(storage)),
-        "network": {"name": network, "subnet": subnet, "internal": internal},
+        "network": {**({"name": network} if network else {}), "subnet": subnet, "internal": internal},
         "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": control_url,
                     "tagOwners": ["admin@"]},
         # No control server answers these stacks' nodes during `up` (none at DEAD_CONTROL_URL; the
@@ -110,12 +111,14 @@ def caddy_config_of(container) -> str:
 
 
 @contextmanager
-def proxy_path(client, shares: list[str] | None = None, prefix: str = "tm-") -> Iterator[dict[str, tuple[str, int]]]:
+def proxy_path(client, shares: list[str] | None = None, prefix: str = "tm-",
+               caddy_container: str = CADDY_CONTAINER) -> Iterator[dict[str, tuple[str, int]]]:
     """SMB as the proxy sends it: the deployed Caddy config in a second Caddy from the deployed image
     that shares the deployed Caddy container's network namespace (so smbd sees the proxy's address,
     the only one its `hosts allow` admits), each `tailscale/<node>:445` listener replaced by a TCP
-    port on that address (no control server here). Yields share → (host, port) for the test runner."""
-    caddy = client.containers.get("tm-caddy")
+    port on that address (no control server here). Yields share → (host, port) for the test runner.
+    `prefix`: tailnet.hostnamePrefix; `caddy_container`: the stack's (namePrefix) Caddy container."""
+    caddy = client.containers.get(caddy_container)
     host = next(iter(caddy.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
     text = caddy_config_of(caddy)
     deployed = sorted(json.loads(text)["apps"]["layer4"]["servers"])

@@ -456,3 +456,69 @@ def test_an_owner_with_two_shares_gets_one_user_and_one_join_key():
     assert dynamic == ["headscale-user-admin", "headscale-user-alice", "join-alice"]
     assert list(run.outputs["joinCommands"]) == ["alice@"]
     assert {r.name for r in run.resources if r.name.endswith("-key")} == {"alice-key", "alice-laptop-key"}
+
+
+def docker_names(run) -> dict[str, list[str]]:
+    """Type (container, volume, network) → the Docker object names the program declares."""
+    out: dict[str, list[str]] = {}
+    for r in run.resources:
+        for kind in ("container", "volume", "network"):
+            if r.type == f"docker:index/{kind}:{kind.capitalize()}":
+                out.setdefault(kind, []).append(r.inputs["name"])
+    return {kind: sorted(found) for kind, found in out.items()}
+
+
+def test_every_docker_object_name_derives_from_the_name_prefix():
+    # The embedded Headscale's stack: every kind of container and volume the program makes.
+    default = docker_names(run_program(LOCAL))
+    assert default == {"container": ["tm-alice-samba", "tm-caddy", "tm-headscale"],
+                       "volume": ["tm-alice-samba-state", "tm-caddy-data", "tm-headscale-data"],
+                       "network": ["timemachine"]}, "a stack without namePrefix keeps the names it had"
+    staging_config = {**LOCAL, "tailscale-timemachine:namePrefix": "tm-staging"}
+    staging = run_program(staging_config, stack="staging")
+    assert docker_names(staging) == {
+        "container": ["tm-staging-alice-samba", "tm-staging-caddy", "tm-staging-headscale"],
+        "volume": ["tm-staging-alice-samba-state", "tm-staging-caddy-data", "tm-staging-headscale-data"],
+        "network": ["tm-staging-network"]}
+    # What reaches the running containers by name, and what the containers mount and join.
+    assert staging.named("proxy-config").inputs["container"] == "tm-staging-caddy"
+    assert staging.named("headscale-policy").inputs["container"] == "tm-staging-headscale"
+    assert staging.named("alice-key").inputs["access"] == {"container": "tm-staging-headscale"}
+    mounts = staging.named("alice-samba").inputs["mounts"]
+    assert [m["source"] for m in mounts if m["type"] == "volume"] == ["tm-staging-alice-samba-state"]
+    assert staging.named("alice-samba").inputs["networksAdvanced"][0]["name"] == "tm-staging-network"
+    # Not Docker object names: the Samba container's host name and the tailnet host name stay.
+    assert staging.named("alice-samba").inputs["hostname"] == "tm-alice-samba"
+    assert staging.outputs["shares"]["alice"]["hostname"] == "tm-alice"
+
+
+def test_containers_and_the_network_carry_the_stack_label_and_volumes_do_not():
+    run = run_program(LOCAL, stack="staging")
+    for r in run.resources:
+        labels = {item["label"]: item["value"] for item in r.inputs.get("labels") or []}
+        if r.type in ("docker:index/container:Container", "docker:index/network:Network"):
+            assert labels["timemachine.stack"] == "tailscale-timemachine/staging", r.name
+        elif r.type == "docker:index/volume:Volume":
+            # A changed label replaces a volume, and the data volumes are protected.
+            assert "timemachine.stack" not in labels, r.name
+
+
+def test_another_stacks_objects_stop_the_program_before_anything_is_declared():
+    from config.guard import Found
+    dev_caddy = [Found("container", "tm-caddy", "tailscale-timemachine/dev")]
+    expected = r"namePrefix 'tm'.*container 'tm-caddy'.*namePrefix tm-staging"
+    with pytest.raises(pulumi.RunError, match=expected) as caught:
+        run_program(DEV, stack="staging", engine=dev_caddy)
+    assert "tailscale-timemachine/dev" in str(caught.value)
+    # Its own stack, an unlabelled (older) container, or another prefix: no objection.
+    assert run_program(DEV, stack="dev", engine=dev_caddy).resources
+    assert run_program(DEV, stack="staging", engine=[Found("container", "tm-caddy", None)]).resources
+    prefixed = {**DEV, "tailscale-timemachine:namePrefix": "tm-staging"}
+    assert run_program(prefixed, stack="staging", engine=dev_caddy).resources
+
+
+def test_a_new_name_prefix_on_a_deployed_stack_stops_the_program():
+    first = run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-a"})
+    with pytest.raises(pulumi.RunError, match="deployed with namePrefix 'tm-a'.*pulumi config set namePrefix tm-a"):
+        run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-b"}, deployed=first)
+    assert run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-a"}, deployed=first).resources

@@ -4,6 +4,7 @@ import ipaddress
 
 import pytest
 
+from components import names
 from config.loader import ConfigError, load
 
 GOOD = {
@@ -87,7 +88,8 @@ def test_good_config_loads_with_defaults_and_units():
 def test_minimal_config_takes_documented_defaults():
     stack = load({"storageRoot": "/srv/tm"})
     c = stack.config
-    assert (c.network.name, str(c.network.subnet)) == ("timemachine", "172.24.0.0/24")
+    # The names a stack deployed before namePrefix existed has: renaming them would orphan its volumes.
+    assert (c.name_prefix, c.network_name, str(c.network.subnet)) == ("tm", "timemachine", "172.24.0.0/24")
     assert (c.tailnet.hostname_prefix, c.tailnet.tags, c.tailnet.key_expiry_days) == ("tm-", ["tag:timemachine"], 90)
     assert (c.tailnet.auth_keys, c.proxy.network_mode, c.proxy.first_node_port) == ("managed", "host", 41641)
     assert (c.samba.model, c.samba.data_uid, c.shares) == ("TimeCapsule8,119", 1000, [])
@@ -220,6 +222,12 @@ BAD = {
     "process limit as text": (with_(("proxy", "processLimit"), "many"), "proxy.processLimit", "valid integer"),
     "Headscale memory limit": (made_keys(headscale={"embedded": True, "memoryLimit": "0G"}),
                                "tailnet.headscale.memoryLimit", "give at least 32M"),
+    "namePrefix with capitals": ({**GOOD, "namePrefix": "TM-Staging"}, "namePrefix", "namePrefix tm-staging"),
+    "namePrefix with a dot": ({**GOOD, "namePrefix": "tm.staging"}, "namePrefix", "is not a name prefix"),
+    "namePrefix starting with a digit": ({**GOOD, "namePrefix": "2tm"}, "namePrefix", "a letter first"),
+    "namePrefix ending with a dash": ({**GOOD, "namePrefix": "tm-"}, "namePrefix", "is not a name prefix"),
+    "empty namePrefix": ({**GOOD, "namePrefix": ""}, "namePrefix", "is not a name prefix"),
+    "namePrefix too long": ({**GOOD, "namePrefix": "t" * 33}, "namePrefix", "at most 32 characters"),
     "structured key given unparseable text": ({**GOOD, "network": "{not json"}, "network", "not valid structured config"),
 }
 
@@ -390,3 +398,24 @@ def test_outside_an_engine_the_state_read_fails_loudly_not_as_an_empty_deploymen
 
     with pytest.raises(pulumi.RunError, match="could not read the addresses this stack has deployed"):
         deployed_addresses()
+
+
+def test_name_prefix_names_every_docker_object_and_the_network_unless_set():
+    staging = load({**GOOD, "namePrefix": "tm-staging", "network": {"subnet": "172.24.0.0/24"}}).config
+    assert staging.network_name == "tm-staging-network"
+    assert names.containers(staging.name_prefix, ["alice"], headscale=True) == [
+        "tm-staging-caddy", "tm-staging-alice-samba", "tm-staging-headscale"]
+    assert names.volumes(staging.name_prefix, ["alice"], headscale=True) == [
+        "tm-staging-caddy-data", "tm-staging-alice-samba-state", "tm-staging-headscale-data"]
+    # An explicit network.name wins over the derived one.
+    assert load({**GOOD, "namePrefix": "tm-staging"}).config.network_name == "timemachine"
+
+
+def test_longest_prefix_and_share_give_valid_docker_names():
+    from config.models import DOCKER_NAME, MAX_NAME_PREFIX
+    prefix, share = "p" * MAX_NAME_PREFIX, "s" * 54  # the longest share name the hostname check allows
+    config = load({**GOOD, "namePrefix": prefix, "shares": [{"name": share, "owner": "a@x.com"}]}).config
+    every = [config.network_name, *names.containers(prefix, [share], True), *names.volumes(prefix, [share], True)]
+    # A local volume's name is a directory name: 255 bytes at most.
+    assert all(DOCKER_NAME.match(name) and len(name) <= 255 for name in every), every
+    assert max(map(len, every)) == 99
