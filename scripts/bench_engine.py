@@ -5,6 +5,7 @@ stacks with 1, 10 and 100 shares, median of 3 each, with steps and per-share cos
 Needs the tools of scripts/pulumi-tools.sh and the private engine (scripts/engine.sh start).
 Prints a table and, last, `engine preview 100 shares: <seconds> s`. A measurement, not a test.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,13 @@ REPEATS = 3
 
 
 def main() -> None:
-    docker_host = subprocess.run(["bash", str(ROOT / "scripts" / "engine.sh"), "start"], capture_output=True,
-                                 text=True, check=True).stdout.strip().splitlines()[-1]
+    docker_host = (
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "engine.sh"), "start"], capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     env = tools_env()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as work:
@@ -43,7 +49,8 @@ def main() -> None:
                 steps = len(preview["steps"])
             rows.append((n, steps, statistics.median(times)))
             print(f"  {n} shares: {', '.join(f'{t:.2f}' for t in times)} s", file=sys.stderr)
-    print(f"pulumi {subprocess.run(['pulumi', 'version'], env={**os.environ, **env}, capture_output=True, text=True).stdout.strip()}")
+    version = subprocess.run(["pulumi", "version"], env={**os.environ, **env}, capture_output=True, text=True)
+    print(f"pulumi {version.stdout.strip()}")
     print(f"{'shares':>7} {'steps':>6} {'median s':>9} {'ms/share':>9} {'ms/step':>8}")
     for n, steps, seconds in rows:
         print(f"{n:>7} {steps:>6} {seconds:>9.2f} {1000 * seconds / n:>9.1f} {1000 * seconds / steps:>8.1f}")

@@ -6,6 +6,7 @@ Python's default GC thresholds (the tuning switched off), median of a few runs e
 table and, last, `500 shares: <seconds> s` for the program as shipped. Target: linear growth,
 well under 5 s at 500 shares. A measurement, not a test.
 """
+
 from __future__ import annotations
 
 import gc
@@ -16,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import components.gc_tuning as gc_tuning  # noqa: E402
+import timemachine.gc_tuning as gc_tuning  # noqa: E402
 from tests.pulumi_runner import run_program  # noqa: E402
 from tests.stack_configs import generated  # noqa: E402
 
@@ -52,7 +53,10 @@ def main() -> None:
     print(f"GC thresholds: shipped {SHIPPED_THRESHOLDS}, default {DEFAULT_THRESHOLDS}")
     print(f"{'shares':>7} {'resources':>10} {'shipped s':>10} {'ms/share':>9} {'default-gc s':>13} {'ms/share':>9}")
     for n, resources, shipped, default in rows:
-        print(f"{n:>7} {resources:>10} {shipped:>10.3f} {1000 * shipped / n:>9.2f} {default:>13.3f} {1000 * default / n:>9.2f}")
+        print(
+            f"{n:>7} {resources:>10} {shipped:>10.3f} {1000 * shipped / n:>9.2f} "
+            f"{default:>13.3f} {1000 * default / n:>9.2f}"
+        )
     print(f"500 shares: {rows[-1][2]:.2f} s")
 
 

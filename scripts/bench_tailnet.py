@@ -10,6 +10,7 @@ smbclient's connection from the host, so the difference is the server side. Roun
 paths; each writes and reads `--size-mib` in 8 MiB files. Prints MB/s per round and, as its last
 line, `tailnet/sidecar write=<x.xx> read=<y.yy>` (medians). A measurement, not a test.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,23 +34,41 @@ def main() -> None:
     args, _, size_mb, work, src = setup(__doc__ or "", "tm-bench-tailnet-")
     client = docker_client_for()
     goproxy = start_goproxy(client, work / "goproxy")
-    images = {"headscale": build(client, HEADSCALE_CONTEXT, "tailscale-timemachine/headscale"),
-              "client": build(client, CLIENT_CONTEXT, "tailscale-timemachine/tailnet-client-test")}
+    images = {
+        "headscale": build(client, HEADSCALE_CONTEXT, "tailscale-timemachine/headscale"),
+        "client": build(client, CLIENT_CONTEXT, "tailscale-timemachine/tailnet-client-test"),
+    }
     rows: dict[str, list] = {"tailnet": [], "sidecar": []}
     cpu: dict[str, dict] = {"tailnet": {}, "sidecar": {}}
     try:
-        with deployed_tailnet(client, tools_env(), goproxy, images, work / "net",
-                              [{"name": "bench", "owner": "bench@"}], {"bench": TAGS}, {"bench": "bench"}) as net:
+        with deployed_tailnet(
+            client,
+            tools_env(),
+            goproxy,
+            images,
+            work / "net",
+            [{"name": "bench", "owner": "bench@"}],
+            {"bench": TAGS},
+            {"bench": "bench"},
+        ) as net:
             headscale, mac = net["headscale"], net["clients"]["bench"]
             samba = client.containers.get("tm-bench-samba")
             # The alternative: tailscaled beside smbd in its network namespace, same tags (so the same
             # policy rule admits the owner); inbound tailnet TCP reaches smbd on the namespace's loopback.
-            sidecar = client.containers.run(images["client"], name="tm-bench-sidecar", detach=True,
-                                            network_mode=f"container:{samba.id}")
+            sidecar = client.containers.run(
+                images["client"], name="tm-bench-sidecar", detach=True, network_mode=f"container:{samba.id}"
+            )
             try:
                 time.sleep(2)
-                run(sidecar, "tailscale", "up", f"--login-server={headscale.url}",
-                    f"--authkey={headscale.preauth_key('admin', TAGS)}", "--hostname=sidecar-bench", timeout=120)
+                run(
+                    sidecar,
+                    "tailscale",
+                    "up",
+                    f"--login-server={headscale.url}",
+                    f"--authkey={headscale.preauth_key('admin', TAGS)}",
+                    "--hostname=sidecar-bench",
+                    timeout=120,
+                )
                 headscale.wait_online(["sidecar-bench"])
                 mac.forward(4450, "tm-bench", 445)
                 mac.forward(4451, "sidecar-bench", 445)
@@ -63,14 +82,28 @@ def main() -> None:
                         order.reverse()
                     for label, port in order:
                         before = cpu_seconds(containers)
-                        rows[label].append(smb_round(mac.ip, port, "bench", src, work / f"back-{label}{r}",
-                                                     f"{label}{r}", net["storage"] / "bench"))
+                        rows[label].append(
+                            smb_round(
+                                mac.ip,
+                                port,
+                                "bench",
+                                src,
+                                work / f"back-{label}{r}",
+                                f"{label}{r}",
+                                net["storage"] / "bench",
+                            )
+                        )
                         after = cpu_seconds(containers)
                         for key in after:
                             cpu[label][key] = cpu[label].get(key, 0.0) + after[key] - before[key]
-                    print(f"round {r + 1}: " + "  ".join(
-                        f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s"
-                        for k, v in rows.items()), flush=True)
+                    print(
+                        f"round {r + 1}: "
+                        + "  ".join(
+                            f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s"
+                            for k, v in rows.items()
+                        ),
+                        flush=True,
+                    )
             finally:
                 sidecar.remove(force=True, v=True)
     finally:
@@ -78,8 +111,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     rate = report(rows, cpu, size_mb, args.rounds)
-    print(f"tailnet/sidecar write={rate('tailnet', 0) / rate('sidecar', 0):.2f} "
-          f"read={rate('tailnet', 1) / rate('sidecar', 1):.2f}")
+    print(
+        f"tailnet/sidecar write={rate('tailnet', 0) / rate('sidecar', 0):.2f} "
+        f"read={rate('tailnet', 1) / rate('sidecar', 1):.2f}"
+    )
 
 
 if __name__ == "__main__":

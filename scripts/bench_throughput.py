@@ -13,6 +13,7 @@ the same files with fsync and reads them back. Before every read, the files' pag
 from the page cache (on the server side too), so reads come from the disk. Prints MB/s per round and, as its last line,
 `smb/disk write=<x.xx> read=<x.xx> proxy/direct write=<x.xx> read=<x.xx>` (medians).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ def disk_round(src: Path, dest: Path) -> tuple[float, float]:
     files = sorted(src.iterdir())
     data = [f.read_bytes() for f in files]
     start = time.perf_counter()
-    for f, blob in zip(files, data):
+    for f, blob in zip(files, data, strict=True):
         with open(dest / f.name, "wb") as out:
             out.write(blob)
             out.flush()
@@ -82,8 +83,9 @@ def cpu_seconds(containers) -> dict[str, float]:
     return out
 
 
-def smb_round(host: str, port: int, share: str, src: Path, back: Path, name: str,
-              on_host: Path, netns_pid: int | None = None) -> tuple[float, float]:
+def smb_round(
+    host: str, port: int, share: str, src: Path, back: Path, name: str, on_host: Path, netns_pid: int | None = None
+) -> tuple[float, float]:
     base = ["smbclient", f"//{host}/{share}", "-p", str(port), "-N", "-m", "SMB3", "--option=client min protocol=SMB2"]
     if netns_pid is not None:
         # smbd admits only the proxy's address: the direct client runs in the Caddy container's
@@ -107,7 +109,7 @@ def smb_round(host: str, port: int, share: str, src: Path, back: Path, name: str
         if (back / f.name).stat().st_size != f.stat().st_size:
             raise RuntimeError(f"{f.name}: size differs after the round trip")
     shutil.rmtree(back)
-    run(f"prompt off; cd {name}; mask \"\"; del *; cd ..; rmdir {name}")
+    run(f'prompt off; cd {name}; mask ""; del *; cd ..; rmdir {name}')
     return write, read
 
 
@@ -136,8 +138,10 @@ def report(rows: dict[str, list], cpu: dict[str, dict], size_mb: float, rounds: 
 
     gb = 2 * size_mb * rounds / 1000  # written and read back
     for label in cpu:
-        print(f"  cpu seconds per GB moved, {label:<7}: " + ", ".join(
-            f"{k} {v / gb:.2f}" for k, v in sorted(cpu[label].items())))
+        print(
+            f"  cpu seconds per GB moved, {label:<7}: "
+            + ", ".join(f"{k} {v / gb:.2f}" for k, v in sorted(cpu[label].items()))
+        )
     print(f"{rounds} rounds of {size_mb:.0f} MB per path; medians in MB/s:")
     for label in rows:
         print(f"  {label:<8} write {rate(label, 0):8.1f}  read {rate(label, 1):8.1f}")
@@ -149,8 +153,13 @@ def main() -> None:
     client = docker_client_for()
     goproxy = start_goproxy(client, work / "goproxy")
     stack = new_stack(work / "stack", "bench", tools_env())
-    config = stack_config(work / "storage", f"tm-bench-{os.getpid()}", unique_subnet(client), goproxy.build_args(),
-                          [{"name": "bench", "owner": "bench@example.com"}])
+    config = stack_config(
+        work / "storage",
+        f"tm-bench-{os.getpid()}",
+        unique_subnet(client),
+        goproxy.build_args(),
+        [{"name": "bench", "owner": "bench@example.com"}],
+    )
     rows: dict[str, list] = {"disk": [], "direct": [], "proxy": []}
     cpu: dict[str, dict] = {"direct": {}, "proxy": {}}
     try:
@@ -168,13 +177,28 @@ def main() -> None:
                 rows["disk"].append(disk_round(src, work / f"disk{r}"))
                 for label, host, p in order:
                     before = cpu_seconds(containers)
-                    rows[label].append(smb_round(host, p, "bench", src, work / f"back-{label}{r}", f"{label}{r}",
-                                                 work / "storage" / "bench", netns if label == "direct" else None))
+                    rows[label].append(
+                        smb_round(
+                            host,
+                            p,
+                            "bench",
+                            src,
+                            work / f"back-{label}{r}",
+                            f"{label}{r}",
+                            work / "storage" / "bench",
+                            netns if label == "direct" else None,
+                        )
+                    )
                     after = cpu_seconds(containers)
                     for key in after:
                         cpu[label][key] = cpu[label].get(key, 0.0) + after[key] - before[key]
-                print(f"round {r + 1}: " + "  ".join(
-                    f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s" for k, v in rows.items()))
+                print(
+                    f"round {r + 1}: "
+                    + "  ".join(
+                        f"{k} write {size_mb / v[-1][0]:.1f} MB/s read {size_mb / v[-1][1]:.1f} MB/s"
+                        for k, v in rows.items()
+                    )
+                )
     finally:
         teardown(stack, client, work / "storage")
         goproxy.close()
@@ -182,8 +206,10 @@ def main() -> None:
 
     print(f"{bands} bands of 8 MiB per round")
     rate = report(rows, cpu, size_mb, args.rounds)
-    print(f"smb/disk write={rate('direct', 0) / rate('disk', 0):.2f} read={rate('direct', 1) / rate('disk', 1):.2f} "
-          f"proxy/direct write={rate('proxy', 0) / rate('direct', 0):.2f} read={rate('proxy', 1) / rate('direct', 1):.2f}")
+    print(
+        f"smb/disk write={rate('direct', 0) / rate('disk', 0):.2f} read={rate('direct', 1) / rate('disk', 1):.2f} "
+        f"proxy/direct write={rate('proxy', 0) / rate('direct', 0):.2f} read={rate('proxy', 1) / rate('direct', 1):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Peak memory (RSS), processes and threads of smbd and Caddy while one client backs up 1 GiB, the
-figures the containers' default limits (config/models.py) are sized from.
+figures the containers' default limits (timemachine/config/models.py) are sized from.
 
 It runs the stack's own images on a network of its own, hardened as the stack runs them
-(components/hardening.py, with limits far above the defaults so they do not shape the figures):
+(timemachine/components/hardening.py, with limits far above the defaults so they do not shape the figures):
 one Samba container with the stack's smb.conf (hosts allow = the proxy), one Caddy with the stack's
 layer4 route for the share (its tailnet listener replaced by a TCP port, as no control server runs
 here). The client is Samba's `smbclient` on this machine, writing `--size-mib` as 8 MiB band files
@@ -13,6 +13,7 @@ counts threads). Prints, as its last lines, `peak <role> rss_mib=<x> processes=<
 
     .venv/bin/python scripts/measure_limits.py [--samba-image I] [--caddy-image I] [--prefix tm-limits]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components import hardening  # noqa: E402
-from components.caddy_config import CADDY_CONFIG_PATH, assemble, render, route_fragment  # noqa: E402
-from components.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
-from config.models import ProxyConfig, SambaConfig  # noqa: E402
 from tests.caddy_rewrite import without_tailnet  # noqa: E402
 from tests.conftest import docker_client_for, samba_volumes, unique_subnet, upload, wait_port  # noqa: E402
+from timemachine.caddy.config import CADDY_CONFIG_PATH, assemble, render, route_fragment  # noqa: E402
+from timemachine.components import hardening  # noqa: E402
+from timemachine.config.models import ProxyConfig, SambaConfig  # noqa: E402
+from timemachine.samba.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
 
 BAND = 8 * 1024 * 1024
 SHARE = "backup"
@@ -75,8 +76,22 @@ class Sampler(threading.Thread):
 
 
 def smbclient(host: str, commands: str) -> None:
-    done = subprocess.run(["smbclient", f"//{host}/{SHARE}", "-p", str(PORT), "-N", "-m", "SMB3",
-                           "--option=client min protocol=SMB2", "-c", commands], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "smbclient",
+            f"//{host}/{SHARE}",
+            "-p",
+            str(PORT),
+            "-N",
+            "-m",
+            "SMB3",
+            "--option=client min protocol=SMB2",
+            "-c",
+            commands,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0 or "NT_STATUS" in done.stdout + done.stderr:
         raise RuntimeError(f"smbclient failed: {done.stdout[-400:]} {done.stderr[-400:]}")
 
@@ -105,8 +120,11 @@ def main() -> None:
     hosts = list(subnet.hosts())
     gateway, samba_ip, caddy_ip = str(hosts[0]), str(hosts[1]), str(hosts[-1])
     tag = uuid.uuid4().hex[:6]
-    network = client.networks.create(f"{args.prefix}-{tag}", driver="bridge", ipam={
-        "Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]})
+    network = client.networks.create(
+        f"{args.prefix}-{tag}",
+        driver="bridge",
+        ipam={"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
+    )
     # Limits far above any default: the figures are what the processes take, not what they are allowed.
     roomy_samba = SambaConfig(memoryLimit="2G", processLimit=4096)
     roomy_proxy = ProxyConfig(memoryLimit="2G", processLimit=4096)
@@ -114,18 +132,25 @@ def main() -> None:
     try:
         conf = render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=caddy_ip)
         samba = client.containers.create(
-            samba_image, name=f"{args.prefix}-samba-{tag}", environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
-            volumes=samba_volumes(work / "data"), network=network.name,
+            samba_image,
+            name=f"{args.prefix}-samba-{tag}",
+            environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
+            volumes=samba_volumes(work / "data"),
+            network=network.name,
             networking_config={network.name: client.api.create_endpoint_config(ipv4_address=samba_ip)},
-            **hardening.docker_sdk(hardening.for_samba(roomy_samba)))
+            **hardening.docker_sdk(hardening.for_samba(roomy_samba)),
+        )
         made.append(samba)
         samba.start()
         fragment = route_fragment(SHARE, f"tm-{SHARE}", samba_ip, tags=["tag:timemachine"])
         caddy_conf = without_tailnet(render(assemble([fragment])), {f"tm-{SHARE}": f"0.0.0.0:{PORT}"})
         caddy = client.containers.create(
-            caddy_image, name=f"{args.prefix}-caddy-{tag}", network=network.name,
+            caddy_image,
+            name=f"{args.prefix}-caddy-{tag}",
+            network=network.name,
             networking_config={network.name: client.api.create_endpoint_config(ipv4_address=caddy_ip)},
-            **hardening.docker_sdk(hardening.for_proxy(roomy_proxy, read_only=False)))
+            **hardening.docker_sdk(hardening.for_proxy(roomy_proxy, read_only=False)),
+        )
         made.append(caddy)
         upload(caddy, CADDY_CONFIG_PATH, json.dumps(json.loads(caddy_conf)))
         caddy.start()
@@ -152,8 +177,10 @@ def main() -> None:
         network.remove()
         shutil.rmtree(work, ignore_errors=True)
     mib = args.size_mib * 1024 * 1024 / 1e6
-    print(f"{args.size_mib} MiB written through Caddy in {written:.1f} s ({mib / written:.0f} MB/s) and read back;"
-          f" sampled every {args.interval} s; images {samba_image}, {caddy_image}")
+    print(
+        f"{args.size_mib} MiB written through Caddy in {written:.1f} s ({mib / written:.0f} MB/s) and read back;"
+        f" sampled every {args.interval} s; images {samba_image}, {caddy_image}"
+    )
     for role, (kib, procs, threads) in sampler.peaks.items():
         print(f"peak {role} rss_mib={kib / 1024:.1f} processes={procs} threads={threads}")
 

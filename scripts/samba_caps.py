@@ -2,10 +2,10 @@
 """Finds the smallest capability set smbd (and the Samba image's entrypoint) works with, by test.
 
 Each trial runs the Samba image the way the stack does (read-only root filesystem and tmpfs from
-components/hardening.py, no-new-privileges, smb.conf in SMB_CONF, a fresh root-owned data
-directory as Docker makes it) with a candidate capability set, and drives one guest workload against it: write and read back
-with checksums, a directory, a rename, a delete, a named stream, set times, the AAPL query
-with FULL_SYNC, and the bytes and owner on the host. Starting from Docker's default set, each
+timemachine/components/hardening.py, no-new-privileges, smb.conf in SMB_CONF, a fresh root-owned
+data directory as Docker makes it) with a candidate capability set, and drives one guest workload
+against it: write and read back with checksums, a directory, a rename, a delete, a named stream,
+set times, the AAPL query with FULL_SYNC, and the bytes and owner on the host. Starting from Docker's default set, each
 capability is dropped in turn and stays dropped when the workload still passes (greedy
 elimination), so the result is a set where removing any one capability breaks something; the
 script prints each trial and what failed, and as its last line `minimal: CAP_A CAP_B …`.
@@ -13,6 +13,7 @@ script prints each trial and what failed, and as its last line `minimal: CAP_A C
 Uses the private engine (scripts/engine.sh); run it under the engine lock:
     flock /var/tmp/tm-docker.lock .venv/bin/python scripts/samba_caps.py [--image IMAGE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import smbclient  # noqa: E402
 
-from components import hardening  # noqa: E402
-from components.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
-from config.models import SambaConfig  # noqa: E402
 from tests.conftest import docker_client_for, samba_volumes, unique_subnet, wait_port  # noqa: E402
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query  # noqa: E402
+from timemachine.components import hardening  # noqa: E402
+from timemachine.config.models import SambaConfig  # noqa: E402
+from timemachine.samba.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
 
-DOCKER_DEFAULT = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-                  "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]
+DOCKER_DEFAULT = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+]
 SHARE = "probe"
 DATA_UID = 1234
 
@@ -70,16 +85,22 @@ def workload(ip: str, storage: Path) -> None:
     assert (storage.stat().st_uid, oct(storage.stat().st_mode & 0o777)) == (DATA_UID, "0o700"), "data dir"
 
 
-def trial(client, image: str, network: str, ip: str, gateway: str, caps: list[str],
-          prefix: str = "tm-capsprobe") -> str | None:
+def trial(
+    client, image: str, network: str, ip: str, gateway: str, caps: list[str], prefix: str = "tm-capsprobe"
+) -> str | None:
     """None if the workload passes with exactly `caps`, else what failed."""
     storage = Path(tempfile.mkdtemp(prefix="tm-capsprobe-")) / "data"  # Docker creates it, root-owned
     kwargs = hardening.docker_sdk(hardening.for_samba(SambaConfig(), capabilities=caps))
     conf = render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=gateway)
     container = client.containers.create(
-        image, name=f"{prefix}-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
-        volumes=samba_volumes(storage), network=network,
-        networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)}, **kwargs)
+        image,
+        name=f"{prefix}-{uuid.uuid4().hex[:6]}",
+        environment=[f"DATA_UID={DATA_UID}", f"{SMB_CONF_ENV}={conf}"],
+        volumes=samba_volumes(storage),
+        network=network,
+        networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
+        **kwargs,
+    )
     try:
         container.start()
         try:
@@ -103,12 +124,17 @@ def main() -> None:
     parser.add_argument("--image", default="", help="Samba image (default: the newest tailscale-timemachine/samba)")
     args = parser.parse_args()
     client = docker_client_for()
-    image = args.image or sorted(client.images.list("tailscale-timemachine/samba"),
-                                 key=lambda i: i.attrs["Created"])[-1].tags[0]
+    image = (
+        args.image
+        or sorted(client.images.list("tailscale-timemachine/samba"), key=lambda i: i.attrs["Created"])[-1].tags[0]
+    )
     subnet = ipaddress.IPv4Network(unique_subnet(client))
     gateway, ip = (str(h) for h in list(subnet.hosts())[:2])
-    network = client.networks.create(f"{args.prefix}-{uuid.uuid4().hex[:6]}", driver="bridge", ipam={
-        "Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]})
+    network = client.networks.create(
+        f"{args.prefix}-{uuid.uuid4().hex[:6]}",
+        driver="bridge",
+        ipam={"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
+    )
     try:
         print(f"image {image}; Docker's default set: {' '.join(DOCKER_DEFAULT)}")
         start = time.perf_counter()

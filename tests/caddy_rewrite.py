@@ -3,6 +3,7 @@
 Only what a test names changes: the `tailscale` app is removed and each `tailscale/<node>:445`
 listener becomes a plain TCP address. Routes, handlers and upstreams stay exactly as generated.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Real Docker engine fixtures shared by the tiers that use the private engine."""
+
 from __future__ import annotations
 
 import io
@@ -94,8 +95,8 @@ def unique_subnet(client, exclude: frozenset[str] | set[str] = frozenset()) -> s
 def samba_volumes(data: Path) -> dict:
     """Docker SDK `volumes` for running the Samba image by hand as the stack runs it: the share's
     directory at /data and the marker of the storage root beside it (made here), read-only."""
-    from components.smbconf import DATA_PATH
-    from components.storage import MARKER_NAME, MARKER_PATH
+    from timemachine.dynamic.share_storage import MARKER_NAME, MARKER_PATH
+    from timemachine.samba.smbconf import DATA_PATH
 
     marker = data.parent / MARKER_NAME
     marker.touch()

@@ -5,6 +5,7 @@ its source from ../shared/vendor (read at test time, never copied into the repos
 commit's own pseudo-version, and the build falls through to the public proxy for every other
 module. The production Dockerfile keeps its newer pin; the test stack sets `proxy.buildArgs`.
 """
+
 from __future__ import annotations
 
 import io

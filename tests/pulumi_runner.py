@@ -1,16 +1,18 @@
-"""Runs the real __main__.py under Pulumi's mock monitor and records what it declares.
+"""Runs the real program (the preflight, then timemachine.program.build, as __main__.py does)
+under Pulumi's mock monitor and records what it declares.
 
 Used by the program tests (assertions on the graph), the engine tier's `caddy validate` checks
 and the program benchmark.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
-import runpy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -19,7 +21,6 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_in_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-MAIN = ROOT / "__main__.py"
 PROJECT = "tailscale-timemachine"
 SECRET_SIG = rpc._special_secret_sig  # noqa: SLF001 - the wire marker of a secret value
 SIG_KEY = rpc._special_sig_key  # noqa: SLF001
@@ -76,12 +77,19 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 raise ValueError(f"duplicate resource URN {urn}")
             self.urns.add(urn)
             raw = rpc.deserialize_properties(request.object, keep_internal=True)
-            self.declared.append(Declared(
-                type=request.type, name=request.name, urn=urn, parent=request.parent,
-                custom=bool(request.custom), protect=bool(request.protect),
-                retain_on_delete=bool(getattr(request, "retainOnDelete", False)),
-                raw_inputs=raw, inputs=plain(raw),
-            ))
+            self.declared.append(
+                Declared(
+                    type=request.type,
+                    name=request.name,
+                    urn=urn,
+                    parent=request.parent,
+                    custom=bool(request.custom),
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(getattr(request, "retainOnDelete", False)),
+                    raw_inputs=raw,
+                    inputs=plain(raw),
+                )
+            )
         return super().RegisterResource(request)
 
 
@@ -92,7 +100,7 @@ class Mocks(pulumi.runtime.Mocks):
     """Mock providers; the engine's own state read answers with `state` (URN → type and outputs),
     empty as for a stack never deployed."""
 
-    def __init__(self, state: Optional[dict] = None):
+    def __init__(self, state: dict | None = None):
         self.state = state or {}
         self.state_reads: list[str] = []
 
@@ -146,17 +154,24 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = False,
-                secret_keys: Optional[list[str]] = None, main: Path = MAIN,
-                deployed: Optional[ProgramRun] = None, engine: Optional[list] = None) -> ProgramRun:
-    """Evaluate __main__.py once with a fresh event loop, settings and root stack; `deployed`: the
-    run whose resources the stack's state holds (default: a stack never deployed); `engine`: the
-    labelled containers and networks (config.guard.Found) the name guard sees on the Docker engine
+def run_program(
+    config: dict[str, Any],
+    *,
+    stack: str = "test",
+    preview: bool = False,
+    secret_keys: list[str] | None = None,
+    program: Callable[[], None] | None = None,
+    deployed: ProgramRun | None = None,
+    engine: list | None = None,
+) -> ProgramRun:
+    """Evaluate the program once with a fresh event loop, settings and root stack; `deployed`: the
+    run whose resources the stack's state holds (default: a stack never deployed); `program`: another
+    program to run instead (a test of the runner itself); `engine`: the labelled containers and
+    networks (timemachine.preflight.guard.Found) the name guard sees on the Docker engine
     (default: no engine answers, whatever DOCKER_HOST says)."""
-    from config import guard
+    from timemachine.preflight.stack import preflight
+    from timemachine.program import build
 
-    real_engine_objects = guard.engine_objects
-    guard.engine_objects = lambda _docker_host: engine  # type: ignore[assignment]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -164,16 +179,24 @@ def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = 
         mocks = Mocks(deployed.state() if deployed else None)
         monitor = RecordingMonitor(mocks)
         pulumi.runtime.set_all_config(config_values(config), secret_keys or [])
-        pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor,
-                               organization="organization")
+        pulumi_mocks.set_mocks(
+            mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, organization="organization"
+        )
         pulumi_settings.ROOT.set(None)  # run_in_stack makes the root stack of this run
         holder: dict = {}
 
-        def program():
-            runpy.run_path(str(main), run_name="__main__")
+        def declare():
+            if program is not None:
+                program()
+                holder["stack"] = pulumi_settings.get_root_resource()
+                return
+            docker_host = pulumi.Config("docker").get("host")
+            stack = preflight(docker_host, lambda _docker_host: engine)
+            for name, value in build(stack, docker_host).items():
+                pulumi.export(name, value)
             holder["stack"] = pulumi_settings.get_root_resource()
 
-        loop.run_until_complete(run_in_stack(program))
+        loop.run_until_complete(run_in_stack(declare))
         outputs, secret = {}, set()
         for name, value in holder["stack"].outputs.items():
             out = pulumi.Output.from_input(value)
@@ -182,7 +205,6 @@ def run_program(config: dict[str, Any], *, stack: str = "test", preview: bool = 
                 secret.add(name)
         return ProgramRun(monitor.declared, outputs, secret, mocks.state_reads)
     finally:
-        guard.engine_objects = real_engine_objects  # type: ignore[assignment]
         pulumi_settings.reset_options()
         pulumi_settings.ROOT.set(None)
         asyncio.set_event_loop(None)

@@ -1,4 +1,5 @@
 """Real SMB clients for the tests: smbprotocol sessions (guest, no signing) and the AAPL query macOS sends."""
+
 from __future__ import annotations
 
 import struct
@@ -51,7 +52,7 @@ def parse_aapl_reply(blob: bytes) -> AaplReply:
         offset += 8
     if bitmap & AAPL_MODEL_INFO:
         _pad, length = struct.unpack_from("<II", blob, offset)
-        model = blob[offset + 8: offset + 8 + length].decode("utf-16-le")
+        model = blob[offset + 8 : offset + 8 + length].decode("utf-16-le")
     return AaplReply(bitmap, server_caps, volume_caps, model)
 
 
@@ -72,17 +73,24 @@ def guest_tree(host: str, share: str, port: int = 445):
 
 
 def aapl_query(host: str, share: str, port: int = 445, client_caps: int = AAPL_CLIENT_CAPS) -> tuple[AaplReply, bool]:
-    """Open the share root with an AAPL server query as macOS does; return the reply and whether the session is a guest's."""
+    """Open the share root with an AAPL server query as macOS does; return the reply and whether
+    the session is a guest's."""
     with guest_tree(host, share, port) as (session, tree):
         request = SMB2CreateContextRequest()
         request["buffer_name"] = b"AAPL"
         request["buffer_data"] = struct.pack(
-            "<IIQQ", AAPL_SERVER_QUERY, 0, AAPL_SERVER_CAPS | AAPL_VOLUME_CAPS | AAPL_MODEL_INFO, client_caps)
+            "<IIQQ", AAPL_SERVER_QUERY, 0, AAPL_SERVER_CAPS | AAPL_VOLUME_CAPS | AAPL_MODEL_INFO, client_caps
+        )
         root = Open(tree, "")
         contexts = root.create(
-            ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_READ_ATTRIBUTES,
-            FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
-            CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE, create_contexts=[request])
+            ImpersonationLevel.Impersonation,
+            DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_READ_ATTRIBUTES,
+            FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
+            ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+            CreateDisposition.FILE_OPEN,
+            CreateOptions.FILE_DIRECTORY_FILE,
+            create_contexts=[request],
+        )
         root.close()
         blobs = [c for c in contexts or [] if isinstance(c, bytes)]
         assert len(blobs) == 1, f"expected one AAPL reply context, got {contexts!r}"
@@ -98,8 +106,16 @@ class GuestClient:
         self.cache: dict = {}
         # Secure negotiate needs a signing key, which a guest session never has.
         smbclient.ClientConfig(require_secure_negotiate=False)
-        smbclient.register_session(host, username="guest", password="", port=port, connection_cache=self.cache,
-                                   auth_protocol="ntlm", require_signing=False, encrypt=False)
+        smbclient.register_session(
+            host,
+            username="guest",
+            password="",
+            port=port,
+            connection_cache=self.cache,
+            auth_protocol="ntlm",
+            require_signing=False,
+            encrypt=False,
+        )
 
     def path(self, share: str, *parts: str) -> str:
         return "\\".join([rf"\\{self.host}", share, *parts])

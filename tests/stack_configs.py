@@ -1,4 +1,5 @@
 """Generated stack configs of any size, shared by the program tests and the benchmark."""
+
 from __future__ import annotations
 
 

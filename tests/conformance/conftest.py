@@ -6,6 +6,7 @@ tier deploys). Its one share is set up the way the suites expect where that is a
 the model `MacSamba` (enable_aapl checks the AAPL reply's length, which holds the model string) and
 a 32 KiB quota (Timemachine-volsize expects `fruit:time machine max size = 32K`).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -26,8 +27,13 @@ def share(pulumi_env, docker_client, goproxy, tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
     stack = new_stack(tmp_path_factory.mktemp("conformance"), "conformance", pulumi_env)
     network = f"tm-conformance-{uuid.uuid4().hex[:6]}"
-    config = stack_config(storage, network, unique_subnet(docker_client), goproxy.build_args(),
-                          [{"name": SHARE, "owner": "alice@example.com", "quota": QUOTA}])
+    config = stack_config(
+        storage,
+        network,
+        unique_subnet(docker_client),
+        goproxy.build_args(),
+        [{"name": SHARE, "owner": "alice@example.com", "quota": QUOTA}],
+    )
     config["samba"]["model"] = MODEL
     try:
         deploy(stack, config)

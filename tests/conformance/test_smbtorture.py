@@ -1,6 +1,7 @@
 """Samba's own smbtorture suites against the share `pulumi up` deployed (vfs_fruit's two, and durable
 handles v2), compared test by test with expected.toml; and the AAPL server capabilities the fruit
 suites start from, bit by bit."""
+
 from __future__ import annotations
 
 import re
@@ -69,11 +70,16 @@ def runs(share) -> dict[str, dict[str, Outcome]]:
     binary = smbtorture()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split()[-1]
     assert version == EXPECTED["smbtorture_version"], (
-        f"smbtorture {version}: expected.toml records the outcomes of {EXPECTED['smbtorture_version']}")
+        f"smbtorture {version}: expected.toml records the outcomes of {EXPECTED['smbtorture_version']}"
+    )
     runs = {}
     for suite in SUITES:
-        done = subprocess.run([binary, f"//{share['ip']}/{share['name']}", "-U%", "-p", str(share["port"]), suite],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [binary, f"//{share['ip']}/{share['name']}", "-U%", "-p", str(share["port"]), suite],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         results = parse(done.stdout)
         assert results, f"smbtorture {suite} reported no test (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
         runs[suite] = results
@@ -82,8 +88,7 @@ def runs(share) -> dict[str, dict[str, Outcome]]:
 
 def expected_outcomes(suite: str) -> dict[str, dict]:
     """Test name → {"outcome": …, "reason": …, "cause": …} as listed for the suite."""
-    return {name: ({"outcome": entry} if isinstance(entry, str) else entry)
-            for name, entry in EXPECTED[suite].items()}
+    return {name: ({"outcome": entry} if isinstance(entry, str) else entry) for name, entry in EXPECTED[suite].items()}
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -113,7 +118,8 @@ def test_aapl_server_caps_as_the_suite_expects_them(share):
     reply, guest = aapl_query(share["ip"], share["name"], share["port"])
     assert guest, "the session should be a guest session"
     assert reply.server_caps == AAPL_READ_DIR_ATTR | AAPL_OSX_COPYFILE | AAPL_UNIX_BASED | AAPL_NFS_ACE, (
-        f"server caps {reply.server_caps:#x}")
+        f"server caps {reply.server_caps:#x}"
+    )
     assert reply.volume_caps == AAPL_FULL_SYNC, f"volume caps {reply.volume_caps:#x}"
     assert reply.model == "MacSamba"
 
@@ -121,6 +127,8 @@ def test_aapl_server_caps_as_the_suite_expects_them(share):
 def test_read_dir_attr_is_granted_only_to_a_client_that_asks(share):
     """vfs_fruit's check_aapl grants READ_DIR_ATTR when the client asks for it (and the share has
     named streams); it was never missing: caps 0x5 = READ_DIR_ATTR (0x1) | UNIX_BASED (0x4)."""
-    without, _ = aapl_query(share["ip"], share["name"], share["port"], client_caps=AAPL_CLIENT_CAPS & ~AAPL_READ_DIR_ATTR)
+    without, _ = aapl_query(
+        share["ip"], share["name"], share["port"], client_caps=AAPL_CLIENT_CAPS & ~AAPL_READ_DIR_ATTR
+    )
     assert not without.server_caps & AAPL_READ_DIR_ATTR, f"server caps {without.server_caps:#x}"
     assert without.server_caps == AAPL_OSX_COPYFILE | AAPL_UNIX_BASED | AAPL_NFS_ACE

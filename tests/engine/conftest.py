@@ -3,6 +3,7 @@
 One stack is deployed for this package (`deployed`); the SMB and Caddy checks read what `pulumi up`
 made, and test_lifecycle.py (last in file order) changes and finally destroys it.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -34,7 +35,15 @@ def deployed(pulumi_env, docker_client, goproxy, tmp_path_factory):
         keys = deploy(stack, config)
         outputs = stack.outputs()
         ips = {name: share["ip"] for name, share in outputs["shares"].items()}
-        yield {"stack": stack, "storage": storage, "keys": keys, "ips": ips, "outputs": outputs,
-               "config": config, "network": network, "client": docker_client}
+        yield {
+            "stack": stack,
+            "storage": storage,
+            "keys": keys,
+            "ips": ips,
+            "outputs": outputs,
+            "config": config,
+            "network": network,
+            "client": docker_client,
+        }
     finally:
         teardown(stack, docker_client, storage)

@@ -1,5 +1,6 @@
 """Deploying the program with the real engine for tests and benchmarks: the Go proxy for the
 Caddy build, a stack's config, a second Caddy on loopback listeners, and the cleanup."""
+
 from __future__ import annotations
 
 import io
@@ -16,13 +17,13 @@ from pathlib import Path
 
 import docker
 
-from components.caddy_config import CADDY_CONFIG_PATH
-from components.proxy import CADDY_CONTAINER
-from components.storage import MARKER_NAME
 from tests.caddy_rewrite import without_tailnet
 from tests.conftest import ENGINE, upload, wait_port
 from tests.engine.pulumi_cli import Stack
 from tests.goproxy import GoProxy
+from timemachine.caddy.config import CADDY_CONFIG_PATH
+from timemachine.components.proxy import CADDY_CONTAINER
+from timemachine.dynamic.share_storage import MARKER_NAME
 
 # No control server runs in this tier: the nodes point at a port nothing listens on inside the
 # Caddy container, so nothing leaves the machine. The tailnet itself is another tier's work.
@@ -58,20 +59,36 @@ def mark_storage(storage: Path) -> Path:
     return storage
 
 
-def stack_config(storage: Path, network: str | None, subnet: str, build_args: dict, shares: list[dict], *,
-                 control_url: str = DEAD_CONTROL_URL, internal: bool = False) -> dict:
+def stack_config(
+    storage: Path,
+    network: str | None,
+    subnet: str,
+    build_args: dict,
+    shares: list[dict],
+    *,
+    control_url: str = DEAD_CONTROL_URL,
+    internal: bool = False,
+) -> dict:
     """A stack with provided keys, bridge networking and both images built from images/, on `storage`
     marked as the backup disk; network None: the name derived from namePrefix."""
     return {
         "storageRoot": str(mark_storage(storage)),
         "network": {**({"name": network} if network else {}), "subnet": subnet, "internal": internal},
-        "tailnet": {"dnsSuffix": "e2e.ts.net", "authKeys": "provided", "controlUrl": control_url,
-                    "tagOwners": ["admin@"]},
+        "tailnet": {
+            "dnsSuffix": "e2e.ts.net",
+            "authKeys": "provided",
+            "controlUrl": control_url,
+            "tagOwners": ["admin@"],
+        },
         # No control server answers these stacks' nodes during `up` (none at DEAD_CONTROL_URL; the
         # tailnet tier's Headscale joins the stack's network after it), so `up` does not wait for
         # them to register. The local stack (tests/tailnet/test_embedded.py) waits, as shipped.
-        "proxy": {"networkMode": "bridge", "firstNodePort": FIRST_NODE_PORT, "buildArgs": build_args,
-                  "waitForNodes": False},
+        "proxy": {
+            "networkMode": "bridge",
+            "firstNodePort": FIRST_NODE_PORT,
+            "buildArgs": build_args,
+            "waitForNodes": False,
+        },
         "samba": {"model": "TimeCapsule8,119", "dataUid": DATA_UID},
         "shares": [dict(s) for s in shares],
     }
@@ -111,8 +128,9 @@ def caddy_config_of(container) -> str:
 
 
 @contextmanager
-def proxy_path(client, shares: list[str] | None = None, prefix: str = "tm-",
-               caddy_container: str = CADDY_CONTAINER) -> Iterator[dict[str, tuple[str, int]]]:
+def proxy_path(
+    client, shares: list[str] | None = None, prefix: str = "tm-", caddy_container: str = CADDY_CONTAINER
+) -> Iterator[dict[str, tuple[str, int]]]:
     """SMB as the proxy sends it: the deployed Caddy config in a second Caddy from the deployed image
     that shares the deployed Caddy container's network namespace (so smbd sees the proxy's address,
     the only one its `hosts allow` admits), each `tailscale/<node>:445` listener replaced by a TCP
@@ -126,9 +144,12 @@ def proxy_path(client, shares: list[str] | None = None, prefix: str = "tm-",
     config = json.loads(without_tailnet(text, {prefix + s: f"0.0.0.0:{p}" for s, p in ports.items()}))
     # The deployed Caddy's admin endpoint is in the same namespace.
     config["admin"] = {"disabled": True}
-    side = client.containers.create(caddy.image.id, ["caddy", "run", "--config", CADDY_CONFIG_PATH],
-                                    name=f"tm-proxy-path-{uuid.uuid4().hex[:6]}",
-                                    network_mode=f"container:{caddy.id}")
+    side = client.containers.create(
+        caddy.image.id,
+        ["caddy", "run", "--config", CADDY_CONFIG_PATH],
+        name=f"tm-proxy-path-{uuid.uuid4().hex[:6]}",
+        network_mode=f"container:{caddy.id}",
+    )
     try:
         upload(side, CADDY_CONFIG_PATH, json.dumps(config))
         side.start()

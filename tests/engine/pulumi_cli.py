@@ -1,9 +1,10 @@
 """Drives the real `pulumi` CLI as a user does: a project folder, a file backend, one stack.
 
 Each stack gets a temporary project folder whose entries link to this repository's program
-(`Pulumi.yaml`, `__main__.py`, `components/`, `config/`, `images/`, `.venv`), so the stack's own
+(`Pulumi.yaml`, `__main__.py`, `timemachine/`, `images/`, `.venv`, `pyproject.toml`), so the stack's own
 `Pulumi.<stack>.yaml` (and the passphrase provider's salt in it) never lands in the repository.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import yaml
 
 from tests.pulumi_runner import PROJECT, ROOT
 
-PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "components", "config", "images", ".venv", "requirements.txt")
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "timemachine", "images", ".venv", "requirements.txt", "pyproject.toml")
 PASSPHRASE = "engine-tests-only"
 
 
@@ -69,15 +70,19 @@ class Stack:
 
     def run(self, *args: str, check: bool = True, timeout: float = 3600, cwd: Path | None = None) -> Result:
         done = subprocess.run(
-            ["pulumi", *args, "--non-interactive"], cwd=cwd or self.project, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
+            ["pulumi", *args, "--non-interactive"],
+            cwd=cwd or self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         result = Result(done.returncode, done.stdout, done.stderr)
         if check and done.returncode != 0:
             raise PulumiError(f"pulumi {' '.join(args)} exited {done.returncode}:\n{result.output[-6000:]}")
         return result
 
-    def init(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> "Stack":
+    def init(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> Stack:
         """`pulumi stack init`, then the config as a user writes it: plain values in the stack
         file, secrets through `pulumi config set --secret` (with --path for nested ones)."""
         self.run("stack", "init", self.name)
@@ -137,8 +142,10 @@ def _merge_secret(plain: Any, secret: Any) -> Any:
     if isinstance(secret, dict) and isinstance(plain, dict):
         return {**plain, **{k: _merge_secret(plain.get(k), v) for k, v in secret.items() if _has_secret(v)}}
     if isinstance(secret, list) and isinstance(plain, list):
-        return [_merge_secret(p, s) if i < len(secret) and _has_secret(s) else p
-                for i, (p, s) in enumerate(zip(plain, secret + [None] * len(plain)))]
+        return [
+            _merge_secret(p, s) if i < len(secret) and _has_secret(s) else p
+            for i, (p, s) in enumerate(zip(plain, secret + [None] * len(plain), strict=False))
+        ]
     return plain
 
 
@@ -161,4 +168,3 @@ def tools_or_reason() -> tuple[dict[str, str] | None, str]:
         return tools_env(), ""
     except (RuntimeError, subprocess.CalledProcessError, FileNotFoundError) as exc:
         return None, str(exc)
-

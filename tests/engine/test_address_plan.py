@@ -3,6 +3,7 @@ front of them and 10 removed in one change; `pulumi preview` plans nothing for t
 
 Its own stack, destroyed at the end of this module: file order runs it before the package's
 `deployed` stack exists (container names are not stack-scoped, so two cannot coexist)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -10,10 +11,10 @@ import uuid
 
 import pytest
 
-from components.ipplan import home_address, share_capacity
 from tests.conftest import unique_subnet
 from tests.engine.deploy import fake_key, new_stack, stack_config, teardown
 from tests.engine.pulumi_cli import plan, step_name
+from timemachine.planning.ipplan import home_address, share_capacity
 
 pytestmark = pytest.mark.engine
 ORIGINAL = [f"o{i:02d}" for i in range(30)]
@@ -30,8 +31,11 @@ def shares(names: list[str]) -> list[dict]:
 def configure(stack, config: dict) -> None:
     """The plain config, then every share's (fake) key in one `pulumi config set-all`."""
     stack.write_config(config)
-    keys = [arg for i, s in enumerate(config["shares"])
-            for arg in ("--secret", f"shares[{i}].authKey={fake_key(s['name'])}")]
+    keys = [
+        arg
+        for i, s in enumerate(config["shares"])
+        for arg in ("--secret", f"shares[{i}].authKey={fake_key(s['name'])}")
+    ]
     stack.run("config", "set-all", "--path", *keys, *stack.stack_args())
 
 
@@ -48,8 +52,14 @@ def thirty(pulumi_env, docker_client, goproxy, tmp_path_factory):
         stack.run("stack", "init", stack.name)
         configure(stack, config)
         stack.up()
-        yield {"stack": stack, "config": config, "network": network, "client": docker_client,
-               "subnet": ipaddress.IPv4Network(subnet), "ips": {n: s["ip"] for n, s in stack.outputs()["shares"].items()}}
+        yield {
+            "stack": stack,
+            "config": config,
+            "network": network,
+            "client": docker_client,
+            "subnet": ipaddress.IPv4Network(subnet),
+            "ips": {n: s["ip"] for n, s in stack.outputs()["shares"].items()},
+        }
     finally:
         teardown(stack, docker_client, storage)
 

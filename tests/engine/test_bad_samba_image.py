@@ -1,5 +1,6 @@
 """`pulumi up` waits for each Samba container to be healthy: one whose smbd never comes up fails
 the update instead of being reported as deployed. (Its own stack, before the tier's `deployed`.)"""
+
 from __future__ import annotations
 
 import uuid
@@ -16,8 +17,13 @@ def test_up_fails_when_a_samba_container_never_becomes_healthy(pulumi_env, docke
     storage = tmp_path / "storage"
     storage.mkdir()
     stack = new_stack(tmp_path / "stack", "badsamba", pulumi_env)
-    config = stack_config(storage, f"tm-bad-{uuid.uuid4().hex[:6]}", unique_subnet(docker_client), {},
-                          [{"name": "alice", "owner": "alice@"}])
+    config = stack_config(
+        storage,
+        f"tm-bad-{uuid.uuid4().hex[:6]}",
+        unique_subnet(docker_client),
+        {},
+        [{"name": "alice", "owner": "alice@"}],
+    )
     # A prebuilt "Samba" image without smbd (a wrong samba.image): the container starts and exits.
     config["samba"]["image"] = "debian:bookworm-slim"
     config["proxy"]["image"] = "debian:bookworm-slim"
@@ -32,7 +38,8 @@ def test_up_fails_when_a_samba_container_never_becomes_healthy(pulumi_env, docke
         assert lines, failed.output[-3000:]
         # Nor does the next update pass over it.
         again = stack.up(check=False)
-        assert again.code != 0 and [line for line in again.output.splitlines() if "alice-samba" in line], \
-            again.output[-3000:]
+        assert again.code != 0 and [line for line in again.output.splitlines() if "alice-samba" in line], again.output[
+            -3000:
+        ]
     finally:
         teardown(stack, docker_client, storage)

@@ -3,6 +3,7 @@ network name is the stack's own (namePrefix), each serves its own data through i
 destroying one leaves the other untouched; a second stack with the first one's prefix is stopped
 before it declares anything, a renamed one is not. (Its own stacks, before the tier's `deployed`, which uses the default
 prefix too: file order.)"""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +13,10 @@ import shutil
 import docker
 import pytest
 
-from components import names
 from tests.conftest import unique_subnet, wait_port
 from tests.engine.deploy import deploy, fake_key, new_stack, proxy_path, stack_config
 from tests.smb import read_file, write_file
+from timemachine.planning import names
 
 pytestmark = pytest.mark.engine
 
@@ -30,8 +31,11 @@ def label_of(stack: str) -> str:
 
 def engine_snapshot(client) -> tuple:
     """Every container (id, start time), network and volume on the engine."""
-    return ({c.id: c.attrs["State"]["StartedAt"] for c in client.containers.list(all=True)},
-            {n.id for n in client.networks.list()}, {v.name for v in client.volumes.list()})
+    return (
+        {c.id: c.attrs["State"]["StartedAt"] for c in client.containers.list(all=True)},
+        {n.id for n in client.networks.list()},
+        {v.name for v in client.volumes.list()},
+    )
 
 
 def objects_of(client, stack: str) -> dict:
@@ -58,10 +62,18 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
     stacks = {s: new_stack(tmp_path / s, s, pulumi_env) for s in PREFIXES}
     dev_subnet = unique_subnet(client)
     # Neither sets network.name: each derives it from its prefix (timemachine for the default).
-    configs = {"dev": stack_config(storage["dev"], None, dev_subnet, goproxy.build_args(),
-                                   [{"name": SHARE, "owner": "alice@"}]),
-               "staging": stack_config(storage["staging"], None, unique_subnet(client, {dev_subnet}),
-                                       goproxy.build_args(), [{"name": SHARE, "owner": "alice@"}])}
+    configs = {
+        "dev": stack_config(
+            storage["dev"], None, dev_subnet, goproxy.build_args(), [{"name": SHARE, "owner": "alice@"}]
+        ),
+        "staging": stack_config(
+            storage["staging"],
+            None,
+            unique_subnet(client, {dev_subnet}),
+            goproxy.build_args(),
+            [{"name": SHARE, "owner": "alice@"}],
+        ),
+    }
     dev, staging = stacks["dev"], stacks["staging"]
     try:
         deploy(dev, configs["dev"])
@@ -72,8 +84,12 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         for command in (staging.preview_json, staging.up):
             refused = command(check=False)
             assert refused.code != 0, refused.output[-3000:]
-            for part in ("namePrefix 'tm'", "container 'tm-caddy'", f"stack {label_of('dev')}",
-                         "pulumi config set namePrefix tm-staging"):
+            for part in (
+                "namePrefix 'tm'",
+                "container 'tm-caddy'",
+                f"stack {label_of('dev')}",
+                "pulumi config set namePrefix tm-staging",
+            ):
                 assert part in refused.output, (part, refused.output[-3000:])
             assert "Traceback" not in refused.output, refused.output[-3000:]
         assert engine_snapshot(client) == before, "the refused stack created, changed or removed something"
@@ -94,8 +110,10 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
             assert client.networks.get(names.network(prefix)).attrs["Labels"][STACK_LABEL] == label_of(stack)
         assert names.network("tm") == "timemachine" and names.network("tm-staging") == "tm-staging-network"
         # dev was not touched by staging's `up`, and plans nothing with staging beside it.
-        dev_containers = {c.id: c.attrs["State"]["StartedAt"] for c in client.containers.list(
-            all=True, filters={"label": f"{STACK_LABEL}={label_of('dev')}"})}
+        dev_containers = {
+            c.id: c.attrs["State"]["StartedAt"]
+            for c in client.containers.list(all=True, filters={"label": f"{STACK_LABEL}={label_of('dev')}"})
+        }
         assert dev_containers.items() <= before[0].items()
         dev.run("preview", "--expect-no-changes", *dev.stack_args())
 
@@ -117,10 +135,14 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         assert objects_of(client, "staging") == {}
         assert not client.networks.list(names=[names.network(PREFIXES["staging"])])
         assert expected_volumes["staging"] == [client.volumes.get(v).name for v in expected_volumes["staging"]]
-        assert {c.id: c.attrs["State"]["StartedAt"] for c in client.containers.list(
-            all=True, filters={"label": f"{STACK_LABEL}={label_of('dev')}"})} == dev_containers
-        assert all(c.status == "running" for c in client.containers.list(
-            all=True, filters={"label": f"{STACK_LABEL}={label_of('dev')}"}))
+        assert {
+            c.id: c.attrs["State"]["StartedAt"]
+            for c in client.containers.list(all=True, filters={"label": f"{STACK_LABEL}={label_of('dev')}"})
+        } == dev_containers
+        assert all(
+            c.status == "running"
+            for c in client.containers.list(all=True, filters={"label": f"{STACK_LABEL}={label_of('dev')}"})
+        )
         assert client.networks.get("timemachine").id in before[1]
         with proxy_path(client, [SHARE]) as paths:
             assert read_file(paths[SHARE][0], SHARE, "dev.bin", port=paths[SHARE][1]) == payloads["dev"]
@@ -136,8 +158,13 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         dev.run("stack", "rename", "prod", *dev.stack_args())
         dev.name = "prod"
         renamed = dev.preview_json()
-        assert {step["op"] for step in renamed.json()["steps"]} <= {"same", "replace", "update", "create-replacement",
-                                                                   "delete-replaced"}, renamed.stdout[-3000:]
+        assert {step["op"] for step in renamed.json()["steps"]} <= {
+            "same",
+            "replace",
+            "update",
+            "create-replacement",
+            "delete-replaced",
+        }, renamed.stdout[-3000:]
     finally:
         for stack in stacks.values():
             stack.run("state", "unprotect", "--all", "--yes", *stack.stack_args(), check=False)

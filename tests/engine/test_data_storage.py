@@ -4,6 +4,7 @@ container names are not stack-scoped).
 
 The backup disk is the temp directory `disk` with the marker; "unmounted" is what the host then
 shows at the mount point: an empty directory on the root filesystem (the disk moved aside)."""
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from components.storage import MARKER_NAME
 from tests.conftest import unique_subnet, wait_healthy
 from tests.engine.deploy import deploy, new_stack, proxy_path, stack_config, teardown
 from tests.smb import GuestClient, read_file, write_file
+from timemachine.dynamic.share_storage import MARKER_NAME
 
 pytestmark = pytest.mark.engine
 
@@ -34,8 +35,13 @@ def disk(pulumi_env, docker_client, goproxy, tmp_path_factory):
     work = tmp_path_factory.mktemp("storage-guard")
     root = work / "disk"
     stack = new_stack(work / "stack", "storageguard", pulumi_env)
-    config = stack_config(root, f"tm-storage-{uuid.uuid4().hex[:6]}", unique_subnet(docker_client),
-                          goproxy.build_args(), [{"name": SHARE, "owner": "alice@example.com"}])
+    config = stack_config(
+        root,
+        f"tm-storage-{uuid.uuid4().hex[:6]}",
+        unique_subnet(docker_client),
+        goproxy.build_args(),
+        [{"name": SHARE, "owner": "alice@example.com"}],
+    )
     try:
         deploy(stack, config)
         yield {"stack": stack, "config": config, "root": root, "client": docker_client}
@@ -80,8 +86,13 @@ def test_reproduction_docker_creates_a_missing_volumes_host_path(disk, tmp_path)
     filesystem and the backup lands there."""
     image = samba(disk).image.id
     missing = tmp_path / "not-mounted" / SHARE
-    disk["client"].containers.run(image, ["-c", "echo band > /data/band"], entrypoint=["/bin/sh"],
-                                  volumes={str(missing): {"bind": "/data", "mode": "rw"}}, remove=True)
+    disk["client"].containers.run(
+        image,
+        ["-c", "echo band > /data/band"],
+        entrypoint=["/bin/sh"],
+        volumes={str(missing): {"bind": "/data", "mode": "rw"}},
+        remove=True,
+    )
     assert (missing / "band").read_text() == "band\n"
     # The stack now declares binds (HostConfig.Mounts), which Docker never creates.
     samba(disk).reload()
@@ -143,7 +154,9 @@ def test_a_root_without_the_marker_is_refused_even_with_a_share_directory_on_it(
     container.stop()
     with unmounted(disk["root"], stale_share_dir=True) as mount_point:
         # The data bind would succeed here (main's Docker made <root>/alice); the marker's does not.
-        with pytest.raises(docker.errors.APIError, match=f"bind source path does not exist: {mount_point / MARKER_NAME}"):
+        with pytest.raises(
+            docker.errors.APIError, match=f"bind source path does not exist: {mount_point / MARKER_NAME}"
+        ):
             container.start()
         assert [p.name for p in mount_point.iterdir()] == [SHARE] and not list((mount_point / SHARE).iterdir())
     container.start()
@@ -154,9 +167,17 @@ def test_the_image_refuses_to_serve_without_the_marker(disk):
     """The entrypoint's own check, for a container made without the marker's bind."""
     container = samba(disk)
     run = disk["client"].containers.run(
-        container.image.id, detach=True, environment=["DATA_UID=1234", "SMB_CONF=[global]", f"TM_STORAGE_ROOT={disk['root']}",
-                                                      f"TM_SHARE={SHARE}", f"TM_CONTAINER={CONTAINER}"],
-        mounts=[docker.types.Mount("/data", str(disk["root"] / SHARE), type="bind")])
+        container.image.id,
+        detach=True,
+        environment=[
+            "DATA_UID=1234",
+            "SMB_CONF=[global]",
+            f"TM_STORAGE_ROOT={disk['root']}",
+            f"TM_SHARE={SHARE}",
+            f"TM_CONTAINER={CONTAINER}",
+        ],
+        mounts=[docker.types.Mount("/data", str(disk["root"] / SHARE), type="bind")],
+    )
     try:
         assert run.wait(timeout=60)["StatusCode"] == 1
         log = run.logs().decode()
@@ -191,6 +212,7 @@ def test_up_on_a_root_that_is_not_the_disk_fails_and_makes_nothing(disk, tmp_pat
 
 # Item 4: samba.dataUid changed under existing backups.
 
+
 def test_a_changed_data_uid_is_refused_with_the_migration_then_migrated(disk):
     stack, config, root = disk["stack"], disk["config"], disk["root"]
 
@@ -198,8 +220,11 @@ def test_a_changed_data_uid_is_refused_with_the_migration_then_migrated(disk):
         client = GuestClient(host, port)
         try:
             import smbclient
+
             smbclient.makedirs(client.path(share, "mac.sparsebundle", "bands"), exist_ok=True, **client.kw())
-            with smbclient.open_file(client.path(share, "mac.sparsebundle", "bands", "0"), mode="wb", **client.kw()) as f:
+            with smbclient.open_file(
+                client.path(share, "mac.sparsebundle", "bands", "0"), mode="wb", **client.kw()
+            ) as f:
                 f.write(b"band zero")
         finally:
             client.close()
@@ -214,8 +239,10 @@ def test_a_changed_data_uid_is_refused_with_the_migration_then_migrated(disk):
     assert failed.code != 0 and f"{SHARE}-samba" in failed.output, failed.output[-3000:]
     container = samba(disk)
     log = container.logs().decode()
-    assert f"refusing to serve {root}/{SHARE}: the directory is owned by uid {OLD_UID}, but samba.dataUid is {NEW_UID}" \
-        in log, log
+    assert (
+        f"refusing to serve {root}/{SHARE}: the directory is owned by uid {OLD_UID}, but samba.dataUid is {NEW_UID}"
+        in log
+    ), log
     assert "smbd version" not in log, log
     # Nothing was handed over behind the user's back.
     assert {p.stat().st_uid for p in [root / SHARE, *(root / SHARE).rglob("*")]} == {OLD_UID}
@@ -225,8 +252,13 @@ def test_a_changed_data_uid_is_refused_with_the_migration_then_migrated(disk):
     image = container.attrs["Config"]["Image"]
     assert f"source={root}/{SHARE},target=/data {image} migrate-owner {OLD_UID} {NEW_UID}" in command
     assert command.endswith(f"&& docker restart {CONTAINER}"), command
-    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "DOCKER_HOST": stack.env["DOCKER_HOST"]})
+    done = subprocess.run(
+        ["sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DOCKER_HOST": stack.env["DOCKER_HOST"]},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"from uid {OLD_UID} to uid {NEW_UID}" in done.stdout, done.stdout
     wait_healthy(samba(disk))

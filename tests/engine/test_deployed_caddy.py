@@ -1,5 +1,6 @@
 """The Caddy that `pulumi up` built and started (caddy-l4 + caddy-tailscale): its container, its
 config as Caddy itself judges it, and SMB through its layer4 routes."""
+
 from __future__ import annotations
 
 import base64
@@ -14,14 +15,14 @@ import smbclient
 import yaml
 from smbprotocol.exceptions import SMBException
 
-from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
-from components.caddy_health import NODE_STATE_SCRIPT
-from components.ipplan import proxy_address
 from tests.conftest import run_once
 from tests.engine.conftest import SHARES
 from tests.engine.deploy import caddy_config_of, proxy_path
 from tests.pulumi_runner import ROOT, run_program
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
+from timemachine.caddy.config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
+from timemachine.caddy.health import NODE_STATE_SCRIPT
+from timemachine.planning.ipplan import proxy_address
 
 pytestmark = pytest.mark.engine
 
@@ -34,7 +35,9 @@ def caddy(deployed):
 
 def validate(client, image: str, config_text: str) -> tuple[int, str]:
     """`caddy validate` inside the deployed image on a config uploaded as the stack uploads it."""
-    return run_once(client, image, ["caddy", "validate", "--config", CADDY_CONFIG_PATH], {CADDY_CONFIG_PATH: config_text})
+    return run_once(
+        client, image, ["caddy", "validate", "--config", CADDY_CONFIG_PATH], {CADDY_CONFIG_PATH: config_text}
+    )
 
 
 def test_caddy_runs_with_every_module_in_bridge_mode_keys_only_in_key_files(caddy):
@@ -83,8 +86,10 @@ def test_caddy_health_names_each_node_that_has_no_tailnet_identity(caddy):
     profiles = base64.b64encode(json.dumps({"p1": {"ID": "p1", "NodeID": "nTEST1"}}).encode()).decode()
     state = json.dumps({"_profiles": profiles}, indent=2)
     script = NODE_STATE_SCRIPT.replace("/data/", "/tmp/hc/")
-    setup = ('mkdir -p /tmp/hc/keys /tmp/hc/tailscale/tm-x && echo k > /tmp/hc/keys/tm-x && '
-             'printf "%s\\n" "$STATE" > /tmp/hc/tailscale/tm-x/tailscaled.state')
+    setup = (
+        "mkdir -p /tmp/hc/keys /tmp/hc/tailscale/tm-x && echo k > /tmp/hc/keys/tm-x && "
+        'printf "%s\\n" "$STATE" > /tmp/hc/tailscale/tm-x/tailscaled.state'
+    )
     code, out = container.exec_run(["sh", "-c", f"{setup} && {script}"], environment={"STATE": state})
     assert (code, out.decode().strip()) == (0, "tm-x: registered (node nTEST1)"), out
 
@@ -107,9 +112,11 @@ CASES = {
     "dev-bridge": {**DEV, "tailscale-timemachine:proxy": {"networkMode": "bridge"}},
     "three-host": THREE,
     "three-bridge": {**THREE, "proxy": {"networkMode": "bridge", "firstNodePort": 42000}},
-    "three-headscale": {**THREE, "tailnet": {"authKeys": "provided", "controlUrl": "https://hs.example.com",
-                                             "tagOwners": ["admin@"]},
-                        "shares": [{**s, "authKey": f"tskey-auth-{s['name']}-0123456789"} for s in SHARES]},
+    "three-headscale": {
+        **THREE,
+        "tailnet": {"authKeys": "provided", "controlUrl": "https://hs.example.com", "tagOwners": ["admin@"]},
+        "shares": [{**s, "authKey": f"tskey-auth-{s['name']}-0123456789"} for s in SHARES],
+    },
 }
 
 

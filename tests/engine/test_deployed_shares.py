@@ -1,6 +1,7 @@
 """What `pulumi up` deployed, exercised with real SMB clients: guest I/O, AAPL, quota, isolation,
 smbd killed mid-write, concurrent writers — through the proxy's address (smbd admits no other),
 under every restriction the stack puts on the Samba containers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +16,11 @@ import pytest
 import smbclient
 from smbprotocol.exceptions import SMBException
 
-from components.smbconf import render_smb_conf
 from tests.conftest import samba_volumes, upload, wait_healthy, wait_port
 from tests.engine.conftest import DATA_UID, QUOTAS
 from tests.engine.deploy import proxy_path
 from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
+from timemachine.samba.smbconf import render_smb_conf
 
 pytestmark = pytest.mark.engine
 BAND = 8 * MiB
@@ -40,13 +41,19 @@ def stack(deployed):
     control_ip = next(str(ip) for ip in list(subnet.hosts())[1:-1] if str(ip) not in used)
     gateway = str(next(subnet.hosts()))
     control = client.containers.create(
-        alice.image.id, name=f"tm-control-{uuid.uuid4().hex[:6]}", environment=[f"DATA_UID={DATA_UID}"],
+        alice.image.id,
+        name=f"tm-control-{uuid.uuid4().hex[:6]}",
+        environment=[f"DATA_UID={DATA_UID}"],
         volumes=samba_volumes(deployed["storage"] / "control"),
-        network=deployed["network"], networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=control_ip)},
+        network=deployed["network"],
+        networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=control_ip)},
     )
     try:
-        upload(control, "/etc/samba/smb.conf", render_smb_conf("control", None, "TimeCapsule8,119", allow_from=gateway,
-                                                                 time_machine=False))
+        upload(
+            control,
+            "/etc/samba/smb.conf",
+            render_smb_conf("control", None, "TimeCapsule8,119", allow_from=gateway, time_machine=False),
+        )
         control.start()
         wait_port(control_ip, 445)
         with proxy_path(client, list(deployed["ips"])) as paths:
@@ -191,7 +198,9 @@ def test_four_writers_two_shares_sparsebundle_bands(stack):
         finally:
             client.close()
 
-    threads = [threading.Thread(target=writer, args=(share, i)) for i, share in enumerate(["alice", "bob", "alice", "bob"])]
+    threads = [
+        threading.Thread(target=writer, args=(share, i)) for i, share in enumerate(["alice", "bob", "alice", "bob"])
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,6 +1,7 @@
 """Least privilege, read back from the engine: only the proxy's address reaches smbd, and every
 container `pulumi up` made runs with its capabilities, no-new-privileges, a read-only root and
 its memory and process limits, as the kernel applies them inside the container."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.engine
 # Linux capability numbers (linux/capability.h) of the ones the stack grants.
 CAP_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_SETGID": 6, "CAP_SETUID": 7}
 SAMBA_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"}
-# The engine tier's stack sets no limits: the defaults of config/models.py.
+# The engine tier's stack sets no limits: the defaults of timemachine/config/models.py.
 EXPECTED = {  # role → (capabilities, tmpfs mounts, memory MiB, pids)
     "samba": (SAMBA_CAPS, {"/etc/samba", "/run", "/var/cache/samba", "/tmp"}, 256, 64),
     "proxy": (set(), {"/run", "/tmp"}, 512, 256),
@@ -26,8 +27,11 @@ EXPECTED = {  # role → (capabilities, tmpfs mounts, memory MiB, pids)
 def smbclient_from(client, image: str, ip: str, share: str, **network) -> tuple[int, str]:
     """Samba's smbclient, as a guest, listing `share` at `ip` from a throwaway container."""
     container = client.containers.create(
-        image, entrypoint=["smbclient", "--no-pass", "-U", "guest%", f"//{ip}/{share}", "-c", "ls"],
-        name=f"tm-probe-{uuid.uuid4().hex[:6]}", **network)
+        image,
+        entrypoint=["smbclient", "--no-pass", "-U", "guest%", f"//{ip}/{share}", "-c", "ls"],
+        name=f"tm-probe-{uuid.uuid4().hex[:6]}",
+        **network,
+    )
     try:
         container.start()
         status = container.wait(timeout=60)["StatusCode"]
@@ -47,8 +51,13 @@ def test_only_the_proxy_address_gets_an_smb_session(deployed):
     assert status == 0 and "blocks available" in out, out
     # Any other container on the Samba network: smbd drops the connection before a session.
     status, out = smbclient_from(
-        client, samba.image.id, ip, "alice", network=deployed["network"],
-        networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=other)})
+        client,
+        samba.image.id,
+        ip,
+        "alice",
+        network=deployed["network"],
+        networking_config={deployed["network"]: client.api.create_endpoint_config(ipv4_address=other)},
+    )
     assert status != 0 and "blocks available" not in out, out
     assert f"Denied connection from {other}" in samba.logs(tail=200).decode()
     # The host (the network's gateway), which in bridge mode is not the proxy either.
@@ -92,10 +101,13 @@ def test_each_container_runs_with_least_privilege_and_its_limits(deployed, role)
         assert int(cgroup_value(container, "pids/pids.max")) == pids, container.name
 
 
-@pytest.mark.parametrize("role", [
-    "samba",
-    "proxy",
-])
+@pytest.mark.parametrize(
+    "role",
+    [
+        "samba",
+        "proxy",
+    ],
+)
 def test_root_filesystem_is_read_only(deployed, role):
     for container in deployed["client"].containers.list(filters={"label": f"timemachine.role={role}"}):
         assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True, container.name

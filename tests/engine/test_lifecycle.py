@@ -1,6 +1,7 @@
 """The deployed stack through a maintainer's life with it: no-op re-runs, adding and removing a
 user, a bad config, secrets in the state, destroy. Runs after the read-only checks (file order)
 and ends the session stack."""
+
 from __future__ import annotations
 
 import copy
@@ -13,12 +14,12 @@ import shutil
 import pytest
 
 from tests.conftest import wait_port
-from components.caddy_config import KEYS_DIR
-from components.ipplan import node_port
 from tests.engine.deploy import FIRST_NODE_PORT, caddy_config_of, fake_key, proxy_path
 from tests.engine.pulumi_cli import PROGRAM_FILES, plan, step_name
 from tests.pulumi_runner import ROOT
 from tests.smb import read_file, write_file
+from timemachine.caddy.config import KEYS_DIR
+from timemachine.planning.ipplan import node_port
 
 pytestmark = pytest.mark.engine
 SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids", "{}-storage")
@@ -46,8 +47,7 @@ def test_a_preview_from_another_checkout_path_plans_no_change(deployed, tmp_path
         else:
             shutil.copy(source, elsewhere / entry)
     shutil.copy(stack.config_file, elsewhere / stack.config_file.name)
-    result = stack.run("preview", "--expect-no-changes", "--diff", *stack.stack_args(), check=False,
-                       cwd=elsewhere)
+    result = stack.run("preview", "--expect-no-changes", "--diff", *stack.stack_args(), check=False, cwd=elsewhere)
     assert result.code == 0, result.output[-4000:]
 
 
@@ -71,7 +71,11 @@ def test_adding_a_share_touches_no_other_share(deployed):
     # `preview --json` lists no step for a resource it leaves alone: every other share's resources
     # (which the state does hold under these names) must be absent or "same".
     deployed_names = {step_name(r["urn"]) for r in stack.resources()}
-    untouched = [r.format(n) for n in deployed["ips"] for r in SHARE_RESOURCES] + ["network", "samba-image", "caddy-image"]
+    untouched = [r.format(n) for n in deployed["ips"] for r in SHARE_RESOURCES] + [
+        "network",
+        "samba-image",
+        "caddy-image",
+    ]
     assert set(untouched) <= deployed_names, deployed_names
     for name in untouched:
         assert steps.get(name, "same") == "same", (name, steps)
@@ -124,19 +128,22 @@ def test_publishing_node_ports_replaces_caddy_once_and_publishes_each_nodes_port
     steps = plan(preview)
     # Docker cannot publish a port on a running container: the one change that replaces Caddy.
     assert steps["proxy-caddy"] == "replace", steps
-    reasons = next(s.get("replaceReasons") for s in preview["steps"]
-                   if s["urn"].endswith("::proxy-caddy"))
+    reasons = next(s.get("replaceReasons") for s in preview["steps"] if s["urn"].endswith("::proxy-caddy"))
     assert set(reasons) == {"ports"}, reasons
     stack.up()
     caddy = client.containers.get("tm-caddy")
     assert caddy.id != before
     subnet = ipaddress.IPv4Network(deployed["config"]["network"]["subnet"])
-    published = {int(p.split("/")[0]) for p, b in caddy.attrs["NetworkSettings"]["Ports"].items()
-                 if p.endswith("/udp") and b}
-    assert published == {node_port(ipaddress.IPv4Address(ip), subnet, FIRST_NODE_PORT) for ip in deployed["ips"].values()}
+    published = {
+        int(p.split("/")[0]) for p, b in caddy.attrs["NetworkSettings"]["Ports"].items() if p.endswith("/udp") and b
+    }
+    assert published == {
+        node_port(ipaddress.IPv4Address(ip), subnet, FIRST_NODE_PORT) for ip in deployed["ips"].values()
+    }
     # The new, empty container got the config and keys loaded again (its id changed).
     assert sorted(json.loads(caddy_config_of(caddy))["apps"]["tailscale"]["nodes"]) == [
-        f"tm-{n}" for n in sorted(deployed["ips"])]
+        f"tm-{n}" for n in sorted(deployed["ips"])
+    ]
     for share, key in deployed["keys"].items():
         assert caddy.exec_run(["cat", f"{KEYS_DIR}/tm-{share}"]).output.decode() == key
     stack.run("preview", "--expect-no-changes", *stack.stack_args())
@@ -155,7 +162,10 @@ def test_bad_config_stops_preview_and_up_with_the_config_error_and_no_traceback(
             assert result.code != 0, result.output
             assert "invalid stack config (2 problems)" in result.output, result.output
             assert "shares[1].name: 'Bob!' is not a DNS label" in result.output, result.output
-            assert "network.subnet: '172.24.0.1/24' has host bits set; write the network address, 172.24.0.0/24" in result.output
+            assert (
+                "network.subnet: '172.24.0.1/24' has host bits set; write the network address, 172.24.0.0/24"
+                in result.output
+            )
             assert "Traceback" not in result.output, result.output
     finally:
         stack.write_config(deployed["config"])

@@ -1,5 +1,6 @@
 """The tailnet tier: Headscale, the stack's caddy-tailscale nodes and two client nodes (alice,
 bob), with the program's own tailnetPolicy loaded. All on `internal` networks."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,16 @@ def images(docker_client, goproxy):
 
 @pytest.fixture(scope="package")
 def tailnet(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
-    with deployed_tailnet(docker_client, pulumi_env, goproxy, images, tmp_path_factory.mktemp("tailnet"),
-                          SHARES, NODE_TAGS, {"alice": "alice", "bob": "bob"}) as net:
+    with deployed_tailnet(
+        docker_client,
+        pulumi_env,
+        goproxy,
+        images,
+        tmp_path_factory.mktemp("tailnet"),
+        SHARES,
+        NODE_TAGS,
+        {"alice": "alice", "bob": "bob"},
+    ) as net:
         clients = net["clients"]
         clients["alice"].ping_direct("tm-alice")
         clients["bob"].ping_direct("tm-bob")

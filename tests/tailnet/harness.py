@@ -1,6 +1,7 @@
 """A real tailnet on the private engine: Headscale (images/headscale) as control server with its
 embedded DERP over plain HTTP, and tailscale v1.90.9 clients (tests/images/tailnet-client) in
 userspace networking. Everything sits on `internal` Docker networks; log upload is off."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -16,11 +17,11 @@ from pathlib import Path
 import docker
 import yaml
 
-from components.images import context_digest
-from config.loader import load
 from tests.conftest import unique_subnet, upload
 from tests.engine.deploy import deploy, new_stack, stack_config, teardown
 from tests.pulumi_runner import ROOT, run_program
+from timemachine.components.images import context_digest
+from timemachine.config.loader import load
 
 HEADSCALE_CONTEXT = ROOT / "images" / "headscale"
 CLIENT_CONTEXT = ROOT / "tests" / "images" / "tailnet-client"
@@ -41,33 +42,46 @@ def build(client, context: Path, repository: str) -> str:
 
 def headscale_config(ip: str) -> str:
     """Offline Headscale: plain HTTP, embedded DERP only (no DERP map fetched), no log upload."""
-    return yaml.safe_dump({
-        "server_url": f"http://{ip}:{PORT}",
-        "listen_addr": f"0.0.0.0:{PORT}",
-        "metrics_listen_addr": "127.0.0.1:9090",
-        "grpc_listen_addr": "127.0.0.1:50443",
-        "noise": {"private_key_path": "/var/lib/headscale/noise_private.key"},
-        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
-        "derp": {
-            "server": {
-                "enabled": True, "region_id": 999, "region_code": "headscale", "region_name": "Headscale DERP",
-                "stun_listen_addr": "0.0.0.0:3478", "ipv4": ip,
-                "private_key_path": "/var/lib/headscale/derp_server_private.key",
-                "automatically_add_embedded_derp_region": True,
+    return yaml.safe_dump(
+        {
+            "server_url": f"http://{ip}:{PORT}",
+            "listen_addr": f"0.0.0.0:{PORT}",
+            "metrics_listen_addr": "127.0.0.1:9090",
+            "grpc_listen_addr": "127.0.0.1:50443",
+            "noise": {"private_key_path": "/var/lib/headscale/noise_private.key"},
+            "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
+            "derp": {
+                "server": {
+                    "enabled": True,
+                    "region_id": 999,
+                    "region_code": "headscale",
+                    "region_name": "Headscale DERP",
+                    "stun_listen_addr": "0.0.0.0:3478",
+                    "ipv4": ip,
+                    "private_key_path": "/var/lib/headscale/derp_server_private.key",
+                    "automatically_add_embedded_derp_region": True,
+                },
+                "urls": [],
+                "paths": [],
+                "auto_update_enabled": False,
+                "update_frequency": "24h",
             },
-            "urls": [], "paths": [], "auto_update_enabled": False, "update_frequency": "24h",
-        },
-        "disable_check_updates": True,
-        "database": {"type": "sqlite", "sqlite": {"path": "/var/lib/headscale/db.sqlite", "write_ahead_log": True}},
-        "log": {"level": "info", "format": "text"},
-        "policy": {"mode": "file", "path": POLICY_PATH},
-        "dns": {"magic_dns": True, "base_domain": "tailnet.internal", "override_local_dns": False,
-                "nameservers": {"global": []}},
-        "unix_socket": "/var/run/headscale/headscale.sock",
-        "unix_socket_permission": "0770",
-        "logtail": {"enabled": False},
-        "randomize_client_port": False,
-    })
+            "disable_check_updates": True,
+            "database": {"type": "sqlite", "sqlite": {"path": "/var/lib/headscale/db.sqlite", "write_ahead_log": True}},
+            "log": {"level": "info", "format": "text"},
+            "policy": {"mode": "file", "path": POLICY_PATH},
+            "dns": {
+                "magic_dns": True,
+                "base_domain": "tailnet.internal",
+                "override_local_dns": False,
+                "nameservers": {"global": []},
+            },
+            "unix_socket": "/var/run/headscale/headscale.sock",
+            "unix_socket_permission": "0770",
+            "logtail": {"enabled": False},
+            "randomize_client_port": False,
+        }
+    )
 
 
 class CommandFailed(AssertionError):
@@ -144,7 +158,9 @@ class Headscale:
 def start_headscale(client, image: str, network: str, ip: str, server_ip: str, policy_text: str) -> Headscale:
     """Headscale attached to `network` at `ip`, telling every node (server URL, DERP) `server_ip`."""
     container = client.containers.create(
-        image, name=f"tm-test-headscale-{uuid.uuid4().hex[:6]}", network=network,
+        image,
+        name=f"tm-test-headscale-{uuid.uuid4().hex[:6]}",
+        network=network,
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
     )
     upload(container, CONFIG_PATH, headscale_config(server_ip))
@@ -158,13 +174,22 @@ def start_headscale(client, image: str, network: str, ip: str, server_ip: str, p
 @dataclass
 class Client:
     """A tailnet client container (the Mac's stand-in) with a TCP forwarder to one tailnet peer."""
+
     container: object
     ip: str
     name: str
 
     def up(self, login_server: str, key: str) -> None:
-        run(self.container, "tailscale", "up", f"--login-server={login_server}", f"--authkey={key}",
-            f"--hostname={self.name}", "--accept-dns=false", timeout=120)
+        run(
+            self.container,
+            "tailscale",
+            "up",
+            f"--login-server={login_server}",
+            f"--authkey={key}",
+            f"--hostname={self.name}",
+            "--accept-dns=false",
+            timeout=120,
+        )
 
     def join(self, command: str) -> None:
         """Run a stack's join command as a Mac's owner would, naming this machine."""
@@ -183,12 +208,12 @@ class Client:
         """Listen on this container's `port`; each connection is piped to peer:peer_port through
         this client's own tailnet identity (`tailscale nc`)."""
         self.container.exec_run(
-            ["socat", f"TCP-LISTEN:{port},fork,reuseaddr", f"EXEC:tailscale nc {peer} {peer_port}"], detach=True)
+            ["socat", f"TCP-LISTEN:{port},fork,reuseaddr", f"EXEC:tailscale nc {peer} {peer_port}"], detach=True
+        )
 
     def nc_fails(self, peer: str, port: int, seconds: int = 15) -> tuple[bool, str]:
         """Try to open peer:port over the tailnet; (True, why) when it cannot be opened."""
-        code, text = run(self.container, "sh", "-c", f"echo | tailscale nc {peer} {port}", check=False,
-                         timeout=seconds)
+        code, text = run(self.container, "sh", "-c", f"echo | tailscale nc {peer} {port}", check=False, timeout=seconds)
         return code != 0, text
 
     def ping_direct(self, peer: str, timeout: float = 90) -> str:
@@ -205,7 +230,10 @@ class Client:
 
 def start_client(client, image: str, network: str, ip: str, name: str) -> Client:
     container = client.containers.run(
-        image, name=f"tm-test-{name}-{uuid.uuid4().hex[:6]}", detach=True, network=network,
+        image,
+        name=f"tm-test-{name}-{uuid.uuid4().hex[:6]}",
+        detach=True,
+        network=network,
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
     )
     c = Client(container, ip, name)
@@ -224,8 +252,16 @@ def free_addresses(config: dict, count: int) -> list[str]:
 
 
 @contextmanager
-def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path, shares: list[dict],
-                     node_tags: dict[str, list[str]], users: dict[str, str]) -> Iterator[dict]:
+def deployed_tailnet(
+    client,
+    pulumi_env: dict,
+    goproxy,
+    images: dict,
+    work: Path,
+    shares: list[dict],
+    node_tags: dict[str, list[str]],
+    users: dict[str, str],
+) -> Iterator[dict]:
     """Headscale with users and keys, the program's own policy loaded, the stack deployed by the
     real engine on an internal network (bridge mode, controlUrl = Headscale), one logged-in client
     per entry of `users` (client name → Headscale user); everything removed afterwards."""
@@ -236,10 +272,14 @@ def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path
     # The control network: Headscale's home while the stack's network does not exist yet.
     control_subnet = unique_subnet(client, exclude={subnet})
     control_net = client.networks.create(
-        f"tm-tn-control-{uuid.uuid4().hex[:6]}", driver="bridge", internal=True,
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]))
-    provisional = stack_config(storage, network, subnet, goproxy.build_args(), shares, internal=True,
-                               control_url="http://headscale:8080")
+        f"tm-tn-control-{uuid.uuid4().hex[:6]}",
+        driver="bridge",
+        internal=True,
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]),
+    )
+    provisional = stack_config(
+        storage, network, subnet, goproxy.build_args(), shares, internal=True, control_url="http://headscale:8080"
+    )
     addresses = free_addresses({**provisional, "shares": [dict(s, authKey="0" * 48) for s in shares]}, 2 + len(users))
     hs_ip, spare_ip, client_ips = addresses[0], addresses[1], addresses[2:]
     control_ip = str(list(ipaddress.IPv4Network(control_subnet).hosts())[9])
@@ -251,12 +291,14 @@ def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path
         headscale = start_headscale(client, images["headscale"], control_net.name, control_ip, hs_ip, "{}")
         made.append(headscale.container)
         keys = {s["name"]: headscale.preauth_key("admin", node_tags[s["name"]]) for s in shares}
-        config = stack_config(storage, network, subnet, goproxy.build_args(), shares, internal=True,
-                              control_url=headscale.url)
+        config = stack_config(
+            storage, network, subnet, goproxy.build_args(), shares, internal=True, control_url=headscale.url
+        )
         # The program's own policy, as a mock run of __main__.py renders it; checked against the
         # deployed stack's output below.
-        policy = run_program({**config, "shares": [dict(s, authKey=keys[s["name"]]) for s in shares]}
-                             ).outputs["tailnetPolicy"]
+        policy = run_program({**config, "shares": [dict(s, authKey=keys[s["name"]]) for s in shares]}).outputs[
+            "tailnetPolicy"
+        ]
         headscale.load_policy(policy)
         deploy(stack, config, keys, wait=False)
         if json.loads(stack.outputs()["tailnetPolicy"]) != json.loads(policy):
@@ -270,9 +312,19 @@ def deployed_tailnet(client, pulumi_env: dict, goproxy, images: dict, work: Path
             c.up(headscale.url, headscale.preauth_key(user))
             clients[name] = c
         headscale.wait_online([f"{name}-mac" for name in users])
-        yield {"stack": stack, "config": config, "keys": keys, "headscale": headscale, "clients": clients,
-               "nodes": nodes, "storage": storage, "network": network, "client": client, "policy": policy,
-               "spare_ip": spare_ip}
+        yield {
+            "stack": stack,
+            "config": config,
+            "keys": keys,
+            "headscale": headscale,
+            "clients": clients,
+            "nodes": nodes,
+            "storage": storage,
+            "network": network,
+            "client": client,
+            "policy": policy,
+            "spare_ip": spare_ip,
+        }
     finally:
         for container in made:
             container.remove(force=True, v=True)

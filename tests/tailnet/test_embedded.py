@@ -1,6 +1,7 @@
 """The local stack as a user runs it: Pulumi.local.yaml (embedded Headscale, keys made by the
 program) brought up by the real engine from an empty state, joined by the owners' Macs with the
 stack's own join commands. The tests run in file order on one stack; the last one destroys it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,13 +17,13 @@ import pytest
 import smbclient
 import yaml
 
-from components.headscale import HEADSCALE_CONTAINER
 from tests.conftest import unique_subnet
 from tests.engine.deploy import caddy_config_of, mark_storage, new_stack, teardown
 from tests.engine.pulumi_cli import PulumiError, plan
 from tests.pulumi_runner import PROJECT, ROOT
 from tests.smb import GuestClient, MiB, read_file, write_file
 from tests.tailnet.harness import Headscale, start_client
+from timemachine.components.headscale import HEADSCALE_CONTAINER
 
 pytestmark = pytest.mark.tailnet
 
@@ -54,8 +55,17 @@ def local(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
         stack.init(config)
         stack.up()
         headscale = Headscale(docker_client.containers.get(HEADSCALE_CONTAINER), config["tailnet"]["controlUrl"])
-        yield {"stack": stack, "config": config, "storage": storage, "network": network, "made": made, "macs": {},
-               "headscale": headscale, "client": docker_client, "images": images}
+        yield {
+            "stack": stack,
+            "config": config,
+            "storage": storage,
+            "network": network,
+            "made": made,
+            "macs": {},
+            "headscale": headscale,
+            "client": docker_client,
+            "images": images,
+        }
     finally:
         for container in made:
             container.remove(force=True, v=True)
@@ -96,7 +106,9 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
     assert {u["name"] for u in headscale.cli_json("users", "list")} == {"admin", "alice", "bob"}
     share_keys = keys_of(headscale, "admin")
     assert sorted(tuple(sorted(k["acl_tags"])) for k in share_keys) == [
-        ("tag:timemachine", "tag:tm-alice"), ("tag:timemachine", "tag:tm-bob")]
+        ("tag:timemachine", "tag:tm-alice"),
+        ("tag:timemachine", "tag:tm-bob"),
+    ]
     assert not any(k.get("reusable") or k.get("ephemeral") for k in share_keys)
     days = local["config"]["tailnet"]["keyExpiryDays"]
     for key in share_keys:
@@ -117,7 +129,8 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
 def test_owner_joins_with_the_join_command_and_backs_up_to_her_share(local):
     alice = mac(local, "alice@")
     assert alice.status()["Self"]["UserID"] == int(
-        {u["name"]: u["id"] for u in local["headscale"].cli_json("users", "list")}["alice"])
+        {u["name"]: u["id"] for u in local["headscale"].cli_json("users", "list")}["alice"]
+    )
     alice.ping_direct("tm-alice")
     alice.forward(FORWARD, "tm-alice", 445)
     payload = os.urandom(16 * MiB)
@@ -181,7 +194,7 @@ class Backup(threading.Thread):
             with smbclient.open_file(smb.path("alice", self.name), mode="wb", **smb.kw()) as f:
                 view, began = memoryview(self.payload), time.monotonic()
                 for start in range(0, len(view), 8 * MiB):
-                    f.write(view[start:start + 8 * MiB])
+                    f.write(view[start : start + 8 * MiB])
                     ahead = (start + 8 * MiB) / self.PACE - (time.monotonic() - began)
                     if ahead > 0 and not self.change_done.is_set():
                         self.change_done.wait(ahead)
@@ -218,8 +231,12 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     keys = {name for name, op in steps.items() if name.endswith("-key") or name.startswith("join-")}
     assert keys == {"dave-key", "join-dave"}, steps
     assert steps["dave-key"] == steps["join-dave"] == steps["headscale-user-dave"] == "create"
-    untouched = [n for n in steps if n.startswith(("alice", "bob", "headscale-user-alice", "headscale-user-bob"))
-                 or n in ("join-alice", "join-bob", "headscale-user-admin")]
+    untouched = [
+        n
+        for n in steps
+        if n.startswith(("alice", "bob", "headscale-user-alice", "headscale-user-bob"))
+        or n in ("join-alice", "join-bob", "headscale-user-admin")
+    ]
     assert not untouched, {n: steps[n] for n in untouched}
     # Besides dave's own resources: the config loaded into the running Caddy and the policy
     # loaded into the running Headscale; no container is replaced.
@@ -268,7 +285,7 @@ def test_removing_a_share_during_a_backup_takes_its_node_off_and_interrupts_noth
 
 
 BREAK_FRAGMENTS = """
-import components.share as _share
+import timemachine.components.share as _share
 
 _route_fragment = _share.route_fragment
 

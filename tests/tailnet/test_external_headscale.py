@@ -1,6 +1,7 @@
 """authKeys: headscale against an external Headscale (tailnet.headscale.embedded off): users and keys
 through its REST API with an API key; a wrong key and a Headscale that does not answer stop the
 update with a clear error and leave the state as it was."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,8 +24,11 @@ def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
     subnet = unique_subnet(docker_client)
     control_subnet = unique_subnet(docker_client, exclude={subnet})
     control_net = docker_client.networks.create(
-        f"tm-ext-control-{uuid.uuid4().hex[:6]}", driver="bridge", internal=True,
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]))
+        f"tm-ext-control-{uuid.uuid4().hex[:6]}",
+        driver="bridge",
+        internal=True,
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]),
+    )
     hs_ip = str(ipaddress.IPv4Network(control_subnet).network_address + 10)
     storage = tmp_path_factory.mktemp("external-storage")
     stack = new_stack(tmp_path_factory.mktemp("external"), "external", pulumi_env)
@@ -33,11 +37,26 @@ def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
         headscale = start_headscale(docker_client, images["headscale"], control_net.name, hs_ip, hs_ip, "{}")
         made.append(headscale.container)
         api_key = headscale.cli("apikeys", "create", "--expiration", "1h").strip().splitlines()[-1]
-        config = stack_config(storage, f"tm-ext-{uuid.uuid4().hex[:6]}", subnet, goproxy.build_args(), SHARES,
-                              internal=True, control_url=headscale.url)
+        config = stack_config(
+            storage,
+            f"tm-ext-{uuid.uuid4().hex[:6]}",
+            subnet,
+            goproxy.build_args(),
+            SHARES,
+            internal=True,
+            control_url=headscale.url,
+        )
         config["tailnet"] = {**config["tailnet"], "authKeys": "headscale"}
-        yield {"stack": stack, "config": config, "headscale": headscale, "api_key": api_key, "made": made,
-               "control_net": control_net, "client": docker_client, "images": images}
+        yield {
+            "stack": stack,
+            "config": config,
+            "headscale": headscale,
+            "api_key": api_key,
+            "made": made,
+            "control_net": control_net,
+            "client": docker_client,
+            "images": images,
+        }
     finally:
         for container in made:
             container.remove(force=True, v=True)
@@ -47,8 +66,11 @@ def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
 
 def dynamic_resources(stack) -> dict[str, str]:
     """The Headscale users and keys in the stack's state (the Caddy config is a dynamic resource too)."""
-    return {r["urn"].split("::")[-1]: r["id"] for r in stack.resources()
-            if "dynamic:Resource" in r["urn"] and not r["urn"].endswith(("::proxy-config", "-pids", "-storage"))}
+    return {
+        r["urn"].split("::")[-1]: r["id"]
+        for r in stack.resources()
+        if "dynamic:Resource" in r["urn"] and not r["urn"].endswith(("::proxy-config", "-pids", "-storage"))
+    }
 
 
 def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
@@ -66,8 +88,9 @@ def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
 
 def test_the_right_key_makes_users_and_keys_a_mac_can_join_with(external):
     stack, headscale = external["stack"], external["headscale"]
-    stack.run("config", "set", "--secret", "--path", "tailnet.headscaleApiKey", external["api_key"],
-              *stack.stack_args())
+    stack.run(
+        "config", "set", "--secret", "--path", "tailnet.headscaleApiKey", external["api_key"], *stack.stack_args()
+    )
     stack.up()
     made = dynamic_resources(stack)
     assert set(made) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}

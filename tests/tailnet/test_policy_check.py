@@ -1,5 +1,6 @@
 """Every policy the program renders for Headscale loads in the real `headscale policy check`; the
 Tailscale-only parts (autogroup:admin as tag owner, `tests`) are why that form is not for Headscale."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,11 @@ from tests.tailnet.harness import CONFIG_PATH, headscale_config
 
 pytestmark = pytest.mark.tailnet
 
-BASE = {"storageRoot": "/srv/tm", "network": {"subnet": "10.77.0.0/16"}, "tailnet": {"authKeys": "provided", "controlUrl": "http://hs:8080",
-                                               "tagOwners": ["admin@"]}}
+BASE = {
+    "storageRoot": "/srv/tm",
+    "network": {"subnet": "10.77.0.0/16"},
+    "tailnet": {"authKeys": "provided", "controlUrl": "http://hs:8080", "tagOwners": ["admin@"]},
+}
 CASES = {
     "two users": [("alice", "alice@"), ("bob", "bob@")],
     "one user, two shares": [("alice", "alice@"), ("alice2", "alice@")],
@@ -34,10 +38,16 @@ def rendered(shares, **tailnet) -> str:
 
 def check(docker_client, image: str, policy_text: str) -> tuple[int, str]:
     policy = json.loads(policy_text)
-    used = {o for acl in policy.get("acls", []) for o in acl["src"]} | {o for v in policy["tagOwners"].values() for o in v}
+    used = {o for acl in policy.get("acls", []) for o in acl["src"]} | {
+        o for v in policy["tagOwners"].values() for o in v
+    }
     policy["groups"] = {g: m for g, m in GROUPS.items() if g in used}
-    return run_once(docker_client, image, ["headscale", "policy", "check", "-f", "/tmp/p.hujson"],
-                    {CONFIG_PATH: headscale_config("127.0.0.1"), "/tmp/p.hujson": json.dumps(policy)})
+    return run_once(
+        docker_client,
+        image,
+        ["headscale", "policy", "check", "-f", "/tmp/p.hujson"],
+        {CONFIG_PATH: headscale_config("127.0.0.1"), "/tmp/p.hujson": json.dumps(policy)},
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -48,19 +58,36 @@ def test_headscale_accepts_every_rendered_headscale_policy(docker_client, images
 
 
 def test_headscale_refuses_each_tailscale_only_part_which_is_why_they_are_left_out_for_it(docker_client, images):
-    tailscale_form = json.loads(run_program({"storageRoot": "/srv/tm", "shares": [
-        {"name": "alice", "owner": "alice@example.com"}, {"name": "bob", "owner": "bob@example.com"}]}
-    ).outputs["tailnetPolicy"])
+    tailscale_form = json.loads(
+        run_program(
+            {
+                "storageRoot": "/srv/tm",
+                "shares": [
+                    {"name": "alice", "owner": "alice@example.com"},
+                    {"name": "bob", "owner": "bob@example.com"},
+                ],
+            }
+        ).outputs["tailnetPolicy"]
+    )
     assert {"tests", "acls", "tagOwners"} <= set(tailscale_form)
     headscale_form = json.loads(rendered(CASES["two users"], tagOwners=["admin@"]))
     cases = {
         # What the Tailscale form has and the Headscale form leaves out, one at a time.
-        "autogroup:admin": {**headscale_form, "tagOwners": {
-            t: ["autogroup:admin"] for t in headscale_form["tagOwners"]}},
-        "tag:timemachine": {**headscale_form, "tagOwners": {
-            t: o + ([] if t == "tag:timemachine" else ["tag:timemachine"]) for t, o in headscale_form["tagOwners"].items()}},
-        '"tests"': {**headscale_form, "tests": [
-            {"src": "alice@", "accept": ["tag:tm-alice:445"], "deny": ["tag:tm-bob:445"]}]},
+        "autogroup:admin": {
+            **headscale_form,
+            "tagOwners": {t: ["autogroup:admin"] for t in headscale_form["tagOwners"]},
+        },
+        "tag:timemachine": {
+            **headscale_form,
+            "tagOwners": {
+                t: o + ([] if t == "tag:timemachine" else ["tag:timemachine"])
+                for t, o in headscale_form["tagOwners"].items()
+            },
+        },
+        '"tests"': {
+            **headscale_form,
+            "tests": [{"src": "alice@", "accept": ["tag:tm-alice:445"], "deny": ["tag:tm-bob:445"]}],
+        },
     }
     for reason, policy in cases.items():
         code, logs = check(docker_client, images["headscale"], json.dumps(policy))

@@ -1,4 +1,5 @@
 """The tailnet decides who reaches which share: the owner gets in, nobody else does."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +45,8 @@ def test_another_user_is_not_a_peer_of_the_share_and_cannot_connect(tailnet):
     # Positive control: the same probe to bob's own share gets through.
     failed, why = bob.nc_fails("tm-bob", 445)
     assert not failed, why
-    with pytest.raises(Exception):
+    # Refused at connect (ValueError) or closed after it (SMBException, OSError): any error will do.
+    with pytest.raises(Exception):  # noqa: B017
         aapl_query(bob.ip, "alice", FORWARD["bob-to-alice"])
     # bob's own share works.
     smb_write_read(bob.ip, FORWARD["bob"], "bob", "bob.bin", os.urandom(MiB))
@@ -93,8 +95,16 @@ def test_a_used_single_use_key_cannot_register_another_node(tailnet, images):
     spare_ip = tailnet["spare_ip"]
     intruder = start_client(tailnet["client"], images["client"], tailnet["network"], spare_ip, "intruder")
     try:
-        code, text = run(intruder.container, "tailscale", "up", f"--login-server={headscale.url}",
-                         f"--authkey={tailnet['keys']['alice']}", "--hostname=intruder", check=False, timeout=60)
+        code, text = run(
+            intruder.container,
+            "tailscale",
+            "up",
+            f"--login-server={headscale.url}",
+            f"--authkey={tailnet['keys']['alice']}",
+            "--hostname=intruder",
+            check=False,
+            timeout=60,
+        )
         assert code != 0, text
         assert "intruder" not in headscale.nodes()
     finally:
@@ -126,9 +136,14 @@ def test_data_keeps_moving_while_headscale_is_down(tailnet):
 
 def tcp_connect_from(container, address: str, port: int) -> str:
     """A TCP connect from inside `container` (perl-base is in the Samba image): 'connected' or the error."""
-    code, out = container.exec_run(["perl", "-MIO::Socket::INET", "-e",
-                                    f'IO::Socket::INET->new(PeerAddr=>"{address}:{port}",Timeout=>5)'
-                                    ' or die "$!\\n"; print "connected\\n"'])
+    code, out = container.exec_run(
+        [
+            "perl",
+            "-MIO::Socket::INET",
+            "-e",
+            f'IO::Socket::INET->new(PeerAddr=>"{address}:{port}",Timeout=>5) or die "$!\\n"; print "connected\\n"',
+        ]
+    )
     return out.decode().strip()
 
 

@@ -1,17 +1,23 @@
 """Config models and loading: every bad config is rejected with a located, actionable message."""
+
 import copy
 import ipaddress
 
 import pytest
 
-from components import names
-from config.loader import ConfigError, load
+from timemachine.config.loader import ConfigError, load
+from timemachine.planning import names
 
 GOOD = {
     "storageRoot": "/srv/timemachine",
     "network": {"name": "timemachine", "subnet": "172.24.0.0/24"},
-    "tailnet": {"hostnamePrefix": "tm-", "tags": ["tag:timemachine"], "keyExpiryDays": 90,
-                "dnsSuffix": "example-tailnet.ts.net", "authKeys": "managed"},
+    "tailnet": {
+        "hostnamePrefix": "tm-",
+        "tags": ["tag:timemachine"],
+        "keyExpiryDays": 90,
+        "dnsSuffix": "example-tailnet.ts.net",
+        "authKeys": "managed",
+    },
     "proxy": {"networkMode": "host", "firstNodePort": 41641, "image": ""},
     "samba": {"image": "", "model": "TimeCapsule8,119", "dataUid": 1000},
     "shares": [
@@ -97,6 +103,7 @@ def test_minimal_config_takes_documented_defaults():
 
 def test_objects_may_arrive_as_json_text_as_pulumi_passes_them():
     import json
+
     raw = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in GOOD.items()}
     assert load(raw).config == load(GOOD).config
 
@@ -118,9 +125,16 @@ def shares_of(*shares):
 
 
 BAD = {
-    "duplicate share names": (shares_of({"name": "alice", "owner": "a@x.com"}, {"name": "alice", "owner": "b@x.com"}),
-                              "shares[1].name", "already used by shares[0]"),
-    "name with capitals and punctuation": (with_(("shares", 1, "name"), "Bob!"), "shares[1].name", "is not a DNS label"),
+    "duplicate share names": (
+        shares_of({"name": "alice", "owner": "a@x.com"}, {"name": "alice", "owner": "b@x.com"}),
+        "shares[1].name",
+        "already used by shares[0]",
+    ),
+    "name with capitals and punctuation": (
+        with_(("shares", 1, "name"), "Bob!"),
+        "shares[1].name",
+        "is not a DNS label",
+    ),
     "name with underscore": (with_(("shares", 0, "name"), "al_ice"), "shares[0].name", "is not a DNS label"),
     "name starting with a dash": (with_(("shares", 0, "name"), "-alice"), "shares[0].name", "is not a DNS label"),
     "empty name": (with_(("shares", 0, "name"), ""), "shares[0].name", "is not a DNS label"),
@@ -138,97 +152,202 @@ BAD = {
     "pinned ip is the gateway": (with_(("shares", 1, "ip"), "172.24.0.1"), "shares[1].ip", "the gateway"),
     "pinned ip is broadcast": (with_(("shares", 1, "ip"), "172.24.0.255"), "shares[1].ip", "broadcast"),
     "pinned ip is the proxy's": (with_(("shares", 1, "ip"), "172.24.0.254"), "shares[1].ip", "reserved for the proxy"),
-    "pinned ip twice": (shares_of({"name": "a", "owner": "a@x.com", "ip": "172.24.0.9"},
-                                  {"name": "b", "owner": "b@x.com", "ip": "172.24.0.9"}), "shares[1].ip",
-                        "172.24.0.9 is also pinned by 'a'"),
+    "pinned ip twice": (
+        shares_of(
+            {"name": "a", "owner": "a@x.com", "ip": "172.24.0.9"}, {"name": "b", "owner": "b@x.com", "ip": "172.24.0.9"}
+        ),
+        "shares[1].ip",
+        "172.24.0.9 is also pinned by 'a'",
+    ),
     "not an ip": (with_(("shares", 1, "ip"), "172.24.0.300"), "shares[1].ip", "valid IPv4"),
     "more shares than the subnet holds": (
-        {**with_(("network", "subnet"), "172.24.0.0/29"),
-         "shares": [{"name": f"u{i}", "owner": "a@x.com"} for i in range(5)]}, "network.subnet",
-        "172.24.0.0/29 is full: 5 new share(s) need an address and 4 are left"),
+        {
+            **with_(("network", "subnet"), "172.24.0.0/29"),
+            "shares": [{"name": f"u{i}", "owner": "a@x.com"} for i in range(5)],
+        },
+        "network.subnet",
+        "172.24.0.0/29 is full: 5 new share(s) need an address and 4 are left",
+    ),
     "subnet too small": (with_(("network", "subnet"), "172.24.0.0/30"), "network.subnet", "too small"),
     "subnet with host bits": (with_(("network", "subnet"), "172.24.0.7/24"), "network.subnet", "host bits"),
     "relative storageRoot": (with_(("storageRoot",), "srv/timemachine"), "storageRoot", "relative"),
-    "non-normalised storageRoot": (with_(("storageRoot",), "/srv/../srv/timemachine/"), "storageRoot", "not normalised"),
+    "non-normalised storageRoot": (
+        with_(("storageRoot",), "/srv/../srv/timemachine/"),
+        "storageRoot",
+        "not normalised",
+    ),
     "storageRoot is /": (with_(("storageRoot",), "/"), "storageRoot", "must not be /"),
     "missing storageRoot": (with_(("storageRoot",), DELETE), "storageRoot", "pulumi config set"),
-    "keyExpiryDays zero": (with_(("tailnet", "keyExpiryDays"), 0), "tailnet.keyExpiryDays", "greater than or equal to 1"),
-    "keyExpiryDays above 90": (with_(("tailnet", "keyExpiryDays"), 91), "tailnet.keyExpiryDays", "less than or equal to 90"),
+    "keyExpiryDays zero": (
+        with_(("tailnet", "keyExpiryDays"), 0),
+        "tailnet.keyExpiryDays",
+        "greater than or equal to 1",
+    ),
+    "keyExpiryDays above 90": (
+        with_(("tailnet", "keyExpiryDays"), 91),
+        "tailnet.keyExpiryDays",
+        "less than or equal to 90",
+    ),
     "tag without prefix": (with_(("tailnet", "tags"), ["timemachine"]), "tailnet.tags[0]", 'write it as "tag:<name>"'),
     "unknown top-level key": ({**GOOD, "sharez": []}, "sharez", "unknown key"),
     "unknown nested key": (with_(("tailnet", "hostnamePrefx"), "tm-"), "tailnet.hostnamePrefx", "unknown key"),
     "unknown share key": (with_(("shares", 0, "quotaa"), "1T"), "shares[0].quotaa", "unknown key"),
     "snake_case key": (with_(("samba", "data_uid"), 1000), "samba.data_uid", "unknown key"),
-    "provided keys without a share key": (with_(("tailnet", "authKeys"), "provided"), "shares[0].authKey", "--secret --path 'shares[0].authKey'"),
-    "share key while managed": (with_(("shares", 0, "authKey"), "tskey-x"), "shares[0].authKey", "tailnet.authKeys is managed"),
-    "unknown authKeys mode": (with_(("tailnet", "authKeys"), "manual"), "tailnet.authKeys", "'managed', 'provided' or 'headscale'"),
-    "networkMode not host/bridge": (with_(("proxy", "networkMode"), "macvlan"), "proxy.networkMode", "'host' or 'bridge'"),
-    "bridge node ports below 1024": ({**with_(("proxy", "firstNodePort"), 80), "proxy": {"networkMode": "bridge", "firstNodePort": 80}},
-                                     "proxy.firstNodePort", "1024..65535"),
-    "bridge node ports above 65535": ({**GOOD, "proxy": {"networkMode": "bridge", "firstNodePort": 65400}},
-                                      "proxy.firstNodePort", "1024..65535"),
+    "provided keys without a share key": (
+        with_(("tailnet", "authKeys"), "provided"),
+        "shares[0].authKey",
+        "--secret --path 'shares[0].authKey'",
+    ),
+    "share key while managed": (
+        with_(("shares", 0, "authKey"), "tskey-x"),
+        "shares[0].authKey",
+        "tailnet.authKeys is managed",
+    ),
+    "unknown authKeys mode": (
+        with_(("tailnet", "authKeys"), "manual"),
+        "tailnet.authKeys",
+        "'managed', 'provided' or 'headscale'",
+    ),
+    "networkMode not host/bridge": (
+        with_(("proxy", "networkMode"), "macvlan"),
+        "proxy.networkMode",
+        "'host' or 'bridge'",
+    ),
+    "bridge node ports below 1024": (
+        {**with_(("proxy", "firstNodePort"), 80), "proxy": {"networkMode": "bridge", "firstNodePort": 80}},
+        "proxy.firstNodePort",
+        "1024..65535",
+    ),
+    "bridge node ports above 65535": (
+        {**GOOD, "proxy": {"networkMode": "bridge", "firstNodePort": 65400}},
+        "proxy.firstNodePort",
+        "1024..65535",
+    ),
     "dataUid zero (root)": (with_(("samba", "dataUid"), 0), "samba.dataUid", "greater than or equal to 1"),
     "bad network name": (with_(("network", "name"), "time machine"), "network.name", "not a Docker network name"),
     "bad dnsSuffix": (with_(("tailnet", "dnsSuffix"), "exa mple.ts.net"), "tailnet.dnsSuffix", "not a DNS name"),
-    "bad controlUrl": (with_(("tailnet", "controlUrl"), "headscale.example.com"), "tailnet.controlUrl", "not an http(s) URL"),
-    "managed keys with a Headscale controlUrl": (with_(("tailnet", "controlUrl"), "https://hs.example.com"),
-                                                 "tailnet.authKeys", "set authKeys: headscale"),
-    "Headscale user form without controlUrl": (with_(("shares", 0, "owner"), "alice@"), "shares[0].owner",
-                                               "is a Headscale user name; without tailnet.controlUrl"),
+    "bad controlUrl": (
+        with_(("tailnet", "controlUrl"), "headscale.example.com"),
+        "tailnet.controlUrl",
+        "not an http(s) URL",
+    ),
+    "managed keys with a Headscale controlUrl": (
+        with_(("tailnet", "controlUrl"), "https://hs.example.com"),
+        "tailnet.authKeys",
+        "set authKeys: headscale",
+    ),
+    "Headscale user form without controlUrl": (
+        with_(("shares", 0, "owner"), "alice@"),
+        "shares[0].owner",
+        "is a Headscale user name; without tailnet.controlUrl",
+    ),
     "Headscale without tagOwners": (HEADSCALE_WITHOUT_OWNERS, "tailnet.tagOwners", "missing: with tailnet.controlUrl"),
     "Headscale with autogroup:admin owning tags": (
-        headscale(["autogroup:admin"]), "tailnet.tagOwners", "accepts only users (admin@) and groups"),
+        headscale(["autogroup:admin"]),
+        "tailnet.tagOwners",
+        "accepts only users (admin@) and groups",
+    ),
     "empty tagOwners": (with_(("tailnet", "tagOwners"), []), "tailnet.tagOwners", "is empty"),
-    "tag owner that is no identity": (with_(("tailnet", "tagOwners"), ["admin"]), "tailnet.tagOwners",
-                                      "'admin' is not a tag owner"),
+    "tag owner that is no identity": (
+        with_(("tailnet", "tagOwners"), ["admin"]),
+        "tailnet.tagOwners",
+        "'admin' is not a tag owner",
+    ),
     "embedded Headscale without controlUrl": (
         with_(("tailnet",), {"authKeys": "headscale", "tagOwners": ["admin@"], "headscale": {"embedded": True}}),
-        "tailnet.controlUrl", "the URL Macs reach it at"),
+        "tailnet.controlUrl",
+        "the URL Macs reach it at",
+    ),
     "embedded Headscale with provided keys": (
-        made_keys(authKeys="provided"), "tailnet.authKeys", "set authKeys: headscale"),
+        made_keys(authKeys="provided"),
+        "tailnet.authKeys",
+        "set authKeys: headscale",
+    ),
     "external Headscale without API key": (made_keys(embedded=False), "tailnet.headscaleApiKey", "apikeys create"),
     "API key for the embedded Headscale": (
-        made_keys(headscaleApiKey="hskey-api-x"), "tailnet.headscaleApiKey", "needs no API key"),
+        made_keys(headscaleApiKey="hskey-api-x"),
+        "tailnet.headscaleApiKey",
+        "needs no API key",
+    ),
     "API key without Headscale keys": (
-        with_(("tailnet", "headscaleApiKey"), "hskey-api-x"), "tailnet.headscaleApiKey", "only authKeys: headscale"),
+        with_(("tailnet", "headscaleApiKey"), "hskey-api-x"),
+        "tailnet.headscaleApiKey",
+        "only authKeys: headscale",
+    ),
     "Headscale keys without a user owning the tags": (
-        made_keys(tagOwners=["group:it"]), "tailnet.tagOwners", "add one, e.g. [admin@]"),
+        made_keys(tagOwners=["group:it"]),
+        "tailnet.tagOwners",
+        "add one, e.g. [admin@]",
+    ),
     "Headscale keys for an owner that is no Headscale user": (
-        with_(("shares", 0, "owner"), "group:it", base=made_keys()), "shares[0].owner", "trailing @"),
+        with_(("shares", 0, "owner"), "group:it", base=made_keys()),
+        "shares[0].owner",
+        "trailing @",
+    ),
     "share key while Headscale makes them": (
-        with_(("shares", 0, "authKey"), "tskey-x", base=made_keys()), "shares[0].authKey", "authKeys is headscale"),
+        with_(("shares", 0, "authKey"), "tskey-x", base=made_keys()),
+        "shares[0].authKey",
+        "authKeys is headscale",
+    ),
     "embedded Headscale pinned on the proxy": (
-        made_keys(headscale={"embedded": True, "ip": "172.24.0.254"}), "tailnet.headscale.ip", "not a free host"),
+        made_keys(headscale={"embedded": True, "ip": "172.24.0.254"}),
+        "tailnet.headscale.ip",
+        "not a free host",
+    ),
     "empty provided key (an unset variable)": (
         with_(("shares", 0, "authKey"), "", base=with_(("tailnet", "authKeys"), "provided")),
-        "shares[0].authKey", "is empty (an unset variable?)"),
+        "shares[0].authKey",
+        "is empty (an unset variable?)",
+    ),
     "provided key with a space": (
-        with_(("shares", 0, "authKey"), "tskey-auth-abc def-0123456789", base=with_(("tailnet", "authKeys"), "provided")),
-        "shares[0].authKey", "is not an auth key"),
+        with_(
+            ("shares", 0, "authKey"), "tskey-auth-abc def-0123456789", base=with_(("tailnet", "authKeys"), "provided")
+        ),
+        "shares[0].authKey",
+        "is not an auth key",
+    ),
     "provided key that is no Tailscale key": (
         with_(("shares", 0, "authKey"), "0123456789abcdef0123", base=with_(("tailnet", "authKeys"), "provided")),
-        "shares[0].authKey", "start with tskey-auth-"),
+        "shares[0].authKey",
+        "start with tskey-auth-",
+    ),
     "tag starting with a digit": (with_(("tailnet", "tags"), ["tag:2024mac"]), "tailnet.tags[0]", "a letter first"),
     "node tag starting with a digit": (
         {**with_(("tailnet", "hostnamePrefix"), ""), "shares": [{"name": "2024mac", "owner": "a@x.com"}]},
-        "shares[0].name", "must start with a letter"),
+        "shares[0].name",
+        "must start with a letter",
+    ),
     "share name too long for its Samba container's hostname": (
-        {**GOOD, "shares": [{"name": "a" * 56, "owner": "a@x.com"}]}, "shares[0].name", "use at most 54 characters"),
+        {**GOOD, "shares": [{"name": "a" * 56, "owner": "a@x.com"}]},
+        "shares[0].name",
+        "use at most 54 characters",
+    ),
     "shares not a list": (with_(("shares",), {"alice": {}}), "shares", "valid list"),
     "memory limit without unit": (with_(("samba", "memoryLimit"), 512), "samba.memoryLimit", "e.g. 512M or 1G"),
-    "memory limit in an unknown unit": (with_(("proxy", "memoryLimit"), "1T"), "proxy.memoryLimit", "is not a memory size"),
+    "memory limit in an unknown unit": (
+        with_(("proxy", "memoryLimit"), "1T"),
+        "proxy.memoryLimit",
+        "is not a memory size",
+    ),
     "memory limit too small": (with_(("samba", "memoryLimit"), "16M"), "samba.memoryLimit", "give at least 32M"),
     "process limit too small": (with_(("samba", "processLimit"), 2), "samba.processLimit", "at least 8"),
     "process limit as text": (with_(("proxy", "processLimit"), "many"), "proxy.processLimit", "valid integer"),
-    "Headscale memory limit": (made_keys(headscale={"embedded": True, "memoryLimit": "0G"}),
-                               "tailnet.headscale.memoryLimit", "give at least 32M"),
+    "Headscale memory limit": (
+        made_keys(headscale={"embedded": True, "memoryLimit": "0G"}),
+        "tailnet.headscale.memoryLimit",
+        "give at least 32M",
+    ),
     "namePrefix with capitals": ({**GOOD, "namePrefix": "TM-Staging"}, "namePrefix", "namePrefix tm-staging"),
     "namePrefix with a dot": ({**GOOD, "namePrefix": "tm.staging"}, "namePrefix", "is not a name prefix"),
     "namePrefix starting with a digit": ({**GOOD, "namePrefix": "2tm"}, "namePrefix", "a letter first"),
     "namePrefix ending with a dash": ({**GOOD, "namePrefix": "tm-"}, "namePrefix", "is not a name prefix"),
     "empty namePrefix": ({**GOOD, "namePrefix": ""}, "namePrefix", "is not a name prefix"),
     "namePrefix too long": ({**GOOD, "namePrefix": "t" * 33}, "namePrefix", "at most 32 characters"),
-    "structured key given unparseable text": ({**GOOD, "network": "{not json"}, "network", "not valid structured config"),
+    "structured key given unparseable text": (
+        {**GOOD, "network": "{not json"},
+        "network",
+        "not valid structured config",
+    ),
 }
 
 
@@ -269,7 +388,7 @@ def test_one_error_lists_every_problem():
 
 def colliding_names(subnet, count=60):
     """Two share names with the same home slot (the birthday bound makes one likely in 60)."""
-    from components.ipplan import home_address
+    from timemachine.planning.ipplan import home_address
 
     seen = {}
     for name in (f"user{i}" for i in range(count)):
@@ -328,15 +447,20 @@ def test_config_from_the_cli_environment_variable(monkeypatch):
 
     from pulumi.runtime.config import CONFIG
 
-    from config.loader import raw_from_pulumi
+    from timemachine.config.loader import raw_from_pulumi
 
     token = CONFIG.set({})
     try:
-        monkeypatch.setenv("PULUMI_CONFIG", json.dumps({
-            "tailscale-timemachine:storageRoot": "/srv/tm",
-            "tailscale-timemachine:shares": json.dumps([{"name": "alice", "owner": "alice@example.com"}]),
-            "tailscale:tailnet": "example.com",
-        }))
+        monkeypatch.setenv(
+            "PULUMI_CONFIG",
+            json.dumps(
+                {
+                    "tailscale-timemachine:storageRoot": "/srv/tm",
+                    "tailscale-timemachine:shares": json.dumps([{"name": "alice", "owner": "alice@example.com"}]),
+                    "tailscale:tailnet": "example.com",
+                }
+            ),
+        )
         stack = load(raw_from_pulumi())
     finally:
         CONFIG.reset(token)
@@ -345,31 +469,45 @@ def test_config_from_the_cli_environment_variable(monkeypatch):
 
 def samba_state(share, address, *, role="samba", project="tailscale-timemachine"):
     """One Samba container as the engine's state read returns it (docker provider 5.x outputs)."""
-    urn = (f"urn:pulumi:prod::{project}::timemachine:index:TimeMachineShare$docker:index/container:Container"
-           f"::{share}-samba")
-    labels = [{"label": "timemachine.owner", "value": f"{share}@example.com"},
-              {"label": "timemachine.role", "value": role}, {"label": "timemachine.share", "value": share}]
+    urn = (
+        f"urn:pulumi:prod::{project}::timemachine:index:TimeMachineShare$docker:index/container:Container"
+        f"::{share}-samba"
+    )
+    labels = [
+        {"label": "timemachine.owner", "value": f"{share}@example.com"},
+        {"label": "timemachine.role", "value": role},
+        {"label": "timemachine.share", "value": share},
+    ]
     networks = [{"aliases": [], "ipv4Address": address, "ipv6Address": "", "name": "timemachine"}]
-    return urn, {"type": "docker:index/container:Container",
-                 "outputs": {"name": f"tm-{share}-samba", "labels": labels, "networksAdvanced": networks}}
+    return urn, {
+        "type": "docker:index/container:Container",
+        "outputs": {"name": f"tm-{share}-samba", "labels": labels, "networksAdvanced": networks},
+    }
 
 
 def test_deployed_addresses_are_read_from_the_samba_containers_in_the_state():
     import ipaddress
 
-    from config.deployed import share_addresses
+    from timemachine.preflight.state import share_addresses
 
     state = dict([samba_state("alice", "172.24.0.9"), samba_state("bob", "172.24.0.20")])
-    state["urn:pulumi:prod::tailscale-timemachine::timemachine:index:CaddyProxy$docker:index/container:Container::proxy-caddy"] = {
+    state[
+        "urn:pulumi:prod::tailscale-timemachine::timemachine:index:CaddyProxy$docker:index/container:Container::proxy-caddy"
+    ] = {
         "type": "docker:index/container:Container",
-        "outputs": {"labels": [{"label": "timemachine.role", "value": "proxy"}],
-                    "networksAdvanced": [{"ipv4Address": "172.24.0.254", "name": "timemachine"}]},
+        "outputs": {
+            "labels": [{"label": "timemachine.role", "value": "proxy"}],
+            "networksAdvanced": [{"ipv4Address": "172.24.0.254", "name": "timemachine"}],
+        },
     }
     state["urn:pulumi:prod::tailscale-timemachine::pulumi:pulumi:Stack::tailscale-timemachine-prod"] = {
-        "type": "pulumi:pulumi:Stack", "outputs": {"shares": {"carol": {"ip": "172.24.0.30"}}},
+        "type": "pulumi:pulumi:Stack",
+        "outputs": {"shares": {"carol": {"ip": "172.24.0.30"}}},
     }
-    assert share_addresses(state) == {"alice": ipaddress.ip_address("172.24.0.9"),
-                                      "bob": ipaddress.ip_address("172.24.0.20")}
+    assert share_addresses(state) == {
+        "alice": ipaddress.ip_address("172.24.0.9"),
+        "bob": ipaddress.ip_address("172.24.0.20"),
+    }
     assert share_addresses({}) == {}
 
 
@@ -377,7 +515,7 @@ def test_deployed_addresses_are_read_from_the_samba_containers_in_the_state():
 def test_a_samba_container_in_the_state_without_share_or_address_stops_the_plan(breakage):
     import pulumi
 
-    from config.deployed import share_addresses
+    from timemachine.preflight.state import share_addresses
 
     urn, resource = samba_state("alice", "172.24.0.9")
     outputs = resource["outputs"]
@@ -394,7 +532,7 @@ def test_a_samba_container_in_the_state_without_share_or_address_stops_the_plan(
 def test_outside_an_engine_the_state_read_fails_loudly_not_as_an_empty_deployment():
     import pulumi
 
-    from config.deployed import deployed_addresses
+    from timemachine.preflight.state import deployed_addresses
 
     with pytest.raises(pulumi.RunError, match="could not read the addresses this stack has deployed"):
         deployed_addresses()
@@ -404,15 +542,22 @@ def test_name_prefix_names_every_docker_object_and_the_network_unless_set():
     staging = load({**GOOD, "namePrefix": "tm-staging", "network": {"subnet": "172.24.0.0/24"}}).config
     assert staging.network_name == "tm-staging-network"
     assert names.containers(staging.name_prefix, ["alice"], headscale=True) == [
-        "tm-staging-caddy", "tm-staging-alice-samba", "tm-staging-headscale"]
+        "tm-staging-caddy",
+        "tm-staging-alice-samba",
+        "tm-staging-headscale",
+    ]
     assert names.volumes(staging.name_prefix, ["alice"], headscale=True) == [
-        "tm-staging-caddy-data", "tm-staging-alice-samba-state", "tm-staging-headscale-data"]
+        "tm-staging-caddy-data",
+        "tm-staging-alice-samba-state",
+        "tm-staging-headscale-data",
+    ]
     # An explicit network.name wins over the derived one.
     assert load({**GOOD, "namePrefix": "tm-staging"}).config.network_name == "timemachine"
 
 
 def test_longest_prefix_and_share_give_valid_docker_names():
-    from config.models import DOCKER_NAME, MAX_NAME_PREFIX
+    from timemachine.config.models import DOCKER_NAME, MAX_NAME_PREFIX
+
     prefix, share = "p" * MAX_NAME_PREFIX, "s" * 54  # the longest share name the hostname check allows
     config = load({**GOOD, "namePrefix": prefix, "shares": [{"name": share, "owner": "a@x.com"}]}).config
     every = [config.network_name, *names.containers(prefix, [share], True), *names.volumes(prefix, [share], True)]

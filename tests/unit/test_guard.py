@@ -1,7 +1,8 @@
-"""The name guard's decision (config/guard.py): another stack's labelled container or network with one
+"""The name guard's decision (timemachine/preflight/guard.py): another stack's labelled container or network with one
 of this stack's names stops the program; unlabelled ones and this stack's own do not."""
-from config.guard import Found, check, foreign, message, suggested_prefix
-from config.loader import load
+
+from timemachine.config.loader import load
+from timemachine.preflight.guard import Found, check, foreign, message, suggested_prefix
 
 DEV, STAGING = "tailscale-timemachine/dev", "tailscale-timemachine/staging"
 CONFIG = {"storageRoot": "/srv/tm", "shares": [{"name": "alice", "owner": "alice@example.com"}]}
@@ -9,8 +10,12 @@ CONFIG = {"storageRoot": "/srv/tm", "shares": [{"name": "alice", "owner": "alice
 
 def test_another_stacks_objects_with_this_stacks_names_clash():
     config = load(CONFIG).config
-    found = [Found("container", "tm-caddy", DEV), Found("network", "timemachine", DEV),
-             Found("container", "tm-bob-samba", DEV), Found("container", "tm-alice-samba", STAGING)]
+    found = [
+        Found("container", "tm-caddy", DEV),
+        Found("network", "timemachine", DEV),
+        Found("container", "tm-bob-samba", DEV),
+        Found("container", "tm-alice-samba", STAGING),
+    ]
     clashes = [Found("container", "tm-caddy", DEV), Found("network", "timemachine", DEV)]
     assert foreign(found, config, STAGING) == clashes
     text = message(foreign(found, config, STAGING), config, STAGING)
@@ -20,8 +25,11 @@ def test_another_stacks_objects_with_this_stacks_names_clash():
 
 def test_own_and_unlabelled_objects_do_not_clash():
     config = load(CONFIG).config
-    found = [Found("container", "tm-caddy", STAGING), Found("container", "tm-alice-samba", None),
-             Found("network", "timemachine", None)]
+    found = [
+        Found("container", "tm-caddy", STAGING),
+        Found("container", "tm-alice-samba", None),
+        Found("network", "timemachine", None),
+    ]
     assert foreign(found, config, STAGING) == []
 
 
@@ -51,7 +59,8 @@ def test_an_engine_that_does_not_answer_is_no_clash(tmp_path):
 
 def test_objects_in_this_stacks_state_are_its_own_whatever_their_label(monkeypatch):
     # `pulumi stack rename dev prod`: prod's containers still say dev, and its state holds them.
-    from config import guard
+    from timemachine.preflight import guard
+
     config = load(CONFIG).config
     caddy = Found("container", "tm-caddy", DEV, id="c0ffee")
     monkeypatch.setattr(guard, "engine_objects", lambda _host: [caddy])
@@ -62,7 +71,8 @@ def test_objects_in_this_stacks_state_are_its_own_whatever_their_label(monkeypat
 
 
 def test_docker_ids_of_a_state():
-    from config.deployed import docker_ids
+    from timemachine.preflight.state import docker_ids
+
     state = {
         "urn:a": {"type": "docker:index/container:Container", "outputs": {"id": "c1", "name": "tm-caddy"}},
         "urn:b": {"type": "docker:index/network:Network", "outputs": {"id": "n1"}},
@@ -80,7 +90,8 @@ def state(prefix: str = "tm", caddy: str = "c1") -> dict:
 
 
 def test_a_new_prefix_on_a_deployed_stack_is_refused_with_the_old_one(monkeypatch):
-    from config import guard
+    from timemachine.preflight import guard
+
     monkeypatch.setattr(guard, "engine_objects", lambda _host: None)
     config = load({**CONFIG, "namePrefix": "tm-b"}).config
     refused = check(config, DEV, None, state("tm-a"))

@@ -1,6 +1,7 @@
 """IP plan properties: inside the subnet, unique, never reserved, and over any sequence of adds,
 removes, reorders and pins fed back as the deployment, no share ever moves and nothing but a
 full subnet stops the plan."""
+
 import ipaddress
 
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from components.ipplan import (
+from timemachine.planning.ipplan import (
     SUBNET_FIELD,
     IpPlanError,
     fitting_subnet,
@@ -269,15 +270,22 @@ def test_fitting_subnet_contains_the_subnet_and_is_the_smallest_that_fits(subnet
 
 def test_pins_that_cannot_be_honoured_are_each_reported():
     deployed = {"alice": ip("172.24.0.10"), "gone": ip("172.24.0.11")}
-    config = [("alice", None), ("bob", ip("172.24.0.10")), ("carol", ip("172.24.0.11")),
-              ("dave", ip("172.24.0.254")), ("erin", ip("10.0.0.1")), ("frank", ip("172.24.0.12")),
-              ("grace", ip("172.24.0.12"))]
+    config = [
+        ("alice", None),
+        ("bob", ip("172.24.0.10")),
+        ("carol", ip("172.24.0.11")),
+        ("dave", ip("172.24.0.254")),
+        ("erin", ip("10.0.0.1")),
+        ("frank", ip("172.24.0.12")),
+        ("grace", ip("172.24.0.12")),
+    ]
     with pytest.raises(IpPlanError) as caught:
         plan_ips(config, SUBNET, deployed)
     messages = {p.share: p.message for p in caught.value.problems}
     assert messages["bob"].startswith("172.24.0.10 is the address of 'alice', which is deployed there")
     assert messages["carol"].startswith(
-        "172.24.0.11 is the address of 'gone', removed from the config but deployed there until this update deletes it")
+        "172.24.0.11 is the address of 'gone', removed from the config but deployed there until this update deletes it"
+    )
     assert "reserved for the proxy" in messages["dave"] and "outside the subnet" in messages["erin"]
     assert messages["grace"].startswith("172.24.0.12 is also pinned by 'frank'")
     assert set(messages) == {"bob", "carol", "dave", "erin", "grace"}

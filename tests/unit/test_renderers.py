@@ -1,4 +1,5 @@
 """smb.conf (checked by the real testparm), Caddy JSON (golden files) and the tailnet policy."""
+
 import json
 import shutil
 import subprocess
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from components.caddy_config import ADMIN_SOCKET, assemble, auth_key_file, render, route_fragment
-from components.policy import SharePolicy, render_policy, share_tags
-from components.smbconf import format_size, render_smb_conf
+from timemachine.caddy.config import ADMIN_SOCKET, assemble, auth_key_file, render, route_fragment
+from timemachine.samba.smbconf import format_size, render_smb_conf
+from timemachine.tailnet.policy import SharePolicy, render_policy, share_tags
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -34,12 +35,15 @@ def run_testparm(conf: str, tmp_path: Path, verbose: bool = False) -> dict:
     return sections
 
 
-@pytest.mark.parametrize("share,quota,model", [
-    ("alice", 1024**4, "TimeCapsule8,119"),
-    ("bob", 500 * 1024**3, "MacPro7,1@ECOLOR=226,226,224"),
-    ("carol-2", None, "TimeCapsule8,119"),
-    ("d", 1536 * 1024**2, "Xserve"),
-])
+@pytest.mark.parametrize(
+    "share,quota,model",
+    [
+        ("alice", 1024**4, "TimeCapsule8,119"),
+        ("bob", 500 * 1024**3, "MacPro7,1@ECOLOR=226,226,224"),
+        ("carol-2", None, "TimeCapsule8,119"),
+        ("d", 1536 * 1024**2, "Xserve"),
+    ],
+)
 def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model, tmp_path):
     parsed = run_testparm(render_smb_conf(share, quota, model, allow_from="172.24.0.254"), tmp_path)
     g, s = parsed["global"], parsed[share]
@@ -65,7 +69,9 @@ def test_testparm_accepts_rendered_conf_with_expected_values(share, quota, model
 def test_durability_settings_are_in_effect_on_the_share(tmp_path):
     """What durable handles need (smb.conf(5)) and what fruit:time machine enforces, as testparm
     reads them, so no default of another Samba version can change them."""
-    parsed = run_testparm(render_smb_conf("alice", 1024**4, "TimeCapsule8,119", allow_from="172.24.0.254"), tmp_path, verbose=True)
+    parsed = run_testparm(
+        render_smb_conf("alice", 1024**4, "TimeCapsule8,119", allow_from="172.24.0.254"), tmp_path, verbose=True
+    )
     # A share lists only what differs from [global], whose -v listing has every default.
     g, s = parsed["global"], {**parsed["global"], **parsed["alice"]}
     assert g["smb2 leases"] == "Yes"
@@ -75,24 +81,45 @@ def test_durability_settings_are_in_effect_on_the_share(tmp_path):
 
 
 def test_negative_control_turns_time_machine_off(tmp_path):
-    parsed = run_testparm(render_smb_conf("x", None, "TimeCapsule8,119", allow_from="172.24.0.254", time_machine=False), tmp_path)
+    parsed = run_testparm(
+        render_smb_conf("x", None, "TimeCapsule8,119", allow_from="172.24.0.254", time_machine=False), tmp_path
+    )
     assert parsed["x"]["fruit:time machine"] == "no"
 
 
 def test_rendering_is_deterministic():
-    assert render_smb_conf("a", 1024, "m", allow_from="10.0.0.1") == render_smb_conf("a", 1024, "m", allow_from="10.0.0.1")
+    assert render_smb_conf("a", 1024, "m", allow_from="10.0.0.1") == render_smb_conf(
+        "a", 1024, "m", allow_from="10.0.0.1"
+    )
 
 
 def test_format_size_picks_the_largest_exact_unit():
-    assert [format_size(n) for n in (1024**4, 500 * 1024**3, 1536 * 1024**2, 1024, 1000)] == ["1T", "500G", "1536M", "1K", "1000"]
+    assert [format_size(n) for n in (1024**4, 500 * 1024**3, 1536 * 1024**2, 1024, 1000)] == [
+        "1T",
+        "500G",
+        "1536M",
+        "1K",
+        "1000",
+    ]
 
 
 def dev_fragments(port=False):
     return [
-        route_fragment("alice", "tm-alice", "172.24.0.241", tags=share_tags(["tag:timemachine"], "tm-alice"),
-                       port=41882 if port else None),
-        route_fragment("bob", "tm-bob", "172.24.0.20", tags=share_tags(["tag:timemachine"], "tm-bob"),
-                       control_url="https://headscale.example.com", port=41661 if port else None),
+        route_fragment(
+            "alice",
+            "tm-alice",
+            "172.24.0.241",
+            tags=share_tags(["tag:timemachine"], "tm-alice"),
+            port=41882 if port else None,
+        ),
+        route_fragment(
+            "bob",
+            "tm-bob",
+            "172.24.0.20",
+            tags=share_tags(["tag:timemachine"], "tm-bob"),
+            control_url="https://headscale.example.com",
+            port=41661 if port else None,
+        ),
     ]
 
 
@@ -118,10 +145,12 @@ def test_assembly_is_order_independent_and_rejects_duplicates():
 def test_fragment_carries_only_a_placeholder_for_the_key():
     fragment = route_fragment("alice", "tm-alice", "172.24.0.9", tags=["tag:a"])
     node = fragment["tailscale"]["nodes"]["tm-alice"]
-    assert node["auth_key"] == "{file./data/keys/tm-alice}" == "{file.%s}" % auth_key_file("tm-alice")
+    assert node["auth_key"] == "{file./data/keys/tm-alice}" == f"{{file.{auth_key_file('tm-alice')}}}"
     assert fragment["layer4"]["servers"]["alice"]["listen"] == ["tailscale/tm-alice:445"]
     assert fragment["layer4"]["servers"]["alice"]["routes"][0]["handle"][0] == {
-        "handler": "proxy", "upstreams": [{"dial": ["172.24.0.9:445"]}]}
+        "handler": "proxy",
+        "upstreams": [{"dial": ["172.24.0.9:445"]}],
+    }
 
 
 def test_empty_stack_config_is_valid_json():
@@ -136,8 +165,12 @@ def shares_policy(*owners: tuple[str, str]) -> list[SharePolicy]:
 
 
 def test_tailscale_policy_lets_each_owner_reach_only_their_share_and_tests_it():
-    policy = render_policy(shares_policy(("bob", "bob@example.com"), ("alice", "alice@example.com")),
-                           tag_owners=["autogroup:admin"], base_tags=BASE, self_hosted=False)
+    policy = render_policy(
+        shares_policy(("bob", "bob@example.com"), ("alice", "alice@example.com")),
+        tag_owners=["autogroup:admin"],
+        base_tags=BASE,
+        self_hosted=False,
+    )
     # Per-share tags are also owned by the base tag: an OAuth client tagged tag:timemachine may mint them.
     assert policy["tagOwners"] == {
         "tag:timemachine": ["autogroup:admin"],
@@ -156,9 +189,12 @@ def test_tailscale_policy_lets_each_owner_reach_only_their_share_and_tests_it():
 
 
 def test_policy_tests_skip_group_owners_but_deny_their_shares_to_others():
-    policy = render_policy(shares_policy(("alice", "alice@example.com"), ("alice2", "alice@example.com"),
-                                         ("family", "group:family")),
-                           tag_owners=["autogroup:admin"], base_tags=BASE, self_hosted=False)
+    policy = render_policy(
+        shares_policy(("alice", "alice@example.com"), ("alice2", "alice@example.com"), ("family", "group:family")),
+        tag_owners=["autogroup:admin"],
+        base_tags=BASE,
+        self_hosted=False,
+    )
     assert policy["tests"] == [
         {"src": "alice@example.com", "accept": ["tag:tm-alice:445"], "deny": ["tag:tm-family:445"]},
         {"src": "alice@example.com", "accept": ["tag:tm-alice2:445"], "deny": ["tag:tm-family:445"]},
@@ -166,8 +202,9 @@ def test_policy_tests_skip_group_owners_but_deny_their_shares_to_others():
 
 
 def test_headscale_policy_has_user_tag_owners_and_no_tests():
-    policy = render_policy(shares_policy(("alice", "alice@"), ("bob", "bob@")),
-                           tag_owners=["admin@"], base_tags=BASE, self_hosted=True)
+    policy = render_policy(
+        shares_policy(("alice", "alice@"), ("bob", "bob@")), tag_owners=["admin@"], base_tags=BASE, self_hosted=True
+    )
     assert policy["tagOwners"] == {t: ["admin@"] for t in ("tag:timemachine", "tag:tm-alice", "tag:tm-bob")}
     assert policy["acls"] == [
         {"action": "accept", "src": ["alice@"], "dst": ["tag:tm-alice:445"]},

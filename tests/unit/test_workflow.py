@@ -1,4 +1,5 @@
 """The pull-request workflow: previews only where the state is reachable, never with the real key."""
+
 from pathlib import Path
 
 import yaml

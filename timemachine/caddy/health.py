@@ -11,7 +11,7 @@ checks: `docker inspect --format '{{json .State.Health}}' tm-caddy` names each n
 
 from __future__ import annotations
 
-from components.caddy_config import ADMIN_SOCKET, KEYS_DIR, TAILSCALE_STATE_ROOT
+from timemachine.caddy.config import ADMIN_SOCKET, KEYS_DIR, TAILSCALE_STATE_ROOT
 
 # POSIX sh and coreutils only (the Caddy image has no jq or python). One line per node; exit 1
 # when Caddy's admin socket is missing or a node has no identity.

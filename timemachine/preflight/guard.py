@@ -4,14 +4,14 @@ stack on the same Docker engine (two stacks with one namePrefix would share volu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from components import names
-from components.labels import STACK_LABEL
-from config.deployed import docker_ids
-from config.models import MAX_NAME_PREFIX, StackConfig
+from timemachine.config.models import MAX_NAME_PREFIX, StackConfig
+from timemachine.planning import names
+from timemachine.planning.labels import STACK_LABEL
+from timemachine.preflight.state import docker_ids
 
 # The proxy's container in a stack's state, by the type chain in its URN.
 PROXY_CONTAINER = "timemachine:index:CaddyProxy$docker:index/container:Container"
@@ -112,12 +112,21 @@ def prefix_change(config: StackConfig, deployed: Mapping[str, Any]) -> str | Non
     return None
 
 
-def check(config: StackConfig, this_stack: str, docker_host: str | None, deployed: Mapping[str, Any]) -> str | None:
+EngineObjects = Callable[[str | None], list[Found] | None]
+
+
+def check(
+    config: StackConfig,
+    this_stack: str,
+    docker_host: str | None,
+    deployed: Mapping[str, Any],
+    find: EngineObjects | None = None,
+) -> str | None:
     """The problem, or None: no clash, or no engine to ask (a preview elsewhere checks nothing).
     `deployed`: this stack's state; an object there is this stack's whatever its label says
-    (`pulumi stack rename`)."""
+    (`pulumi stack rename`). `find`: what the engine holds (default: ask it, `engine_objects`)."""
     if changed := prefix_change(config, deployed):
         return changed
     owned = docker_ids(deployed)
-    clashes = [f for f in foreign(engine_objects(docker_host) or [], config, this_stack) if f.id not in owned]
+    clashes = [f for f in foreign((find or engine_objects)(docker_host) or [], config, this_stack) if f.id not in owned]
     return message(clashes, config, this_stack) if clashes else None

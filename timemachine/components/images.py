@@ -9,7 +9,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 
 
 def context_digest(folder: Path, build_args: Mapping[str, str] | None = None) -> str:

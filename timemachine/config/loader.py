@@ -5,15 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from components.ipplan import IpPlanError, headscale_address, plan_ips, reserved_addresses
-from config.deployed import read_state, share_addresses
-from config.models import CrossCheckError, StackConfig
+from timemachine.config.models import CrossCheckError, StackConfig
+from timemachine.planning.ipplan import IpPlanError, headscale_address, plan_ips, reserved_addresses
 
 PROJECT = "tailscale-timemachine"
 KEYS = ("storageRoot", "namePrefix", "network", "tailnet", "proxy", "samba", "shares")
@@ -140,14 +139,3 @@ def raw_from_pulumi() -> dict[str, Any]:
     everything = {**(get_config_env() or {}), **CONFIG.get()}
     prefix = PROJECT + ":"
     return {key[len(prefix) :]: value for key, value in everything.items() if key.startswith(prefix)}
-
-
-def load_stack_config() -> LoadedStack:
-    """The config, planned around this stack's state, which is read once (only for a valid config)."""
-    state: dict[str, Any] = {}
-
-    def deployed() -> dict[str, ipaddress.IPv4Address]:
-        state.update(read_state("the addresses this stack has deployed", "a share could move"))
-        return share_addresses(state)
-
-    return replace(load(raw_from_pulumi(), deployed), deployed=state)

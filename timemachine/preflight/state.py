@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 
-from components.labels import PREFIX
+from timemachine.planning.labels import PREFIX
 
 # A built-in invoke of the Pulumi engine (no provider plugin): every live resource of a stack,
 # URN → type and outputs, as of its last checkpoint.

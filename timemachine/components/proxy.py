@@ -9,13 +9,16 @@ from typing import Literal
 import pulumi
 import pulumi_docker as docker
 
-from components import hardening, names
-from components.caddy_config import CADDY_DATA_PATH, assemble, render
-from components.caddy_health import NODE_STATE_COMMAND
-from components.caddy_reload import CaddyConfig
-from components.ipplan import proxy_address
-from components.labels import container_labels, volume_labels
-from config.models import ProxyConfig
+from timemachine.caddy.config import CADDY_DATA_PATH, assemble, render
+from timemachine.caddy.health import NODE_STATE_COMMAND
+from timemachine.components import hardening
+from timemachine.components.labels import container_labels, volume_labels
+from timemachine.config.models import ProxyConfig
+from timemachine.dynamic.caddy_config import CaddyConfig
+from timemachine.dynamic.process_limit import ProcessLimit
+from timemachine.planning import names
+from timemachine.planning.ipplan import proxy_address
+from timemachine.planning.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class CaddyProxyArgs:
     # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
     self_hosted: bool = False
     plain_http_control: bool = False
-    limits: hardening.Limits | None = None
+    limits: Limits | None = None
     # `pulumi up` waits for Caddy to be healthy and each node to register (proxy.waitForNodes).
     wait_for_nodes: bool = True
     # namePrefix: the container's and the volume's names derive from it.
@@ -121,5 +124,5 @@ class CaddyProxy(pulumi.ComponentResource):
             wait_nodes=args.wait_for_nodes,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        hardening.ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))
+        ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"config": self.config_json, "containerId": self.container.id})

@@ -6,7 +6,8 @@ import copy
 import json
 from collections.abc import Iterable
 
-SMB_PORT = 445
+from timemachine.planning.ports import SMB_PORT
+
 CADDY_DATA_PATH = "/data"
 # The config Caddy runs, as the stack wrote it (Caddy's own autosave is what a restart resumes).
 CADDY_CONFIG_PATH = f"{CADDY_DATA_PATH}/caddy.json"

@@ -14,10 +14,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import UpdateResult
 
-from components.caddy_config import ADMIN_SOCKET, CADDY_CONFIG_PATH, CADDY_DATA_PATH, KEYS_DIR, TAILSCALE_STATE_ROOT
-from components.caddy_health import NODE_STATE_COMMAND, unregistered
-from components.in_place import InPlaceProvider
-from components.running import ContainerUnavailable, running_container
+from timemachine.caddy.config import ADMIN_SOCKET, CADDY_CONFIG_PATH, CADDY_DATA_PATH, KEYS_DIR, TAILSCALE_STATE_ROOT
+from timemachine.caddy.health import NODE_STATE_COMMAND, unregistered
+from timemachine.dynamic.in_place import InPlaceProvider
+from timemachine.engine.containers import ContainerUnavailable, running_container
 
 CANDIDATE_PATH = f"{CADDY_DATA_PATH}/caddy.next.json"
 SOCKET_WAIT_SECONDS = 60

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from components.running import ContainerUnavailable, running_container
+from timemachine.engine.containers import ContainerUnavailable, running_container
 
 
 class HeadscaleError(Exception):

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components import names
+from timemachine.planning import names
 
 # A tailnet identity: a login (alice@example.com; Headscale names users alice@), a group, an
 # autogroup, or a tag.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from components.caddy_config import SMB_PORT
+from timemachine.planning.ports import SMB_PORT
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,14 @@
-"""Docker labels that mark what this stack created (timemachine.share, .owner, .role, .stack)."""
+"""Docker labels on what this stack created (timemachine.share, .owner, .role, .stack)."""
 
 import pulumi
 import pulumi_docker as docker
 
-PREFIX = "timemachine"
-# <project>/<stack> on every container and the network (not on volumes: a changed label replaces a
-# volume, and the data volumes are protected): whose an object is, for the guard in config/guard.py.
-STACK_LABEL = f"{PREFIX}.stack"
+from timemachine.planning.labels import PREFIX
+from timemachine.planning.labels import stack_id as _stack_id
 
 
 def stack_id() -> str:
-    return f"{pulumi.get_project()}/{pulumi.get_stack()}"
+    return _stack_id(pulumi.get_project(), pulumi.get_stack())
 
 
 def _labels(args_type, values: dict[str, str]) -> list:

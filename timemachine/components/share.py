@@ -9,15 +9,17 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tailscale as tailscale
 
-from components import hardening, names
-from components.caddy_config import route_fragment
-from components.headscale import HeadscalePreAuthKey
-from components.ipplan import node_port
-from components.labels import container_labels, volume_labels
-from components.policy import share_tags
-from components.smbconf import DATA_PATH, SMB_CONF_ENV, render_smb_conf
-from components.storage import MARKER_PATH, ShareStorage, marker_path
-from config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
+from timemachine.caddy.config import route_fragment
+from timemachine.components import hardening
+from timemachine.components.labels import container_labels, volume_labels
+from timemachine.config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
+from timemachine.dynamic.headscale import HeadscalePreAuthKey
+from timemachine.dynamic.process_limit import ProcessLimit
+from timemachine.dynamic.share_storage import MARKER_PATH, ShareStorage, marker_path
+from timemachine.planning import names
+from timemachine.planning.ipplan import node_port
+from timemachine.samba.smbconf import DATA_PATH, SMB_CONF_ENV, render_smb_conf
+from timemachine.tailnet.policy import share_tags
 
 SAMBA_STATE_PATH = "/var/lib/samba"
 SAMBA_WAIT_SECONDS = 90
@@ -38,7 +40,7 @@ class TimeMachineShareArgs:
     # Bridge mode only: the first tsnet UDP port; None in host mode.
     first_node_port: int | None = None
     # authKeys: headscale — where the key is made: the Headscale user the node registers under, and
-    # how to reach Headscale (see components.headscale_api.connect).
+    # how to reach Headscale (see timemachine.headscale.api.connect).
     headscale_user_id: pulumi.Input[str] | None = None
     headscale_access: pulumi.Input[dict] | None = None
     # namePrefix: the container's and the state volume's names derive from it.
@@ -169,7 +171,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage]),
             **hardening.for_samba(args.samba),
         )
-        hardening.ProcessLimit(f"{name}-samba-pids", self.container, args.samba, opts=child)
+        ProcessLimit(f"{name}-samba-pids", self.container, args.samba, opts=child)
 
         port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
         self.node_port = port

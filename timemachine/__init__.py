@@ -1,0 +1,1 @@
+"""tailscale-timemachine: per-user macOS Time Machine backups over a tailnet, as a Pulumi program."""

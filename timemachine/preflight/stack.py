@@ -1,0 +1,44 @@
+"""The stack as the program builds it: the config validated, planned around this stack's own
+state (read once), and checked against what else runs on the same Docker engine."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+from typing import Any
+
+import pulumi
+
+from timemachine.config.loader import ConfigError, LoadedStack, load, raw_from_pulumi
+from timemachine.planning import labels
+from timemachine.preflight import guard
+from timemachine.preflight.state import read_state, share_addresses
+
+
+def stack_id() -> str:
+    """<project>/<stack>: the value of the timemachine.stack label on what this stack creates."""
+    return labels.stack_id(pulumi.get_project(), pulumi.get_stack())
+
+
+def load_stack_config() -> LoadedStack:
+    """The config, planned around this stack's state, which is read once (only for a valid config)."""
+    state: dict[str, Any] = {}
+
+    def deployed() -> dict[str, ipaddress.IPv4Address]:
+        state.update(read_state("the addresses this stack has deployed", "a share could move"))
+        return share_addresses(state)
+
+    return replace(load(raw_from_pulumi(), deployed), deployed=state)
+
+
+def preflight(docker_host: str | None, find: guard.EngineObjects | None = None) -> LoadedStack:
+    """Everything checked before any resource is declared: a bad config, or a clash with another
+    stack's containers on the same engine, stops here with a RunError (the engine prints the
+    message, every problem with its fix, without a Python traceback)."""
+    try:
+        stack = load_stack_config()
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+    if clash := guard.check(stack.config, stack_id(), docker_host, stack.deployed, find):
+        raise pulumi.RunError(clash)
+    return stack
