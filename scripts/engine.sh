@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts a private Docker engine (vfs storage, its own data root and socket) for the tests and
+# Starts a private Docker engine (overlay2 storage where the kernel mounts it, else vfs; its own
+# data root and socket) for the tests and
 # benchmarks, and builds the local Debian base image the Dockerfiles name, since no image registry
 # is reachable here. Idempotent: a running engine and an existing base image are reused.
 #
@@ -23,22 +24,39 @@ if [ -d /usr/local/go/bin ]; then PATH="$PATH:/usr/local/go/bin"; fi
 
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+# overlay2 mounts one layer per image layer; vfs copies a whole image per container and per build
+# step (measured by scripts/bench_storage_driver.sh). overlay2 needs a data root on a filesystem
+# that can be overlay's upper layer (not overlayfs itself) and a kernel that mounts it: tried
+# once with a real mount, else vfs. TM_STORAGE_DRIVER forces one.
+storage_driver() {
+  if [ -n "${TM_STORAGE_DRIVER:-}" ]; then echo "$TM_STORAGE_DRIVER"; return; fi
+  local probe="$ENGINE_DIR/overlay-probe"
+  rm -rf "$probe"; mkdir -p "$probe"/{lower,upper,work,merged}
+  if mount -t overlay overlay -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" "$probe/merged" 2>/dev/null; then
+    umount "$probe/merged"; rm -rf "$probe"; echo overlay2
+  else
+    rm -rf "$probe"; echo vfs
+  fi
+}
+
 start() {
   mkdir -p "$ENGINE_DIR"
   if answers; then log "engine already answers on $SOCK"; echo "$DOCKER_HOST"; return; fi
   command -v dockerd >/dev/null || { log "dockerd missing: apt-get install docker.io"; exit 1; }
 
+  local driver
+  driver=$(storage_driver)
   (
     # The daemon outlives this script: it must not keep a descriptor it inherited (a caller's
     # `flock` on a lock file would otherwise stay held for as long as the engine runs).
     for fd in $(ls /proc/$BASHPID/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null
-    exec nohup dockerd --storage-driver=vfs --data-root="$ENGINE_DIR/root" --exec-root="$ENGINE_DIR/exec" \
+    exec nohup dockerd --storage-driver="$driver" --data-root="$ENGINE_DIR/root" --exec-root="$ENGINE_DIR/exec" \
       --host="$DOCKER_HOST" --pidfile="$ENGINE_DIR/dockerd.pid" \
       >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null
   ) &
   for _ in $(seq 1 60); do answers && break; sleep 1; done
   answers || { log "dockerd did not start; last log lines:"; tail -20 "$ENGINE_DIR/dockerd.log" >&2; exit 1; }
-  log "engine up on $SOCK"
+  log "engine up on $SOCK (storage driver $driver)"
   echo "$DOCKER_HOST"
 }
 

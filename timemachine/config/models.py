@@ -511,7 +511,7 @@ class StackConfig(ConfigModel):
                     (
                         ("tailnet", "controlUrl"),
                         "missing: Headscale needs the URL Macs reach it at, e.g. http://192.168.1.10:8080 "
-                        "(see README, Self-hosted tailnet)",
+                        "(see docs/configuration.md, tailnet)",
                     )
                 )
         if embedded and tailnet.auth_keys != "headscale":

@@ -25,7 +25,7 @@ def render_headscale_config(server_url: str, base_domain: str = "tailnet.interna
     DERP: only Headscale's embedded relay, announced at the server URL's host; the public DERP map
     is never fetched (a node that reaches the control server reaches its relay too). Headscale's
     own listener is plain HTTP: TLS, where a Mac on another network needs it, is a reverse proxy in
-    front (server_url https://…) — see the README.
+    front (server_url https://…) — see docs/operations.md.
     """
     host = urlsplit(server_url).hostname or ""
     derp: dict = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DEFAULT_PREFIX = "tm"
 # The network a stack with the default prefix has always had: renaming it replaces the network and
-# so every container on it (see README, Two stacks on one engine), so the default keeps it.
+# so every container on it (docs/operations.md, Two stacks on one engine), so the default keeps it.
 DEFAULT_NETWORK = "timemachine"
 
 
