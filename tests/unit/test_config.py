@@ -138,6 +138,13 @@ BAD = {
     "name with underscore": (with_(("shares", 0, "name"), "al_ice"), "shares[0].name", "is not a DNS label"),
     "name starting with a dash": (with_(("shares", 0, "name"), "-alice"), "shares[0].name", "is not a DNS label"),
     "empty name": (with_(("shares", 0, "name"), ""), "shares[0].name", "is not a DNS label"),
+    "share named global (smb.conf's [global])": (
+        with_(("shares", 0, "name"), "global"),
+        "shares[0].name",
+        "is a section name Samba reserves",
+    ),
+    "share named homes": (with_(("shares", 1, "name"), "homes"), "shares[1].name", "name it e.g. homes-backup"),
+    "share named printers": (with_(("shares", 0, "name"), "printers"), "shares[0].name", "Samba reserves"),
     "name too long with the prefix": (with_(("shares", 0, "name"), "a" * 61), "shares[0].name", "shorten the name"),
     "empty owner": (with_(("shares", 0, "owner"), "  "), "shares[0].owner", "is empty"),
     "owner that is not a login": (with_(("shares", 0, "owner"), "alice"), "shares[0].owner", "not a tailnet login"),

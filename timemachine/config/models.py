@@ -287,6 +287,13 @@ class SambaConfig(ConfigModel):
     process_limit: ProcessLimit = 64
 
 
+# Section names smb.conf gives a meaning of their own (loadparm): a share named `global` would be
+# read as the [global] section (its `hosts allow`/`hosts deny` gone), `homes` becomes every user's
+# home directory, `printers` a print queue. `print$` and `ipc$` are special too, and `$` is not in a
+# DNS label anyway; they are listed so the message says why.
+SAMBA_RESERVED_SECTIONS = ("global", "homes", "printers", "print$", "ipc$")
+
+
 class ShareConfig(ConfigModel):
     name: str
     owner: str
@@ -302,6 +309,11 @@ class ShareConfig(ConfigModel):
             raise ValueError(
                 f'{value!r} is not a DNS label (lowercase a-z, 0-9, "-"; '
                 f"at most {MAX_DNS_LABEL} characters with the prefix)"
+            )
+        if value in SAMBA_RESERVED_SECTIONS:
+            raise ValueError(
+                f"{value!r} is a section name Samba reserves ({', '.join(SAMBA_RESERVED_SECTIONS)}): smb.conf "
+                f"would read the share as that section; name it e.g. {value}-backup"
             )
         return value
 
