@@ -13,9 +13,9 @@ log "apt packages"
 apt-get update -qq
 # testparm (unit tests), smbclient (healthchecks, e2e), smbtorture (samba-testsuite: the
 # conformance tier), the Docker engine, debootstrap (base image where no registry is reachable),
-# git (the docker provider's patches).
+# git (the docker provider's patches), prometheus (promtool: the alert rules' tests).
 apt-get install -y -qq --no-install-recommends samba-common-bin smbclient samba-testsuite docker.io \
-  debootstrap git ca-certificates >/dev/null
+  debootstrap git ca-certificates prometheus >/dev/null
 
 # The machine's toolchains, wherever its PATH left them out.
 for dir in /usr/local/go/bin /root/.pyenv/shims; do if [ -d "$dir" ]; then PATH="$PATH:$dir"; fi; done
@@ -32,4 +32,6 @@ bash scripts/pulumi-tools.sh
 log "docker engine and base images"
 bash scripts/engine.sh start >/dev/null
 bash scripts/engine.sh golang
+# The trixie base too (images/samba, tests/images/smbtorture), after the Go builder others wait for.
+bash scripts/engine.sh base
 log "ready: .venv/bin/python -m pytest"

@@ -1,0 +1,1 @@
+"""Backup health: what the share directories say about each Mac's Time Machine backups, as metrics and reports."""
