@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Starts a private Docker engine (overlay2 storage where the kernel mounts it, else vfs; its own
 # data root and socket) for the tests and
-# benchmarks, and builds the local Debian base image the Dockerfiles name, since no image registry
-# is reachable here. Idempotent: a running engine and an existing base image are reused.
+# benchmarks, and builds the local Debian base images the Dockerfiles name, since no image registry
+# is reachable here. Idempotent: a running engine and existing base images are reused.
 #
 #   scripts/engine.sh start     start dockerd unless its socket answers; prints DOCKER_HOST
-#   scripts/engine.sh base      debootstrap + docker import as $BASE_IMAGE unless present
+#   scripts/engine.sh base      debootstrap + docker import of each of $BASES unless present
 #   scripts/engine.sh golang    build $GO_IMAGE (the Caddy Dockerfile's builder base) from the base
 #                               image and this machine's Go toolchain, unless present
 #   scripts/engine.sh stop      stop the engine this script started
@@ -14,8 +14,10 @@ set -euo pipefail
 ENGINE_DIR=${TM_ENGINE_DIR:-/var/tmp/tm-engine}
 SOCK="$ENGINE_DIR/docker.sock"
 export DOCKER_HOST="unix://$SOCK"
-BASE_IMAGE=${TM_BASE_IMAGE:-debian:bookworm-slim}
-SUITE=${TM_BASE_SUITE:-bookworm}
+# image=suite: bookworm for Caddy, Headscale and the Go builder; trixie for Samba (images/samba:
+# Samba 4.22.6 or later, which current macOS needs; bookworm has 4.17) and its smbtorture.
+BASES=${TM_BASES:-debian:bookworm-slim=bookworm debian:trixie-slim=trixie}
+BASE_IMAGE=debian:bookworm-slim
 
 log() { printf 'engine: %s\n' "$*" >&2; }
 
@@ -69,26 +71,49 @@ mirror() {
   echo "$uri"
 }
 
+# The security archive beside it, if apt's sources name one (as the registry's debian images
+# have it: Samba's security fixes arrive there first).
+security_mirror() {
+  grep -hE '^URIs:' /etc/apt/sources.list.d/debian.sources 2>/dev/null | awk '{print $2}' | grep security | head -1 || true
+}
+
+# One base image: a minimal debootstrap of `suite` with the sources the registry's image has
+# (suite, suite-updates, suite-security), imported as `image`.
+base_image() {
+  local image=$1 suite=$2
+  if docker image inspect "$image" >/dev/null 2>&1; then log "$image present"; return; fi
+  command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install debootstrap"; exit 1; }
+  local root="$ENGINE_DIR/rootfs-$suite" uri security started
+  uri=$(mirror)
+  security=$(security_mirror)
+  started=$(date +%s)
+  rm -rf "$root"
+  log "debootstrap $suite from $uri (a few minutes)"
+  debootstrap --variant=minbase "$suite" "$root" "$uri" >"$ENGINE_DIR/debootstrap-$suite.log" 2>&1 \
+    || { tail -20 "$ENGINE_DIR/debootstrap-$suite.log" >&2; exit 1; }
+  {
+    echo "deb $uri $suite main"
+    echo "deb $uri $suite-updates main"
+    if [ -n "$security" ]; then echo "deb $security $suite-security main"; fi
+  } >"$root/etc/apt/sources.list"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | docker import - "$image" >/dev/null
+  rm -rf "$root"
+  log "imported $image in $(($(date +%s) - started)) s"
+}
+
 base() {
   start >/dev/null
-  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "$BASE_IMAGE present"; return; fi
-  command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install debootstrap"; exit 1; }
-  local root="$ENGINE_DIR/rootfs-$SUITE"
-  rm -rf "$root"
-  log "debootstrap $SUITE from $(mirror) (a few minutes)"
-  debootstrap --variant=minbase "$SUITE" "$root" "$(mirror)" >"$ENGINE_DIR/debootstrap.log" 2>&1 \
-    || { tail -20 "$ENGINE_DIR/debootstrap.log" >&2; exit 1; }
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | docker import - "$BASE_IMAGE" >/dev/null
-  rm -rf "$root"
-  log "imported $BASE_IMAGE"
+  local pair
+  for pair in $BASES; do base_image "${pair%%=*}" "${pair#*=}"; done
 }
 
 # The Caddy Dockerfile builds FROM golang:<version>-bookworm; with no registry, the same name is
 # made here from the Debian base and the Go toolchain installed on this machine.
 GO_IMAGE=${TM_GO_IMAGE:-golang:1.26-bookworm}
 golang() {
-  base
+  start >/dev/null
+  base_image "$BASE_IMAGE" bookworm
   if docker image inspect "$GO_IMAGE" >/dev/null 2>&1; then log "$GO_IMAGE present"; return; fi
   command -v go >/dev/null || { log "no Go toolchain on this machine to make $GO_IMAGE from"; exit 1; }
   local goroot ctx
