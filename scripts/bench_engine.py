@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.engine.pulumi_cli import Stack, tools_env  # noqa: E402
-from tests.pulumi_runner import ROOT  # noqa: E402
-from tests.stack_configs import generated  # noqa: E402
+from tests.support.project import ROOT
+from tests.support.pulumi_cli import Stack, tools_env
+from tests.support.stack_configs import generated
 
 SIZES = (1, 10, 100)
 REPEATS = 3

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import timemachine.gc_tuning as gc_tuning  # noqa: E402
-from tests.pulumi_runner import run_program  # noqa: E402
-from tests.stack_configs import generated  # noqa: E402
+import timemachine.gc_tuning as gc_tuning
+from tests.support.pulumi_runner import run_program
+from tests.support.stack_configs import generated
 
 SIZES = (1, 10, 100, 500)
 REPEATS = 3
@@ -52,10 +52,10 @@ def main() -> None:
         rows.append((n, resources, statistics.median(shipped), statistics.median(default)))
     print(f"GC thresholds: shipped {SHIPPED_THRESHOLDS}, default {DEFAULT_THRESHOLDS}")
     print(f"{'shares':>7} {'resources':>10} {'shipped s':>10} {'ms/share':>9} {'default-gc s':>13} {'ms/share':>9}")
-    for n, resources, shipped, default in rows:
+    for n, resources, shipped_s, default_s in rows:
         print(
-            f"{n:>7} {resources:>10} {shipped:>10.3f} {1000 * shipped / n:>9.2f} "
-            f"{default:>13.3f} {1000 * default / n:>9.2f}"
+            f"{n:>7} {resources:>10} {shipped_s:>10.3f} {1000 * shipped_s / n:>9.2f} "
+            f"{default_s:>13.3f} {1000 * default_s / n:>9.2f}"
         )
     print(f"500 shares: {rows[-1][2]:.2f} s")
 

@@ -20,14 +20,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_throughput import cpu_seconds, report, setup, smb_round  # noqa: E402
-
-from tests.conftest import docker_client_for  # noqa: E402
-from tests.engine.deploy import start_goproxy  # noqa: E402
-from tests.engine.pulumi_cli import tools_env  # noqa: E402
-from tests.tailnet.harness import CLIENT_CONTEXT, HEADSCALE_CONTEXT, build, deployed_tailnet, run  # noqa: E402
+from scripts.bench_throughput import cpu_seconds, report, setup, smb_round
+from tests.support.containers import upload
+from tests.support.docker_engine import docker_client_for
+from tests.support.goproxy import start_goproxy
+from tests.support.pulumi_cli import tools_env
+from tests.support.tailnet import (
+    CLIENT_CA_PATH,
+    CLIENT_COMMAND,
+    CLIENT_CONTEXT,
+    HEADSCALE_CONTEXT,
+    build,
+    deployed_tailnet,
+    run,
+)
+from timemachine.planning import names
 
 TAGS = ["tag:timemachine", "tag:tm-bench"]
+NAME_PREFIX = "tm-bench"
 
 
 def main() -> None:
@@ -50,14 +60,21 @@ def main() -> None:
             [{"name": "bench", "owner": "bench@"}],
             {"bench": TAGS},
             {"bench": "bench"},
+            name_prefix=NAME_PREFIX,
         ) as net:
             headscale, mac = net["headscale"], net["clients"]["bench"]
-            samba = client.containers.get("tm-bench-samba")
+            samba = client.containers.get(names.samba_container(NAME_PREFIX, "bench"))
             # The alternative: tailscaled beside smbd in its network namespace, same tags (so the same
             # policy rule admits the owner); inbound tailnet TCP reaches smbd on the namespace's loopback.
-            sidecar = client.containers.run(
-                images["client"], name="tm-bench-sidecar", detach=True, network_mode=f"container:{samba.id}"
+            sidecar = client.containers.create(
+                images["client"],
+                # The test CA in its trust store first, as every client here (tests/support/tailnet.py).
+                command=["sh", "-c", 'update-ca-certificates >/dev/null && exec "$@"', "client", *CLIENT_COMMAND],
+                name=f"{NAME_PREFIX}-sidecar",
+                network_mode=f"container:{samba.id}",
             )
+            upload(sidecar, CLIENT_CA_PATH, headscale.ca_pem)
+            sidecar.start()
             try:
                 time.sleep(2)
                 run(
@@ -74,7 +91,7 @@ def main() -> None:
                 mac.forward(4451, "sidecar-bench", 445)
                 for peer in ("tm-bench", "sidecar-bench"):
                     mac.ping_direct(peer)
-                caddy = client.containers.get("tm-caddy")
+                caddy = client.containers.get(names.caddy_container(NAME_PREFIX))
                 containers = [samba, caddy, sidecar, mac.container]
                 for r in range(args.rounds):
                     order = [("tailnet", 4450), ("sidecar", 4451)]

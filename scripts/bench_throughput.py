@@ -30,18 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import docker_client_for, unique_subnet  # noqa: E402
-from tests.engine.deploy import (  # noqa: E402
-    deploy,
-    new_stack,
-    proxy_path,
-    stack_config,
-    start_goproxy,
-    teardown,
-)
-from tests.engine.pulumi_cli import tools_env  # noqa: E402
+from tests.support.deploy import deployed_stack, stack_config
+from tests.support.docker_engine import docker_client_for
+from tests.support.goproxy import start_goproxy
+from tests.support.network import unique_subnet
+from tests.support.proxy_path import proxy_path
+from tests.support.pulumi_cli import tools_env
+from timemachine.planning import names
 
 BAND = 8 * 1024 * 1024
+NAME_PREFIX = "tm-bench"
 
 
 def evict(folder: Path) -> None:
@@ -152,23 +150,25 @@ def main() -> None:
     args, bands, size_mb, work, src = setup(__doc__ or "", "tm-bench-")
     client = docker_client_for()
     goproxy = start_goproxy(client, work / "goproxy")
-    stack = new_stack(work / "stack", "bench", tools_env())
     config = stack_config(
         work / "storage",
-        f"tm-bench-{os.getpid()}",
+        f"{NAME_PREFIX}-{os.getpid()}",
         unique_subnet(client),
         goproxy.build_args(),
         [{"name": "bench", "owner": "bench@example.com"}],
+        name_prefix=NAME_PREFIX,
     )
     rows: dict[str, list] = {"disk": [], "direct": [], "proxy": []}
     cpu: dict[str, dict] = {"direct": {}, "proxy": {}}
     try:
-        deploy(stack, config)
-        ip = stack.outputs()["shares"]["bench"]["ip"]
-        caddy = client.containers.get("tm-caddy")
-        with proxy_path(client, ["bench"]) as paths:
-            side = [c for c in client.containers.list() if c.name.startswith("tm-proxy-path-")]
-            containers = [client.containers.get("tm-bench-samba"), *side]
+        with (
+            deployed_stack(client, tools_env(), work / "stack", "bench", config) as deployment,
+            proxy_path(client, ["bench"], name_prefix=NAME_PREFIX) as paths,
+        ):
+            ip = deployment.stack.outputs()["shares"]["bench"]["ip"]
+            caddy = client.containers.get(names.caddy_container(NAME_PREFIX))
+            side = [c for c in client.containers.list() if c.name.startswith(f"{NAME_PREFIX}-proxy-path-")]
+            containers = [client.containers.get(names.samba_container(NAME_PREFIX, "bench")), *side]
             netns = caddy.attrs["State"]["Pid"]
             for r in range(args.rounds):
                 order = [("direct", ip, 445), ("proxy", *paths["bench"])]
@@ -200,7 +200,6 @@ def main() -> None:
                     )
                 )
     finally:
-        teardown(stack, client, work / "storage")
         goproxy.close()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -15,7 +15,8 @@ ENGINE_DIR=${TM_ENGINE_DIR:-/var/tmp/tm-engine}
 SOCK="$ENGINE_DIR/docker.sock"
 export DOCKER_HOST="unix://$SOCK"
 # image=suite: bookworm for Caddy, Headscale and the Go builder; trixie for Samba (images/samba:
-# Samba 4.22.6 or later, which current macOS needs; bookworm has 4.17) and its smbtorture.
+# Samba 4.22.6 or later, which current macOS needs; bookworm has 4.17), the status image and the
+# conformance tier's smbtorture (tests/images/smbtorture).
 BASES=${TM_BASES:-debian:bookworm-slim=bookworm debian:trixie-slim=trixie}
 BASE_IMAGE=debian:bookworm-slim
 

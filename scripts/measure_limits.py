@@ -31,12 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.caddy_rewrite import without_tailnet  # noqa: E402
-from tests.conftest import docker_client_for, samba_volumes, unique_subnet, upload, wait_port  # noqa: E402
-from timemachine.caddy.config import CADDY_CONFIG_PATH, assemble, render, route_fragment  # noqa: E402
-from timemachine.components import hardening  # noqa: E402
-from timemachine.config.models import ProxyConfig, SambaConfig  # noqa: E402
-from timemachine.samba.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
+from tests.support.caddy_rewrite import without_tailnet
+from tests.support.containers import samba_volumes, upload
+from tests.support.docker_engine import docker_client_for
+from tests.support.network import unique_subnet, wait_port
+from timemachine.caddy.config import CADDY_CONFIG_PATH, assemble, render, route_fragment
+from timemachine.components import hardening
+from timemachine.config.models import ProxyConfig, SambaConfig
+from timemachine.samba.smbconf import SMB_CONF_ENV, render_smb_conf
 
 BAND = 8 * 1024 * 1024
 SHARE = "backup"
@@ -126,8 +128,9 @@ def main() -> None:
         ipam={"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
     )
     # Limits far above any default: the figures are what the processes take, not what they are allowed.
-    roomy_samba = SambaConfig(memoryLimit="2G", processLimit=4096)
-    roomy_proxy = ProxyConfig(memoryLimit="2G", processLimit=4096)
+    # Validated as a stack's config is (memory sizes in Docker's units; pydantic's aliases).
+    roomy_samba = SambaConfig.model_validate({"memoryLimit": "2G", "processLimit": 4096})
+    roomy_proxy = ProxyConfig.model_validate({"memoryLimit": "2G", "processLimit": 4096})
     made = []
     try:
         conf = render_smb_conf(SHARE, None, "TimeCapsule8,119", allow_from=caddy_ip)
@@ -149,7 +152,10 @@ def main() -> None:
             name=f"{args.prefix}-caddy-{tag}",
             network=network.name,
             networking_config={network.name: client.api.create_endpoint_config(ipv4_address=caddy_ip)},
-            **hardening.docker_sdk(hardening.for_proxy(roomy_proxy, read_only=False)),
+            # Its config on the image's /data volume (a read-only root takes no file elsewhere), run
+            # from there: no admin API call loads it here, as the stack's config resource does.
+            command=["caddy", "run", "--config", CADDY_CONFIG_PATH],
+            **hardening.docker_sdk(hardening.for_proxy(roomy_proxy)),
         )
         made.append(caddy)
         upload(caddy, CADDY_CONFIG_PATH, json.dumps(json.loads(caddy_conf)))

@@ -29,13 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import smbclient  # noqa: E402
+import smbclient
 
-from tests.conftest import docker_client_for, samba_volumes, unique_subnet, wait_port  # noqa: E402
-from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query  # noqa: E402
-from timemachine.components import hardening  # noqa: E402
-from timemachine.config.models import SambaConfig  # noqa: E402
-from timemachine.samba.smbconf import SMB_CONF_ENV, render_smb_conf  # noqa: E402
+from tests.support.containers import samba_volumes
+from tests.support.docker_engine import docker_client_for
+from tests.support.network import unique_subnet, wait_port
+from tests.support.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query
+from timemachine.components import hardening
+from timemachine.config.models import SambaConfig
+from timemachine.samba.smbconf import SMB_CONF_ENV, render_smb_conf
 
 DOCKER_DEFAULT = [
     "AUDIT_WRITE",

@@ -11,11 +11,12 @@ log() { printf 'setup [%4ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 log "apt packages"
 apt-get update -qq
-# testparm (unit tests), smbclient (healthchecks, e2e), smbtorture (samba-testsuite: the
-# conformance tier), the Docker engine, debootstrap (base image where no registry is reachable),
-# git (the docker provider's patches), prometheus (promtool: the alert rules' tests).
-apt-get install -y -qq --no-install-recommends samba-common-bin smbclient samba-testsuite docker.io \
-  debootstrap git ca-certificates prometheus >/dev/null
+# smbclient (healthchecks, e2e), the Docker engine, debootstrap (base image where no registry is
+# reachable), git (the docker provider's patches), prometheus (promtool: the alert rules' tests),
+# chromium and chromium-driver (the status page's browser test). testparm and smbtorture come from
+# the Samba image's own Debian release, in containers (tests/conformance), not from this machine.
+apt-get install -y -qq --no-install-recommends smbclient docker.io \
+  debootstrap git ca-certificates prometheus chromium chromium-driver >/dev/null
 
 # The machine's toolchains, wherever its PATH left them out.
 for dir in /usr/local/go/bin /root/.pyenv/shims; do if [ -d "$dir" ]; then PATH="$PATH:$dir"; fi; done

@@ -10,17 +10,23 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
+from timemachine.components.enrolment import MacEnrolment, MacEnrolmentArgs
 from timemachine.components.headscale import HeadscaleServer, HeadscaleServerArgs
 from timemachine.components.images import local_image
 from timemachine.components.labels import network_labels
 from timemachine.components.proxy import CaddyProxy, CaddyProxyArgs
 from timemachine.components.share import TimeMachineShare, TimeMachineShareArgs
+from timemachine.components.status import STATUS_SOURCES, StatusService, StatusServiceArgs, StatusShare
+from timemachine.components.status_page import StatusPage, StatusPageArgs
 from timemachine.config.loader import LoadedStack
-from timemachine.dynamic.headscale import HeadscalePreAuthKey, HeadscaleUser
+from timemachine.config.models import is_address
+from timemachine.dynamic.headscale import HeadscaleUser
+from timemachine.headscale.config import tls_mode
 from timemachine.planning import names
 from timemachine.planning.ipplan import gateway, proxy_address
 from timemachine.samba.smbconf import format_size
-from timemachine.tailnet.policy import SharePolicy, render_policy, share_tags
+from timemachine.tailnet.enrolment import ca_profile
+from timemachine.tailnet.policy import SharePolicy, StatusPolicy, render_policy, share_tags
 
 
 def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
@@ -28,6 +34,8 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     `docker_host`: the engine the docker provider uses (its `docker:host`, else DOCKER_HOST)."""
     config = stack.config
     exports: dict[str, Any] = {}
+    # images.rebuild: part of every local image's tag, so a new value rebuilds them all.
+    rebuild = config.images.rebuild
     network = docker.Network(
         "network",
         name=config.network_name,
@@ -49,6 +57,14 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
             tag_owners=config.tailnet.effective_tag_owners,
             base_tags=config.tailnet.tags,
             self_hosted=config.tailnet.self_hosted,
+            # The status page's node: only the admins reach it.
+            status=StatusPolicy(
+                config.status_hostname,
+                config.status_admins,
+                share_tags(config.tailnet.tags, config.status_hostname),
+            )
+            if config.status.enabled and config.status.page
+            else None,
         ),
         indent=2,
         sort_keys=True,
@@ -62,7 +78,7 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
             HeadscaleServerArgs(
                 control_url=config.tailnet.control_url,
                 policy=tailnet_policy,
-                image=headscale.image or local_image("headscale-image", "headscale").image_name,
+                image=headscale.image or local_image("headscale-image", "headscale", rebuild=rebuild).image_name,
                 network_name=network.name,
                 ip=stack.headscale_ip,
                 # An internal network publishes nothing, as for the proxy.
@@ -72,8 +88,17 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 docker_host=docker_host,
                 limits=headscale,
                 name_prefix=config.name_prefix,
+                tls=tls_mode(config.tailnet.control_url, headscale.tls),
+                derp=headscale.derp,
+                acme_email=headscale.acme_email,
+                bind_address=str(headscale.bind_address),
+                authority_name=f"tailscale-timemachine {pulumi.get_project()}/{pulumi.get_stack()} control CA",
             ),
         )
+    # What the share nodes (and the Macs) trust beside the system's CAs: the stack's own root, or the
+    # CA of an external control server that has a private one.
+    control_ca = headscale_server.ca_certificate if headscale_server else config.tailnet.control_ca_certificate
+    control_host = config.tailnet.control_host or ""
     headscale_users: dict[str, HeadscaleUser] = {}
     headscale_access: dict | None = None
     if config.tailnet.auth_keys == "headscale":
@@ -87,17 +112,24 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 "url": config.tailnet.control_url,
                 "api_key": pulumi.Output.secret(config.tailnet.headscale_api_key.get_secret_value()),
             }
+            if config.tailnet.control_ca_certificate:
+                headscale_access["ca"] = config.tailnet.control_ca_certificate
         # Users (and so keys) after the policy: it owns the tags the keys carry.
         after_server = pulumi.ResourceOptions(depends_on=[headscale_server.policy] if headscale_server else [])
         # One Headscale user per owner, and the one the share nodes register under.
         for user in sorted({s.owner.removesuffix("@") for s in config.shares} | {config.tailnet.key_user or ""} - {""}):
             headscale_users[user] = HeadscaleUser(f"headscale-user-{user}", user, headscale_access, after_server)
-    samba_image = config.samba.image or local_image("samba-image", "samba").image_name
-    caddy_image = config.proxy.image or local_image("caddy-image", "caddy", config.proxy.build_args).image_name
+    samba_image = config.samba.image or local_image("samba-image", "samba", rebuild=rebuild).image_name
+    caddy_image = (
+        config.proxy.image or local_image("caddy-image", "caddy", config.proxy.build_args, rebuild=rebuild).image_name
+    )
     bridge = config.proxy.network_mode == "bridge"
     # The one address smbd accepts: the proxy's as smbd sees it — the Caddy container's own in bridge
     # mode; in host mode the network's gateway, the address the host's traffic comes from.
     smbd_allow_from = str(proxy_address(config.network.subnet) if bridge else gateway(config.network.subnet))
+    # The status container probes each smbd over SMB from its own address.
+    status_ip = stack.status_ip if config.status.enabled else None
+    smbd_also_allow = (str(status_ip),) if status_ip is not None else ()
 
     shares = [
         TimeMachineShare(
@@ -116,31 +148,97 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 headscale_user_id=headscale_users[config.tailnet.key_user or ""].user_id if headscale_users else None,
                 headscale_access=headscale_access,
                 name_prefix=config.name_prefix,
+                auth=config.auth_of(share),
+                docker_host=docker_host,
+                also_allow=smbd_also_allow,
             ),
         )
         for share in config.shares
     ]
-    CaddyProxy(
+    # The status page's tailnet node: its key made as a share node's, its route in the same Caddy.
+    status_page: StatusPage | None = None
+    if status_ip is not None and config.status.page:
+        status_page = StatusPage(
+            "status-page",
+            StatusPageArgs(
+                hostname=config.status_hostname,
+                ip=status_ip,
+                port=config.status.port,
+                subnet=config.network.subnet,
+                tailnet=config.tailnet,
+                first_node_port=config.proxy.first_node_port if bridge else None,
+                headscale_user_id=headscale_users[config.tailnet.key_user or ""].user_id if headscale_users else None,
+                headscale_access=headscale_access,
+                provided_key=config.status.auth_key.get_secret_value() if config.status.auth_key else None,
+            ),
+        )
+    nodes: list[TimeMachineShare | StatusPage] = [*shares, *([status_page] if status_page else [])]
+    proxy = CaddyProxy(
         "proxy",
         CaddyProxyArgs(
-            route_fragments=[s.route_fragment for s in shares],
-            auth_keys={s.hostname: s.auth_key for s in shares},
+            route_fragments=[n.route_fragment for n in nodes],
+            auth_keys={n.hostname: n.auth_key for n in nodes},
             image=caddy_image,
             network_mode=config.proxy.network_mode,
             network_name=network.name,
             subnet=config.network.subnet,
             # An internal network publishes nothing: its nodes reach only peers on the network itself.
-            node_ports=[s.node_port for s in shares if s.node_port is not None]
+            node_ports=[n.node_port for n in nodes if n.node_port is not None]
             if config.proxy.publish_node_ports and not config.internal
             else [],
             docker_host=docker_host,
             self_hosted=config.tailnet.self_hosted,
-            plain_http_control=(config.tailnet.control_url or "").startswith("http://"),
+            control_ca=control_ca,
+            # The embedded Headscale by its name (which its certificate carries) at its address,
+            # whatever DNS the Docker host has.
+            control_hosts={control_host: str(stack.headscale_ip)}
+            if headscale_server is not None and control_host and not is_address(control_host)
+            else {},
             limits=config.proxy,
             wait_for_nodes=config.proxy.wait_for_nodes,
             name_prefix=config.name_prefix,
         ),
     )
+
+    if status_ip is not None:
+        status_image = (
+            config.status.image
+            or local_image("status-image", "status", package_sources=STATUS_SOURCES, rebuild=rebuild).image_name
+        )
+        status = StatusService(
+            "status",
+            StatusServiceArgs(
+                ip=status_ip,
+                network_name=network.name,
+                image=status_image,
+                storage_root=config.storage_root,
+                shares=[
+                    StatusShare(
+                        name=c.name,
+                        quota=c.quota,
+                        stale_after_seconds=c.stale_after,
+                        address=s.ip,
+                        node=s.hostname,
+                        state_volume=s.state_volume.name if s.password is not None else None,
+                    )
+                    for c, s in zip(config.shares, shares, strict=True)
+                ],
+                caddy_volume=proxy.state_volume.name,
+                port=config.status.port,
+                collect_interval_seconds=config.status.collect_interval,
+                limits=config.status,
+                name_prefix=config.name_prefix,
+                docker_host=docker_host,
+                # Its probe's first write lands in each share's directory: after ShareStorage made it.
+                depends_on=[s.container for s in shares],
+            ),
+        )
+        suffix = config.tailnet.dns_suffix
+        page_host = f"{config.status_hostname}.{suffix}" if suffix else config.status_hostname
+        # The metrics URL on the stack's network (reachable from the Docker host), the page on the tailnet.
+        exports["status"] = {"metricsUrl": status.metrics_url, "ip": str(status_ip)}
+        if status_page is not None:
+            exports["status"] |= {"hostname": config.status_hostname, "pageUrl": f"http://{page_host}/"}
 
     def share_host(share: TimeMachineShare) -> str:
         """The name a Mac connects to: the FQDN when the tailnet's DNS suffix is known."""
@@ -161,11 +259,17 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
 
     exports["shares"] = {c.name: share_output(c, s) for c, s in zip(config.shares, shares, strict=True)}
     # -a adds the share beside any existing destination. "guest" with no password: Samba maps an
-    # unknown user to its guest account; the tailnet has already decided who may connect.
+    # unknown user to its guest account; the tailnet has already decided who may connect. With
+    # samba.auth: password, -p asks for the share's password (from sharePasswords).
     exports["tmutilCommands"] = {
-        c.name: f"sudo tmutil setdestination -a smb://guest@{share_host(s)}/{c.name}"
+        c.name: f"sudo tmutil setdestination -a{' -p' if s.password is not None else ''} "
+        f"smb://{s.user}@{share_host(s)}/{c.name}"
         for c, s in zip(config.shares, shares, strict=True)
     }
+    passwords = {c.name: s.password for c, s in zip(config.shares, shares, strict=True) if s.password is not None}
+    if passwords:
+        # pulumi stack output --show-secrets sharePasswords: what tmutil's -p asks for.
+        exports["sharePasswords"] = pulumi.Output.secret(passwords)
     exports["tailnetPolicy"] = tailnet_policy
     # The one command that gives a share's node a fresh key (a lost node state, a device removed from
     # the tailnet): the key is replaced and the node starts again with a new identity under the same
@@ -179,28 +283,48 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     if rekey:
         exports["rekeyCommands"] = rekey
     if headscale_access is not None:
-        # What each owner's Mac runs once to join the tailnet as that owner (a single-use key).
-        # One per owner, however many shares they have.
-        join_keys = {
-            owner: HeadscalePreAuthKey(
-                f"join-{owner.removesuffix('@')}",
-                user_id=headscale_users[owner.removesuffix("@")].user_id,
-                tags=[],
-                expiry_days=config.tailnet.key_expiry_days,
-                reusable=False,
-                description=f"join key for {owner}",
-                access=headscale_access,
+        # Each Mac its own single-use join key (shares[].macs), and the command that mints a fresh
+        # one for a new or reinstalled Mac.
+        tmutil = exports["tmutilCommands"]
+        enrolments = {
+            mac: MacEnrolment(
+                f"mac-{mac}",
+                MacEnrolmentArgs(
+                    mac=mac,
+                    owner=owner,
+                    user_id=headscale_users[owner.removesuffix("@")].user_id,
+                    access=headscale_access,
+                    control_url=config.tailnet.control_url or "",
+                    expiry_hours=config.tailnet.join_key_expiry_hours,
+                    tmutil_commands=[tmutil[share] for share in mac_shares],
+                    ca_certificate=control_ca,
+                    stack=pulumi.get_stack(),
+                ),
             )
-            for owner in sorted({share.owner for share in config.shares})
+            for mac, (owner, mac_shares) in sorted(config.macs.items())
         }
-        exports["joinCommands"] = pulumi.Output.secret(
-            {
-                owner: pulumi.Output.concat(
-                    "tailscale up --login-server=", config.tailnet.control_url or "", " --auth-key=", key.key
-                )
-                for owner, key in sorted(join_keys.items())
-            }
+        exports["macs"] = {
+            mac: {"owner": owner, "shares": mac_shares} for mac, (owner, mac_shares) in config.macs.items()
+        }
+        exports["joinCommands"] = pulumi.Output.secret({mac: e.join_command for mac, e in enrolments.items()})
+        exports["macSetupScripts"] = pulumi.Output.secret({mac: e.setup_script for mac, e in enrolments.items()})
+        exports["enrolCommands"] = {
+            mac: e.key_urn.apply(lambda urn: f"pulumi up --stack {pulumi.get_stack()} --replace '{urn}'")
+            for mac, e in enrolments.items()
+        }
+    if control_ca is not None:
+        # The root each Mac trusts (as a profile to install, or in its setup script).
+        exports["controlCaCertificate"] = control_ca
+        exports["controlCaProfile"] = pulumi.Output.from_input(control_ca).apply(
+            lambda pem: ca_profile(pem, pulumi.get_stack(), control_host).decode()
         )
     if headscale_server is not None:
-        exports["headscale"] = {"controlUrl": config.tailnet.control_url, "ip": str(stack.headscale_ip)}
+        exports["headscale"] = {
+            "controlUrl": config.tailnet.control_url,
+            "ip": str(stack.headscale_ip),
+            "derp": headscale.derp,
+            "tls": tls_mode(config.tailnet.control_url or "", headscale.tls),
+        }
+        if headscale_server.certificates is not None:
+            exports["headscale"]["certificateExpires"] = headscale_server.certificates.not_after
     return exports

@@ -1,9 +1,10 @@
 #!/bin/sh
 # Two modes:
 # - (default) serve: checks that /data is the share's directory on the intended disk and owned by
-#   DATA_UID, writes smb.conf from SMB_CONF and the account guests are mapped to into memory (the
-#   root filesystem is read-only: /etc/samba is a tmpfs, and the image's /etc/passwd and /etc/group
-#   point into /run), then runs smbd in the foreground with its log on stdout;
+#   DATA_UID, writes smb.conf from SMB_CONF and the data owner's account (guests are mapped to it;
+#   with SAMBA_AUTH=password it logs in with the share's password) into memory (the root filesystem
+#   is read-only: /etc/samba is a tmpfs, and the image's /etc/passwd and /etc/group point into
+#   /run), then runs smbd in the foreground with its log on stdout;
 # - `migrate-owner <old uid> <new uid>`: hands every file of /data owned by <old uid> to <new uid>,
 #   the one-shot migration after a change of samba.dataUid.
 set -eu
@@ -76,4 +77,28 @@ other="$(find /data -mindepth 1 -maxdepth 2 ! -user "$uid" -printf '%U %P\n' -qu
 # read-only root. A file already there (a container made without the variable) is used as it is.
 if [ -n "${SMB_CONF:-}" ]; then printf '%s\n' "$SMB_CONF" >/etc/samba/smb.conf; fi
 [ -f /etc/samba/smb.conf ] || { echo "no /etc/samba/smb.conf: the stack passes it in SMB_CONF" >&2; exit 1; }
+
+# Logins (SAMBA_AUTH, from samba.auth): guests, or the data owner's account with the share's
+# password. The stack writes that password to the state volume (0600, never in the environment)
+# before the container starts; it is set in passdb (tdbsam, on the same volume) at every start, so
+# the file is what counts.
+credentials=/var/lib/samba/private/timemachine.credentials
+case "${SAMBA_AUTH:-guest}" in
+guest)
+  # Left from password mode: nobody logs in with an old password.
+  rm -f "$credentials"
+  if pdbedit --list 2>/dev/null | grep -q '^timemachine:'; then pdbedit --delete --user=timemachine >/dev/null; fi
+  ;;
+password)
+  [ -f "$credentials" ] || refuse "$credentials is missing: the stack writes it (samba.auth: password)" \
+    "before the container starts; if it was removed, give the share a new password:" \
+    "pulumi up --replace <the share's SambaCredentials URN, from pulumi stack --show-urns>"
+  chmod 0600 "$credentials"
+  password="$(sed -n 's/^password = //p' "$credentials")"
+  [ -n "$password" ] || refuse "$credentials has no password line"
+  printf '%s\n%s\n' "$password" "$password" | smbpasswd -s -a timemachine >/dev/null
+  unset password
+  ;;
+*) refuse "SAMBA_AUTH is '$SAMBA_AUTH'; it is guest or password (samba.auth)" ;;
+esac
 exec smbd --foreground --no-process-group --debug-stdout "$@"

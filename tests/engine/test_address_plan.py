@@ -1,8 +1,8 @@
 """Issue 14 with the real engine: 30 shares deployed into a /26 without a pin, then 30 added in
 front of them and 10 removed in one change; `pulumi preview` plans nothing for the 20 that stay.
 
-Its own stack, destroyed at the end of this module: file order runs it before the package's
-`deployed` stack exists (container names are not stack-scoped, so two cannot coexist)."""
+Its own stack, with a namePrefix of its own (so it runs beside any other stack of the tier),
+destroyed at the end of this module."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import uuid
 
 import pytest
 
-from tests.conftest import unique_subnet
-from tests.engine.deploy import fake_key, new_stack, stack_config, teardown
-from tests.engine.pulumi_cli import plan, step_name
+from tests.support.deploy import deployed_stack, fake_keys, stack_config
+from tests.support.network import unique_subnet
+from tests.support.pulumi_cli import plan, step_name
+from timemachine.planning import names
 from timemachine.planning.ipplan import home_address, share_capacity
 
 pytestmark = pytest.mark.engine
+NAME_PREFIX = "tm-plan"
 ORIGINAL = [f"o{i:02d}" for i in range(30)]
 ADDED = [f"n{i:02d}" for i in range(30)]
 REMOVED = ORIGINAL[::3]
@@ -28,40 +30,31 @@ def shares(names: list[str]) -> list[dict]:
     return [{"name": n, "owner": f"{n}@example.com"} for n in names]
 
 
-def configure(stack, config: dict) -> None:
-    """The plain config, then every share's (fake) key in one `pulumi config set-all`."""
-    stack.write_config(config)
-    keys = [
-        arg
-        for i, s in enumerate(config["shares"])
-        for arg in ("--secret", f"shares[{i}].authKey={fake_key(s['name'])}")
-    ]
-    stack.run("config", "set-all", "--path", *keys, *stack.stack_args())
-
-
 @pytest.fixture(scope="module")
 def thirty(pulumi_env, docker_client, goproxy, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
-    stack = new_stack(tmp_path_factory.mktemp("addressplan"), "addressplan", pulumi_env)
-    network = f"tm-plan-{uuid.uuid4().hex[:6]}"
+    network = f"{NAME_PREFIX}-{uuid.uuid4().hex[:6]}"
     # A /26: 60 share addresses, so 30 names collide on home slots (birthday bound), and the
     # change below (50 shares + 10 still held by the removed ones) fills it exactly.
     subnet = unique_subnet(docker_client).replace("/24", "/26")
-    config = stack_config(storage, network, subnet, goproxy.build_args(), shares(ORIGINAL))
-    try:
-        stack.run("stack", "init", stack.name)
-        configure(stack, config)
-        stack.up()
+    config = stack_config(
+        tmp_path_factory.mktemp("storage"),
+        network,
+        subnet,
+        goproxy.build_args(),
+        shares(ORIGINAL),
+        name_prefix=NAME_PREFIX,
+    )
+    with deployed_stack(
+        docker_client, pulumi_env, tmp_path_factory.mktemp("addressplan"), "addressplan", config, wait=False
+    ) as deployment:
         yield {
-            "stack": stack,
+            "stack": deployment.stack,
             "config": config,
             "network": network,
             "client": docker_client,
             "subnet": ipaddress.IPv4Network(subnet),
-            "ips": {n: s["ip"] for n, s in stack.outputs()["shares"].items()},
+            "ips": {n: s["ip"] for n, s in deployment.stack.outputs()["shares"].items()},
         }
-    finally:
-        teardown(stack, docker_client, storage)
 
 
 def test_a_new_stack_of_thirty_in_a_26_deploys_without_a_pin_at_the_planned_addresses(thirty):
@@ -71,13 +64,16 @@ def test_a_new_stack_of_thirty_in_a_26_deploys_without_a_pin_at_the_planned_addr
     # Colliding home slots were resolved by the plan, not by a maintainer.
     assert any(ipaddress.ip_address(ip) != home_address(n, subnet) for n, ip in ips.items())
     for name, ip in ips.items():
-        attached = thirty["client"].containers.get(f"tm-{name}-samba").attrs["NetworkSettings"]["Networks"]
+        container = thirty["client"].containers.get(names.samba_container(NAME_PREFIX, name))
+        attached = container.attrs["NetworkSettings"]["Networks"]
         assert attached[thirty["network"]]["IPAddress"] == ip, name
 
 
 def test_adding_thirty_and_removing_ten_plans_no_change_for_the_twenty_that_stay(thirty):
     stack, ips = thirty["stack"], thirty["ips"]
-    configure(stack, {**thirty["config"], "shares": shares(ADDED + KEPT)})
+    changed = {**thirty["config"], "shares": shares(ADDED + KEPT)}
+    stack.write_config(changed)
+    stack.set_secrets(fake_keys(changed))
     preview = stack.preview_json().json()
     steps = plan(preview)
 

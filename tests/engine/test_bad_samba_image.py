@@ -1,5 +1,5 @@
 """`pulumi up` waits for each Samba container to be healthy: one whose smbd never comes up fails
-the update instead of being reported as deployed. (Its own stack, before the tier's `deployed`.)"""
+the update instead of being reported as deployed. (Its own stack, with a namePrefix of its own.)"""
 
 from __future__ import annotations
 
@@ -7,28 +7,26 @@ import uuid
 
 import pytest
 
-from tests.conftest import unique_subnet
-from tests.engine.deploy import fake_key, new_stack, stack_config, teardown
+from tests.support.deploy import deployed_stack, stack_config
+from tests.support.network import unique_subnet
 
 pytestmark = pytest.mark.engine
 
 
 def test_up_fails_when_a_samba_container_never_becomes_healthy(pulumi_env, docker_client, tmp_path):
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    stack = new_stack(tmp_path / "stack", "badsamba", pulumi_env)
     config = stack_config(
-        storage,
+        tmp_path / "storage",
         f"tm-bad-{uuid.uuid4().hex[:6]}",
         unique_subnet(docker_client),
         {},
         [{"name": "alice", "owner": "alice@"}],
+        name_prefix="tm-bad",
     )
     # A prebuilt "Samba" image without smbd (a wrong samba.image): the container starts and exits.
     config["samba"]["image"] = "debian:bookworm-slim"
     config["proxy"]["image"] = "debian:bookworm-slim"
-    try:
-        stack.init(config, {"shares[0].authKey": fake_key("alice")})
+    with deployed_stack(docker_client, pulumi_env, tmp_path / "stack", "badsamba", config, up=False) as deployment:
+        stack = deployment.stack
         # The fake Caddy image fails at once ("No command specified"), while the Samba container
         # waits for its share's storage step; --continue-on-error lets the update reach it.
         failed = stack.up("--continue-on-error", check=False)
@@ -41,5 +39,3 @@ def test_up_fails_when_a_samba_container_never_becomes_healthy(pulumi_env, docke
         assert again.code != 0 and [line for line in again.output.splitlines() if "alice-samba" in line], again.output[
             -3000:
         ]
-    finally:
-        teardown(stack, docker_client, storage)

@@ -1,21 +1,20 @@
 """Two stacks, `dev` and `staging`, side by side on one Docker engine: every container, volume and
 network name is the stack's own (namePrefix), each serves its own data through its own proxy, and
 destroying one leaves the other untouched; a second stack with the first one's prefix is stopped
-before it declares anything, a renamed one is not. (Its own stacks, before the tier's `deployed`, which uses the default
-prefix too: file order.)"""
+before it declares anything, a renamed one is not. (Its own stacks: `dev` has the default prefix,
+which no other stack of the tier uses, so the module runs in any order.)"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 
-import docker
 import pytest
 
-from tests.conftest import unique_subnet, wait_port
-from tests.engine.deploy import deploy, fake_key, new_stack, proxy_path, stack_config
-from tests.smb import read_file, write_file
+from tests.support.deploy import deployed_stack, stack_config
+from tests.support.network import unique_subnet, wait_port
+from tests.support.proxy_path import proxy_path
+from tests.support.smb import read_file, write_file
 from timemachine.planning import names
 
 pytestmark = pytest.mark.engine
@@ -54,12 +53,7 @@ def sha(data: bytes) -> str:
 def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tmp_path):
     client = docker_client
     expected_volumes = {s: names.volumes(p, [SHARE], headscale=False) for s, p in PREFIXES.items()}
-    # Volumes this test finds already there are not its own to remove at the end.
-    not_ours = {v.name for v in client.volumes.list()} & {v for vs in expected_volumes.values() for v in vs}
     storage = {s: tmp_path / f"storage-{s}" for s in PREFIXES}
-    for folder in storage.values():
-        folder.mkdir()
-    stacks = {s: new_stack(tmp_path / s, s, pulumi_env) for s in PREFIXES}
     dev_subnet = unique_subnet(client)
     # Neither sets network.name: each derives it from its prefix (timemachine for the default).
     configs = {
@@ -74,13 +68,16 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
             [{"name": SHARE, "owner": "alice@"}],
         ),
     }
-    dev, staging = stacks["dev"], stacks["staging"]
-    try:
-        deploy(dev, configs["dev"])
+    with (
+        deployed_stack(client, pulumi_env, tmp_path / "dev", "dev", configs["dev"]) as dev_deployment,
+        deployed_stack(
+            client, pulumi_env, tmp_path / "staging", "staging", configs["staging"], up=False
+        ) as staging_deployment,
+    ):
+        dev, staging = dev_deployment.stack, staging_deployment.stack
         before = engine_snapshot(client)
 
         # staging without a prefix of its own would take dev's names (and share its volumes).
-        staging.init(configs["staging"], {"shares[0].authKey": fake_key(SHARE)})
         for command in (staging.preview_json, staging.up):
             refused = command(check=False)
             assert refused.code != 0, refused.output[-3000:]
@@ -120,7 +117,7 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         # Each stack's Samba serves its own data, through its own proxy.
         payloads = {s: os.urandom(1024 * 1024) for s in PREFIXES}
         for stack, prefix in PREFIXES.items():
-            with proxy_path(client, [SHARE], caddy_container=names.caddy_container(prefix)) as paths:
+            with proxy_path(client, [SHARE], name_prefix=prefix) as paths:
                 host, port = paths[SHARE]
                 write_file(host, SHARE, f"{stack}.bin", payloads[stack], port=port)
                 assert read_file(host, SHARE, f"{stack}.bin", port=port) == payloads[stack]
@@ -155,8 +152,7 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
         dev.write_config(configs["dev"])
 
         # A renamed stack's containers still carry its old name; its state says they are its own.
-        dev.run("stack", "rename", "prod", *dev.stack_args())
-        dev.name = "prod"
+        dev.rename("prod")
         renamed = dev.preview_json()
         assert {step["op"] for step in renamed.json()["steps"]} <= {
             "same",
@@ -165,15 +161,3 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
             "create-replacement",
             "delete-replaced",
         }, renamed.stdout[-3000:]
-    finally:
-        for stack in stacks.values():
-            stack.run("state", "unprotect", "--all", "--yes", *stack.stack_args(), check=False)
-            stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
-        # Exactly the retained volumes of these two stacks, nothing by label.
-        for name in {v for vs in expected_volumes.values() for v in vs} - not_ours:
-            try:
-                client.volumes.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-        for folder in storage.values():
-            shutil.rmtree(folder, ignore_errors=True)

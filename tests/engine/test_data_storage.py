@@ -1,6 +1,5 @@
 """A share serves only from the intended backup disk, and never with backups another uid owns
-(issue 15, items 1 and 4). Its own one-share stack, before the tier's `deployed` (file order:
-container names are not stack-scoped).
+(issue 15, items 1 and 4). Its own one-share stack, with a namePrefix of its own.
 
 The backup disk is the temp directory `disk` with the marker; "unmounted" is what the host then
 shows at the mount point: an empty directory on the root filesystem (the disk moved aside)."""
@@ -18,15 +17,19 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import unique_subnet, wait_healthy
-from tests.engine.deploy import deploy, new_stack, proxy_path, stack_config, teardown
-from tests.smb import GuestClient, read_file, write_file
+from tests.support.containers import wait_healthy
+from tests.support.deploy import deployed_stack, stack_config
+from tests.support.network import unique_subnet
+from tests.support.proxy_path import proxy_path
+from tests.support.smb import GuestClient, read_file, write_file
 from timemachine.dynamic.share_storage import MARKER_NAME
+from timemachine.planning import names
 
 pytestmark = pytest.mark.engine
 
 SHARE = "alice"
-CONTAINER = f"tm-{SHARE}-samba"
+NAME_PREFIX = "tm-storage"
+CONTAINER = names.samba_container(NAME_PREFIX, SHARE)
 OLD_UID, NEW_UID = 1234, 4321
 
 
@@ -34,19 +37,19 @@ OLD_UID, NEW_UID = 1234, 4321
 def disk(pulumi_env, docker_client, goproxy, tmp_path_factory):
     work = tmp_path_factory.mktemp("storage-guard")
     root = work / "disk"
-    stack = new_stack(work / "stack", "storageguard", pulumi_env)
     config = stack_config(
         root,
-        f"tm-storage-{uuid.uuid4().hex[:6]}",
+        f"{NAME_PREFIX}-{uuid.uuid4().hex[:6]}",
         unique_subnet(docker_client),
         goproxy.build_args(),
         [{"name": SHARE, "owner": "alice@example.com"}],
+        name_prefix=NAME_PREFIX,
     )
     try:
-        deploy(stack, config)
-        yield {"stack": stack, "config": config, "root": root, "client": docker_client}
+        with deployed_stack(docker_client, pulumi_env, work / "stack", "storageguard", config) as deployment:
+            yield {"stack": deployment.stack, "config": config, "root": root, "client": docker_client}
     finally:
-        teardown(stack, docker_client, root)
+        # What a test left beside the disk (the moved-aside disk of `unmounted`).
         for path in work.glob("disk*"):
             subprocess.run(["rm", "-rf", str(path)], check=False)
 
@@ -56,7 +59,7 @@ def samba(disk):
 
 
 def smb(disk, action, *args):
-    with proxy_path(disk["client"], [SHARE]) as paths:
+    with proxy_path(disk["client"], [SHARE], name_prefix=NAME_PREFIX) as paths:
         host, port = paths[SHARE]
         return action(host, SHARE, *args, port=port)
 
@@ -185,7 +188,7 @@ def test_the_image_refuses_to_serve_without_the_marker(disk):
         run.remove(force=True)
     assert f"refusing to serve {disk['root']}/{SHARE}: /storage/{MARKER_NAME} is missing" in log, log
     assert f"Mount it at {disk['root']}" in log and f"docker restart {CONTAINER}" in log, log
-    assert "smbd" not in log.lower().replace("tm-samba", ""), log
+    assert "smbd" not in log.lower(), log
 
 
 def test_up_on_a_root_that_is_not_the_disk_fails_and_makes_nothing(disk, tmp_path):

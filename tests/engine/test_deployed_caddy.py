@@ -15,13 +15,15 @@ import smbclient
 import yaml
 from smbprotocol.exceptions import SMBException
 
-from tests.conftest import run_once
-from tests.engine.conftest import SHARES
-from tests.engine.deploy import caddy_config_of, proxy_path
-from tests.pulumi_runner import ROOT, run_program
-from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
+from tests.support.containers import run_once
+from tests.support.engine_stack import SHARES
+from tests.support.project import ROOT
+from tests.support.proxy_path import caddy_config_of, proxy_path
+from tests.support.pulumi_runner import run_program
+from tests.support.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
 from timemachine.caddy.config import ADMIN_SOCKET, CADDY_CONFIG_PATH, KEYS_DIR
 from timemachine.caddy.health import NODE_STATE_SCRIPT
+from timemachine.planning import names
 from timemachine.planning.ipplan import proxy_address
 
 pytestmark = pytest.mark.engine
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module")
 def caddy(deployed):
-    container = deployed["client"].containers.get("tm-caddy")
+    container = deployed["client"].containers.get(names.caddy_container(deployed["prefix"]))
     return {**deployed, "container": container, "image": container.image.id, "config_text": caddy_config_of(container)}
 
 
@@ -140,7 +142,7 @@ def through_caddy(caddy):
     """The deployed config in a second Caddy from the deployed image in the deployed Caddy's network
     namespace, with each tailscale/<node>:445 listener replaced by a TCP port (no control server
     here): routes, handlers and upstreams are exactly what `pulumi up` uploaded."""
-    with proxy_path(caddy["client"], [s["name"] for s in SHARES]) as paths:
+    with proxy_path(caddy["client"], [s["name"] for s in SHARES], name_prefix=caddy["prefix"]) as paths:
         yield {**caddy, "paths": paths}
 
 

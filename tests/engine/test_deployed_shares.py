@@ -16,10 +16,13 @@ import pytest
 import smbclient
 from smbprotocol.exceptions import SMBException
 
-from tests.conftest import samba_volumes, upload, wait_healthy, wait_port
-from tests.engine.conftest import DATA_UID, QUOTAS
-from tests.engine.deploy import proxy_path
-from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
+from tests.support.containers import samba_volumes, upload, wait_healthy
+from tests.support.deploy import DATA_UID
+from tests.support.engine_stack import QUOTAS
+from tests.support.network import wait_port
+from tests.support.proxy_path import proxy_path
+from tests.support.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, guest_tree
+from timemachine.planning import names
 from timemachine.samba.smbconf import render_smb_conf
 
 pytestmark = pytest.mark.engine
@@ -33,7 +36,8 @@ def sha256(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def stack(deployed):
     client = deployed["client"]
-    containers = {name: client.containers.get(f"tm-{name}-samba") for name in deployed["ips"]}
+    prefix = deployed["prefix"]
+    containers = {name: client.containers.get(names.samba_container(prefix, name)) for name in deployed["ips"]}
     # A share rendered with fruit:time machine = no, from the image and on the network `up` made.
     alice = containers["alice"]
     used = set(deployed["ips"].values())
@@ -42,7 +46,7 @@ def stack(deployed):
     gateway = str(next(subnet.hosts()))
     control = client.containers.create(
         alice.image.id,
-        name=f"tm-control-{uuid.uuid4().hex[:6]}",
+        name=f"{prefix}-control-{uuid.uuid4().hex[:6]}",
         environment=[f"DATA_UID={DATA_UID}"],
         volumes=samba_volumes(deployed["storage"] / "control"),
         network=deployed["network"],
@@ -56,7 +60,7 @@ def stack(deployed):
         )
         control.start()
         wait_port(control_ip, 445)
-        with proxy_path(client, list(deployed["ips"])) as paths:
+        with proxy_path(client, list(deployed["ips"]), name_prefix=prefix) as paths:
             yield {**deployed, "containers": containers, "control_ip": control_ip, "paths": paths}
     finally:
         control.remove(force=True, v=True)

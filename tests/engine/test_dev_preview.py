@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from tests.engine.deploy import new_stack
-from tests.engine.pulumi_cli import step_type
-from tests.pulumi_runner import ROOT
+from tests.support.deploy import new_stack
+from tests.support.project import ROOT
+from tests.support.pulumi_cli import step_type
 
 pytestmark = pytest.mark.engine
 
@@ -35,9 +35,11 @@ def test_preview_of_the_dev_stack_plans_its_resources(pulumi_env, docker_client,
         "docker:index/volume:Volume": 3,
         "docker:index/container:Container": 3,
         "timemachine:index:CaddyProxy": 1,
-        # Each container's pids limit (timemachine/components/hardening.py), the Caddy config and keys,
-        # loaded into the running container (proxy-config), and each share's directory (storage.py).
-        "pulumi-python:dynamic:Resource": 6,
+        # The dynamic resources (timemachine/dynamic/), each of its own type: each container's pids
+        # limit, the Caddy config and keys loaded into the running container, each share's directory.
+        "pulumi-python:dynamic/timemachine:ProcessLimit": 3,
+        "pulumi-python:dynamic/timemachine:CaddyConfig": 1,
+        "pulumi-python:dynamic/timemachine:ShareStorage": 2,
     }, planned
     assert preview["changeSummary"] == {"create": 21}, preview["changeSummary"]
     assert not [s for s in preview["steps"] if s["op"] not in ("create", "same")]

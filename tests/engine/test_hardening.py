@@ -10,7 +10,9 @@ import uuid
 import pytest
 from smbprotocol.exceptions import SMBException
 
-from tests.smb import aapl_query
+from tests.support.deploy import stack_label
+from tests.support.smb import aapl_query
+from timemachine.planning import names
 
 pytestmark = pytest.mark.engine
 
@@ -42,8 +44,8 @@ def smbclient_from(client, image: str, ip: str, share: str, **network) -> tuple[
 
 def test_only_the_proxy_address_gets_an_smb_session(deployed):
     client, ip = deployed["client"], deployed["ips"]["alice"]
-    samba = client.containers.get("tm-alice-samba")
-    caddy = client.containers.get("tm-caddy")
+    samba = client.containers.get(names.samba_container(deployed["prefix"], "alice"))
+    caddy = client.containers.get(names.caddy_container(deployed["prefix"]))
     subnet = ipaddress.IPv4Network(deployed["config"]["network"]["subnet"])
     other = next(str(a) for a in list(subnet.hosts())[1:-1] if str(a) not in deployed["ips"].values())
     # The proxy's network namespace (the Caddy container's address): a guest session and a listing.
@@ -65,6 +67,12 @@ def test_only_the_proxy_address_gets_an_smb_session(deployed):
         aapl_query(ip, "alice")
 
 
+def of_role(deployed, role: str) -> list:
+    """The running containers of the deployed stack with `role` (samba, proxy)."""
+    labels = [f"timemachine.role={role}", stack_label(deployed["stack"])]
+    return deployed["client"].containers.list(filters={"label": labels})
+
+
 def read_status(container) -> dict[str, str]:
     code, out = container.exec_run(["cat", "/proc/1/status"])
     assert code == 0, out
@@ -80,7 +88,7 @@ def cgroup_value(container, path: str) -> str:
 @pytest.mark.parametrize("role", sorted(EXPECTED))
 def test_each_container_runs_with_least_privilege_and_its_limits(deployed, role):
     caps, tmpfs, memory_mib, pids = EXPECTED[role]
-    containers = deployed["client"].containers.list(filters={"label": f"timemachine.role={role}"})
+    containers = of_role(deployed, role)
     assert containers, f"no {role} container"
     for container in containers:
         host = container.attrs["HostConfig"]
@@ -109,7 +117,7 @@ def test_each_container_runs_with_least_privilege_and_its_limits(deployed, role)
     ],
 )
 def test_root_filesystem_is_read_only(deployed, role):
-    for container in deployed["client"].containers.list(filters={"label": f"timemachine.role={role}"}):
+    for container in of_role(deployed, role):
         assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True, container.name
         code, out = container.exec_run(["touch", "/probe-write"])
         assert code != 0 and "Read-only file system" in out.decode(), (container.name, out)
@@ -118,7 +126,7 @@ def test_root_filesystem_is_read_only(deployed, role):
 def test_process_limit_stops_a_fork_bomb_in_a_samba_container(deployed):
     """The pids limit binds the container's root processes (an nproc ulimit would not: the kernel
     exempts root)."""
-    samba = deployed["client"].containers.get("tm-bob-samba")
+    samba = deployed["client"].containers.get(names.samba_container(deployed["prefix"], "bob"))
     code, out = samba.exec_run(["sh", "-c", "for i in $(seq 200); do sleep 5 & done 2>&1; wait"])
     assert "fork" in out.decode().lower() or code != 0, out
     assert int(cgroup_value(samba, "pids/pids.max")) == 64

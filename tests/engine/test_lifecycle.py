@@ -1,6 +1,6 @@
-"""The deployed stack through a maintainer's life with it: no-op re-runs, adding and removing a
-user, a bad config, secrets in the state, destroy. Runs after the read-only checks (file order)
-and ends the session stack."""
+"""A deployed stack through a maintainer's life with it: no-op re-runs, adding and removing a
+user, a bad config, secrets in the state, destroy. The module's own three-share stack (not the
+tier's `deployed`, which other modules read as `pulumi up` made it); its tests change it in turn."""
 
 from __future__ import annotations
 
@@ -13,16 +13,33 @@ import shutil
 
 import pytest
 
-from tests.conftest import wait_port
-from tests.engine.deploy import FIRST_NODE_PORT, caddy_config_of, fake_key, proxy_path
-from tests.engine.pulumi_cli import PROGRAM_FILES, plan, step_name
-from tests.pulumi_runner import ROOT
-from tests.smb import read_file, write_file
+from tests.support.deploy import FIRST_NODE_PORT, fake_key, stack_label
+from tests.support.engine_stack import three_shares
+from tests.support.network import wait_port
+from tests.support.project import ROOT
+from tests.support.proxy_path import caddy_config_of, proxy_path
+from tests.support.pulumi_cli import PROGRAM_FILES, plan, step_name
+from tests.support.smb import read_file, write_file
 from timemachine.caddy.config import KEYS_DIR
+from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
 
 pytestmark = pytest.mark.engine
 SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids", "{}-storage")
+NAME_PREFIX = "tm-life"
+CADDY = names.caddy_container(NAME_PREFIX)
+
+
+@pytest.fixture(scope="module")
+def deployed(pulumi_env, docker_client, goproxy, tmp_path_factory):
+    """This module's own three-share stack (in place of the tier's, which it must not change)."""
+    work = tmp_path_factory.mktemp("lifecycle")
+    with three_shares(docker_client, pulumi_env, goproxy, work, "lifecycle", NAME_PREFIX) as stack:
+        yield stack
+
+
+def samba(client, share: str):
+    return client.containers.get(names.samba_container(NAME_PREFIX, share))
 
 
 def test_second_preview_and_refresh_change_nothing(deployed):
@@ -59,8 +76,8 @@ def with_dave(deployed) -> dict:
 
 def test_adding_a_share_touches_no_other_share(deployed):
     stack, client = deployed["stack"], deployed["client"]
-    caddy_before = client.containers.get("tm-caddy").id
-    others_before = {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]}
+    caddy_before = client.containers.get(CADDY).id
+    others_before = {n: samba(client, n).id for n in deployed["ips"]}
     stack.write_config(with_dave(deployed))
     dave_key = fake_key("dave")
     stack.run("config", "set", "--secret", "--path", "shares[3].authKey", dave_key, *stack.stack_args())
@@ -89,11 +106,11 @@ def test_adding_a_share_touches_no_other_share(deployed):
     ip = stack.outputs()["shares"]["dave"]["ip"]
     wait_port(ip, 445)
     payload = os.urandom(1024 * 1024)
-    with proxy_path(client, ["dave"]) as paths:
+    with proxy_path(client, ["dave"], name_prefix=NAME_PREFIX) as paths:
         write_file(paths["dave"][0], "dave", "dave.bin", payload, port=paths["dave"][1])
     assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == payload
-    assert {n: client.containers.get(f"tm-{n}-samba").id for n in deployed["ips"]} == others_before
-    caddy = client.containers.get("tm-caddy")
+    assert {n: samba(client, n).id for n in deployed["ips"]} == others_before
+    caddy = client.containers.get(CADDY)
     assert caddy.id == caddy_before and caddy.attrs["RestartCount"] == 0
     assert caddy.exec_run(["cat", f"{KEYS_DIR}/tm-dave"]).output.decode() == dave_key
     assert "tm-dave" in json.loads(caddy_config_of(caddy))["apps"]["tailscale"]["nodes"]
@@ -107,21 +124,21 @@ def test_removing_a_share_deletes_its_container_and_keeps_its_data(deployed):
     steps = plan(stack.preview_json().json())
     assert steps.get("dave-samba") == "delete" and steps.get("dave") == "delete", steps
     assert steps.get("proxy-caddy", "same") == "same" and steps["proxy-config"] == "update", steps
-    caddy_before = client.containers.get("tm-caddy").id
+    caddy_before = client.containers.get(CADDY).id
     stack.up()
-    caddy = client.containers.get("tm-caddy")
+    caddy = client.containers.get(CADDY)
     assert caddy.id == caddy_before
     assert caddy.exec_run(["test", "-e", f"{KEYS_DIR}/tm-dave"]).exit_code != 0, "a removed node's key goes"
     assert "tm-dave" not in json.loads(caddy_config_of(caddy))["apps"]["tailscale"]["nodes"]
-    assert not client.containers.list(all=True, filters={"name": "^/tm-dave-samba$"})
+    assert not client.containers.list(all=True, filters={"name": f"^/{names.samba_container(NAME_PREFIX, 'dave')}$"})
     assert (deployed["storage"] / "dave" / "dave.bin").read_bytes() == on_disk
-    assert client.volumes.get("tm-dave-samba-state"), "the Samba state volume is retained on delete"
+    assert client.volumes.get(names.samba_volume(NAME_PREFIX, "dave")), "the Samba state volume is retained on delete"
     stack.run("preview", "--expect-no-changes", *stack.stack_args())
 
 
 def test_publishing_node_ports_replaces_caddy_once_and_publishes_each_nodes_port(deployed):
     stack, client = deployed["stack"], deployed["client"]
-    before = client.containers.get("tm-caddy").id
+    before = client.containers.get(CADDY).id
     deployed["config"]["proxy"]["publishNodePorts"] = True  # kept for the tests after this one
     stack.write_config(deployed["config"])
     preview = stack.preview_json().json()
@@ -131,7 +148,7 @@ def test_publishing_node_ports_replaces_caddy_once_and_publishes_each_nodes_port
     reasons = next(s.get("replaceReasons") for s in preview["steps"] if s["urn"].endswith("::proxy-caddy"))
     assert set(reasons) == {"ports"}, reasons
     stack.up()
-    caddy = client.containers.get("tm-caddy")
+    caddy = client.containers.get(CADDY)
     assert caddy.id != before
     subnet = ipaddress.IPv4Network(deployed["config"]["network"]["subnet"])
     published = {
@@ -190,9 +207,9 @@ def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed)
     stack, client, storage = deployed["stack"], deployed["client"], deployed["storage"]
     alice = deployed["ips"]["alice"]
     payload = os.urandom(2 * 1024 * 1024)
-    with proxy_path(client, ["alice"]) as paths:
+    with proxy_path(client, ["alice"], name_prefix=NAME_PREFIX) as paths:
         write_file(paths["alice"][0], "alice", "keep.bin", payload, port=paths["alice"][1])
-    states = {v.name for v in client.volumes.list(filters={"label": "timemachine.share"})}
+    states = {names.samba_volume(NAME_PREFIX, share) for share in deployed["ips"]}
 
     refused = stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args(), check=False)
     assert refused.code != 0
@@ -201,14 +218,14 @@ def test_destroy_stops_at_the_protected_volume_then_keeps_every_backup(deployed)
     stack.run("state", "unprotect", urn, "--yes", *stack.stack_args())
     stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args())
 
-    assert not client.containers.list(all=True, filters={"label": "timemachine.role"})
+    assert not client.containers.list(all=True, filters={"label": stack_label(stack)})
     assert not client.networks.list(names=[deployed["network"]])
     assert hashlib.sha256((storage / "alice" / "keep.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
-    assert client.volumes.get("tm-caddy-data"), "the tsnet state volume is retained"
+    assert client.volumes.get(names.caddy_volume(NAME_PREFIX)), "the tsnet state volume is retained"
     assert states <= {v.name for v in client.volumes.list()}, "Samba state volumes are retained"
 
     # A new deployment of the same config serves the same bytes.
     stack.up()
     wait_port(alice, 445)
-    with proxy_path(client, ["alice"]) as paths:
+    with proxy_path(client, ["alice"], name_prefix=NAME_PREFIX) as paths:
         assert read_file(paths["alice"][0], "alice", "keep.bin", port=paths["alice"][1]) == payload

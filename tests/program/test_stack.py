@@ -8,8 +8,9 @@ import pulumi_docker as docker
 import pytest
 import yaml
 
-from tests.pulumi_runner import ROOT, mock_key, run_program
-from tests.stack_configs import generated
+from tests.support.project import ROOT
+from tests.support.pulumi_runner import RecordingMonitor, mock_key, run_program
+from tests.support.stack_configs import generated
 from timemachine.caddy.config import assemble, render, route_fragment
 from timemachine.samba.smbconf import render_smb_conf
 
@@ -99,7 +100,7 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
         # smb.conf reaches the entrypoint in the environment (a read-only root takes no upload).
         assert f"SMB_CONF={conf}" in c["envs"] and "uploads" not in c
         assert c["restart"] == "unless-stopped" and "ports" not in c
-        assert c["healthcheck"]["tests"][:2] == ["CMD", "smbclient"]
+        assert c["healthcheck"]["tests"] == ["CMD", "/usr/local/bin/healthcheck.sh"]
         assert "DATA_UID=1000" in c["envs"]
     # Samba state is never shared between shares.
     sources = [m["source"] for c in containers.values() for m in c.inputs["mounts"] if m["type"] == "volume"]
@@ -108,7 +109,7 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
 
 def test_each_share_directory_is_made_by_its_storage_resource_not_by_docker(dev):
     # timemachine/dynamic/share_storage.py runs the Samba image's `prepare` on the storage root: only with the marker.
-    storage = {r.name: r.inputs for r in dev.resources if r.type == DYNAMIC_T and r.name.endswith("-storage")}
+    storage = {r.name: r.inputs for r in dev.resources if r.type == dynamic_t("ShareStorage")}
     assert set(storage) == {"alice-storage", "bob-storage"}
     for name, inputs in storage.items():
         share = name.removesuffix("-storage")
@@ -201,7 +202,7 @@ def test_internal_network_publishes_no_port_and_self_hosted_nodes_send_no_logs()
     assert "TS_NO_LOGS_NO_SUPPORT=true" not in (caddy.get("envs") or []), "Tailscale's own control plane: its choice"
     config["tailscale-timemachine:tailnet"] = {
         "authKeys": "provided",
-        "controlUrl": "http://hs:8080",
+        "controlUrl": "https://hs:8080",
         "tagOwners": ["a@"],
     }
     config["tailscale-timemachine:shares"] = [
@@ -326,34 +327,24 @@ def test_the_program_reads_its_own_stacks_state_in_preview_and_up():
         assert run_program(DEV, preview=preview).state_reads == ["organization/tailscale-timemachine/test"]
 
 
-def test_bad_config_raises_and_declares_nothing():
+def test_bad_config_raises_and_declares_nothing(monkeypatch):
     config = copy.deepcopy(DEV)
     config["tailscale-timemachine:shares"] = [{"name": "Bob!", "owner": ""}]
     # RunError: the engine prints its message without a traceback; the text is the config error's.
     with pytest.raises(pulumi.RunError, match=r"(?s)invalid stack config.*shares\[0\]\.name"):
         run_program(config)
     # The runner's monitor saw nothing: load failed before the first resource.
-    from tests import pulumi_runner
-
     monitor_runs = []
-    original = pulumi_runner.RecordingMonitor.RegisterResource
+    original = RecordingMonitor.RegisterResource
 
     def spy(self, request):
         monitor_runs.append(request.type)
         return original(self, request)
 
-    pulumi_runner.RecordingMonitor.RegisterResource = spy
-    try:
-        with pytest.raises(pulumi.RunError):
-            run_program(config)
-    finally:
-        pulumi_runner.RecordingMonitor.RegisterResource = original
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource", spy)
+    with pytest.raises(pulumi.RunError):
+        run_program(config)
     assert [t for t in monitor_runs if t != "pulumi:pulumi:Stack"] == []
-
-
-def test_key_output_is_secret_even_where_the_engine_would_not_mark_it(dev):
-    # Mock mode ignores additional_secret_outputs; the component wraps the keys itself.
-    assert dev.named("proxy-config").secret_at("keys")
 
 
 def test_recording_monitor_refuses_duplicate_urns(tmp_path):
@@ -372,9 +363,9 @@ def test_duplicate_resource_names_are_caught():
     config["tailscale-timemachine:shares"] = [{"name": "a", "owner": "a@x.com"}, {"name": "a", "owner": "b@x.com"}]
     with pytest.raises(pulumi.RunError, match="already used"):
         run_program(config)
-    # …and every declared URN of a large stack is unique (the recording monitor refuses duplicates).
-    run = run_program(generated(30))
-    assert len({r.urn for r in run.resources}) == len(run.resources)
+    # …and no two resources of a large stack share a URN: the recording monitor refuses a duplicate
+    # (test_recording_monitor_refuses_duplicate_urns), which fails the run.
+    run_program(generated(30))
 
 
 def test_preview_declares_the_same_graph():
@@ -385,7 +376,14 @@ def test_preview_declares_the_same_graph():
 
 
 LOCAL = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
-DYNAMIC_T = "pulumi-python:dynamic:Resource"
+
+
+def dynamic_t(type_name: str) -> str:
+    """A dynamic resource's own type (timemachine/dynamic/base.py)."""
+    return f"pulumi-python:dynamic/timemachine:{type_name}"
+
+
+HEADSCALE_TS = (dynamic_t("HeadscaleUser"), dynamic_t("HeadscalePreAuthKey"))
 
 
 @pytest.fixture(scope="module")
@@ -396,10 +394,14 @@ def local():
 def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
     headscale = local.named("headscale-headscale").inputs
     assert headscale["name"] == "tm-headscale" and headscale["wait"] is True
-    assert headscale["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": "172.24.0.253"}]
-    assert sorted((p["internal"], p["external"], p["protocol"]) for p in headscale["ports"]) == [
-        (3478, 3478, "udp"),
-        (8080, 8080, "tcp"),
+    # Reached by the controlUrl's name on the stack's network (its certificate carries the name).
+    assert headscale["networksAdvanced"] == [
+        {"name": "timemachine", "ipv4Address": "172.24.0.253", "aliases": ["headscale.internal"]}
+    ]
+    # Published on loopback only unless tailnet.headscale.bindAddress names another address.
+    assert sorted((p["internal"], p["external"], p["protocol"], p["ip"]) for p in headscale["ports"]) == [
+        (3478, 3478, "udp", "127.0.0.1"),
+        (8080, 8080, "tcp", "127.0.0.1"),
     ]
     # Config in the environment (a read-only root takes no upload); the policy is no input of the
     # container: the stack loads it into the running Headscale (SIGHUP), a new container included.
@@ -412,30 +414,29 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
     assert '{"acls": []}' in headscale["command"][-1], "a first start denies everything until then"
     config = yaml.safe_load(envs["HEADSCALE_CONFIG_YAML"])
     assert config["policy"] == {"mode": "file", "path": "/var/lib/headscale/policy.hujson"}
-    assert config["server_url"] == "http://172.24.0.253:8080" and config["derp"]["urls"] == []
-    assert config["derp"]["server"]["ipv4"] == "172.24.0.253"
+    assert config["server_url"] == "https://headscale.internal:8080" and config["derp"]["urls"] == []
+    # TLS in Headscale itself, from the files the stack writes on its volume; the DERP relay behind it.
+    assert config["tls_cert_path"] == "/var/lib/headscale/tls/server.crt" and config["derp"]["server"]["enabled"]
+    assert "ipv4" not in config["derp"]["server"], "a name: clients resolve it"
     assert local.named("headscale-data").inputs["name"] == "tm-headscale-data"
     assert not local.of_type("tailnetKey:TailnetKey"), "no Tailscale API with Headscale"
 
 
 def test_local_stack_makes_users_share_keys_and_join_commands(local):
-    dynamic = {
-        r.name: r.inputs
-        for r in local.resources
-        if r.type == DYNAMIC_T
-        and r.name not in ("proxy-config", "headscale-policy")
-        and not r.name.endswith(("-pids", "-storage"))
-    }
-    assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
+    dynamic = {r.name: r.inputs for r in local.resources if r.type in HEADSCALE_TS}
+    assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice-macbook"}
     assert dynamic["headscale-user-alice"]["name"] == "alice"
     share_key = dynamic["alice-key"]
     assert share_key["tags"] == ["tag:timemachine", "tag:tm-alice"] and share_key["reusable"] is False
     assert share_key["user_id"] == "headscale-user-admin-uid", "share nodes register under the tag owner"
     assert share_key["expiry_days"] == 90 and share_key["access"] == {"container": "tm-headscale"}
-    assert dynamic["join-alice"]["user_id"] == "headscale-user-alice-uid" and dynamic["join-alice"]["tags"] == []
+    join = dynamic["join-alice-macbook"]
+    assert join["user_id"] == "headscale-user-alice-uid" and join["tags"] == []
+    assert join["expiry_hours"] == 24 and join["reusable"] is False, "a Mac's key: single-use, one day"
     assert "joinCommands" in local.outputs and "joinCommands" in local.secret_outputs
     assert local.outputs["joinCommands"] == {
-        "alice@": f"tailscale up --login-server=http://172.24.0.253:8080 --auth-key={mock_key('join-alice')}"
+        "alice-macbook": "tailscale up --login-server=https://headscale.internal:8080 "
+        f"--auth-key={mock_key('join-alice-macbook')} --hostname=alice-macbook"
     }
     assert local.named("proxy-config").inputs["keys"] == {"tm-alice": mock_key("alice-key")}
 
@@ -477,7 +478,7 @@ def test_every_container_is_hardened_with_its_limits(local):
         assert c["memory"] == memory[name] and c["memorySwap"] == memory[name], name
         # The provider extracts uploads at /, which Docker refuses under a read-only root.
         assert not (c["readOnly"] and c.get("uploads")), name
-    limits = {r.name: r for r in local.resources if r.type == DYNAMIC_T and r.name.endswith("-pids")}
+    limits = {r.name: r for r in local.resources if r.type == dynamic_t("ProcessLimit")}
     assert {n: r.inputs["limit"] for n, r in limits.items()} == PIDS
     for name, limit in limits.items():
         container = containers[name.removesuffix("-pids")]
@@ -501,7 +502,7 @@ def test_limits_come_from_the_config():
         "bob-samba": 1024,
         "proxy-caddy": 768,
     }
-    limits = {r.name: r.inputs["limit"] for r in run.resources if r.type == DYNAMIC_T and r.name.endswith("-pids")}
+    limits = {r.name: r.inputs["limit"] for r in run.resources if r.type == dynamic_t("ProcessLimit")}
     assert limits == {"alice-samba-pids": 100, "bob-samba-pids": 100, "proxy-caddy-pids": 300}
 
 
@@ -526,7 +527,7 @@ def test_smbd_allows_only_the_proxy_and_the_network_is_internal_where_the_mode_a
     config = {**THREE_SHARES_BRIDGE, "proxy": {"networkMode": mode}}
     if embedded:
         config["tailnet"] = {
-            "controlUrl": "http://172.24.0.253:8080",
+            "controlUrl": "https://headscale.internal:8080",
             "authKeys": "headscale",
             "tagOwners": ["admin@"],
             "headscale": {"embedded": True},
@@ -542,7 +543,7 @@ def test_smbd_allows_only_the_proxy_and_the_network_is_internal_where_the_mode_a
     assert explicit.named("network").inputs["internal"] is (not internal)
 
 
-def test_an_owner_with_two_shares_gets_one_user_and_one_join_key():
+def test_an_owner_with_two_shares_gets_one_user_and_one_join_key_for_her_one_mac():
     config = copy.deepcopy(LOCAL)
     config["tailscale-timemachine:shares"] = [
         {"name": "alice", "owner": "alice@"},
@@ -550,10 +551,11 @@ def test_an_owner_with_two_shares_gets_one_user_and_one_join_key():
     ]
     run = run_program(config)
     dynamic = sorted(
-        r.name for r in run.resources if r.type == DYNAMIC_T and r.name.startswith(("join-", "headscale-user"))
+        r.name for r in run.resources if r.type in HEADSCALE_TS and r.name.startswith(("join-", "headscale-user"))
     )
-    assert dynamic == ["headscale-user-admin", "headscale-user-alice", "join-alice"]
-    assert list(run.outputs["joinCommands"]) == ["alice@"]
+    assert dynamic == ["headscale-user-admin", "headscale-user-alice", "join-alice-mac"]
+    assert list(run.outputs["joinCommands"]) == ["alice-mac"]
+    assert run.outputs["macs"] == {"alice-mac": {"owner": "alice@", "shares": ["alice", "alice-laptop"]}}
     assert {r.name for r in run.resources if r.name.endswith("-key")} == {"alice-key", "alice-laptop-key"}
 
 

@@ -1,6 +1,8 @@
-"""The local stack as a user runs it: Pulumi.local.yaml (embedded Headscale, keys made by the
-program) brought up by the real engine from an empty state, joined by the owners' Macs with the
-stack's own join commands. The tests run in file order on one stack; the last one destroys it."""
+"""The local stack as a user runs it: Pulumi.local.yaml (embedded Headscale over HTTPS with the stack's
+own CA, keys made by the program) brought up by the real engine from an empty state, joined by the
+owners' Macs with the stack's own join commands, each Mac trusting the stack's root as a Mac with
+the profile does and with no debug variable. The tests of this module run in their order on its
+one stack, with the default namePrefix as shipped; the last one destroys it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import plistlib
 import shlex
 import threading
 import time
@@ -16,31 +19,43 @@ import uuid
 import pytest
 import smbclient
 import yaml
+from cryptography import x509
+from cryptography.x509 import verification
 
-from tests.conftest import unique_subnet
-from tests.engine.deploy import caddy_config_of, mark_storage, new_stack, teardown
-from tests.engine.pulumi_cli import PulumiError, plan
-from tests.pulumi_runner import PROJECT, ROOT
-from tests.smb import GuestClient, MiB, read_file, write_file
-from tests.tailnet.harness import Headscale, start_client
-from timemachine.components.headscale import HEADSCALE_CONTAINER
+from tests.support.containers import upload
+from tests.support.deploy import deployed_stack, mark_storage
+from tests.support.network import unique_subnet
+from tests.support.project import PROJECT, ROOT
+from tests.support.proxy_path import caddy_config_of
+from tests.support.pulumi_cli import PulumiError, plan
+from tests.support.smb import GuestClient, MiB, read_file, write_file
+from tests.support.tailnet import Headscale, run, start_client
+from timemachine.headscale.tls import der, issue_authority, issue_server
+from timemachine.planning import names
 
 pytestmark = pytest.mark.tailnet
 
 FORWARD = 4450
+# Pulumi.local.yaml sets no namePrefix: the stack's Docker names are the default ones.
+CADDY = names.caddy_container(names.DEFAULT_PREFIX)
+HEADSCALE = names.headscale_container(names.DEFAULT_PREFIX)
 
 
 def local_config(storage, network: str, subnet: str, build_args: dict) -> dict:
-    """Pulumi.local.yaml as shipped, with what a test must change: its own storage, network
-    (internal: nothing leaves the machine) and Headscale address, and the Caddy build's Go proxy."""
+    """Pulumi.local.yaml as shipped (controlUrl https://headscale.internal:8080, which the stack's
+    network resolves), with what a test must change: its own storage and network (internal: nothing
+    leaves the machine), the Caddy build's Go proxy; alice's second Mac and bob's share added."""
     raw = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
     config = {key.removeprefix(f"{PROJECT}:"): value for key, value in raw.items()}
-    headscale_ip = ipaddress.IPv4Network(subnet).broadcast_address - 2
     config["storageRoot"] = str(mark_storage(storage))
     config["network"] = {**config["network"], "name": network, "subnet": subnet, "internal": True}
-    config["tailnet"] = {**config["tailnet"], "controlUrl": f"http://{headscale_ip}:8080"}
     config["proxy"] = {**config["proxy"], "buildArgs": build_args, "firstNodePort": 47100}
-    config["shares"] = [*config["shares"], {"name": "bob", "owner": "bob@", "quota": "1G"}]
+    alice, *others = config["shares"]
+    config["shares"] = [
+        {**alice, "macs": [*alice["macs"], "alice-mbp"]},
+        *others,
+        {"name": "bob", "owner": "bob@", "quota": "1G"},
+    ]
     return config
 
 
@@ -49,32 +64,28 @@ def local(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
     storage = tmp_path_factory.mktemp("local-storage")
     network = f"tm-local-{uuid.uuid4().hex[:6]}"
     config = local_config(storage, network, unique_subnet(docker_client), goproxy.build_args())
-    stack = new_stack(tmp_path_factory.mktemp("local"), "local", pulumi_env)
-    made: list = []
-    try:
-        stack.init(config)
-        stack.up()
-        headscale = Headscale(docker_client.containers.get(HEADSCALE_CONTAINER), config["tailnet"]["controlUrl"])
+    # Its network is internal: nothing on it answers this machine, so `up` is not followed by a wait.
+    with deployed_stack(
+        docker_client, pulumi_env, tmp_path_factory.mktemp("local"), "local", config, wait=False
+    ) as deployment:
+        headscale_ip = str(ipaddress.IPv4Network(config["network"]["subnet"]).broadcast_address - 2)
+        headscale = Headscale(docker_client.containers.get(HEADSCALE), headscale_ip)
         yield {
-            "stack": stack,
+            "stack": deployment.stack,
             "config": config,
             "storage": storage,
             "network": network,
-            "made": made,
+            "made": deployment.made,
             "macs": {},
             "headscale": headscale,
             "client": docker_client,
             "images": images,
         }
-    finally:
-        for container in made:
-            container.remove(force=True, v=True)
-        teardown(stack, docker_client, storage)
 
 
 def headscale_of(local) -> Headscale:
     """Headscale's container as it is now (a policy change replaces it)."""
-    return Headscale(local["client"].containers.get(HEADSCALE_CONTAINER), local["headscale"].ip)
+    return Headscale(local["client"].containers.get(HEADSCALE), local["headscale"].ip)
 
 
 def keys_of(headscale: Headscale, user: str) -> list[dict]:
@@ -82,15 +93,34 @@ def keys_of(headscale: Headscale, user: str) -> list[dict]:
     return headscale.cli_json("preauthkeys", "list", "--user", str(user_id)) or []
 
 
-def mac(local, owner: str):
-    """A client container for `owner`, joined with the stack's join command for that owner."""
-    commands = local["stack"].outputs(show_secrets=True)["joinCommands"]
+def stack_ca(local) -> str:
+    return local["stack"].outputs()["controlCaCertificate"]
+
+
+def new_client(local, name: str, trust: str | None = "stack", net_admin: bool = False):
+    """A client container on the stack's network (removed with the stack); `trust` "stack": the
+    stack's root in its trust store, as a Mac with the profile installed."""
     subnet = ipaddress.IPv4Network(local["config"]["network"]["subnet"])
-    ip = str(subnet.network_address + 200 + len(local["made"]))
-    client = start_client(local["client"], local["images"]["client"], local["network"], ip, f"{owner[:-1]}-mac")
+    # Above the shares' addresses here (their home slots): one each, never reused.
+    local["clients"] = local.get("clients", 0) + 1
+    ip = str(subnet.network_address + 199 + local["clients"])
+    ca = stack_ca(local) if trust == "stack" else trust
+    client = start_client(
+        local["client"], local["images"]["client"], local["network"], ip, name, trust=ca, net_admin=net_admin
+    )
     local["made"].append(client.container)
-    client.join(commands[owner])
-    local["macs"][owner] = client
+    return client
+
+
+def join_command(local, mac_name: str) -> str:
+    return local["stack"].outputs(show_secrets=True)["joinCommands"][mac_name]
+
+
+def mac(local, mac_name: str, **client_options):
+    """A client container for the Mac `mac_name`, joined with the stack's join command for it."""
+    client = new_client(local, mac_name, **client_options)
+    client.join(join_command(local, mac_name))
+    local["macs"][mac_name] = client
     return client
 
 
@@ -98,10 +128,16 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
     stack, headscale = local["stack"], local["headscale"]
     outputs = stack.outputs()
     assert outputs["joinCommands"] == "[secret]", "join commands carry keys: a secret output"
+    assert outputs["macSetupScripts"] == "[secret]"
     commands = stack.outputs(show_secrets=True)["joinCommands"]
-    assert sorted(commands) == ["alice@", "bob@"]
-    for command in commands.values():
-        assert command.startswith(f"tailscale up --login-server={local['config']['tailnet']['controlUrl']} --auth-key=")
+    # One per Mac: alice's two (Pulumi.local.yaml's and the one the test adds), bob's default one.
+    assert sorted(commands) == ["alice-macbook", "alice-mbp", "bob-mac"]
+    control_url = local["config"]["tailnet"]["controlUrl"]
+    assert control_url.startswith("https://")
+    for mac_name, command in commands.items():
+        assert command.startswith(f"tailscale up --login-server={control_url} --auth-key=")
+        assert command.endswith(f" --hostname={mac_name}")
+    assert outputs["macs"]["alice-mbp"] == {"owner": "alice@", "shares": ["alice"]}
     # One Headscale user per owner, and the tag owner the share nodes register under.
     assert {u["name"] for u in headscale.cli_json("users", "list")} == {"admin", "alice", "bob"}
     share_keys = keys_of(headscale, "admin")
@@ -114,20 +150,59 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
     for key in share_keys:
         left = key["expiration"]["seconds"] - time.time()
         assert (days - 1) * 86400 < left <= days * 86400, key["expiration"]
-    # Both share nodes registered with their keys and came online under their tags.
+    # The Macs' keys: their owners', untagged, single-use, one day.
+    join_keys = keys_of(headscale, "alice")
+    assert len(join_keys) == 2 and not any(k.get("reusable") or k.get("acl_tags") for k in join_keys)
+    for key in join_keys:
+        assert 23 * 3600 < key["expiration"]["seconds"] - time.time() <= 24 * 3600, key["expiration"]
+    # Both share nodes registered with their keys over HTTPS (trusting the stack's root from their
+    # volume) and came online under their tags.
     nodes = headscale.wait_online(["tm-alice", "tm-bob"])
-    caddy = local["client"].containers.get("tm-caddy")
+    caddy = local["client"].containers.get(CADDY)
     assert caddy.attrs["RestartCount"] == 0, caddy.logs(tail=80).decode()
     assert sorted(nodes["tm-alice"].get("forced_tags", [])) == ["tag:timemachine", "tag:tm-alice"]
     assert all(k.get("used") for k in keys_of(headscale, "admin"))
-    # Key material is in the state only as secrets.
+    # Key material is in the state only as secrets, the CA's and the server's keys included.
     export = stack.export()
-    assert not any(k["key"] in export for k in share_keys)
+    assert not any(k["key"] in export for k in share_keys + join_keys)
     assert all(k["key"] in stack.export(show_secrets=True) for k in share_keys)
+    assert "PRIVATE KEY" not in export and "PRIVATE KEY" in stack.export(show_secrets=True)
+
+
+def test_the_root_the_macs_trust_is_a_stack_output_and_a_profile(local):
+    outputs = local["stack"].outputs()
+    ca = outputs["controlCaCertificate"]
+    assert ca.startswith("-----BEGIN CERTIFICATE-----")
+    (root,) = plistlib.loads(outputs["controlCaProfile"].encode())["PayloadContent"]
+    assert root["PayloadType"] == "com.apple.security.root" and root["PayloadContent"] == der(ca)
+    # Headscale serves a certificate for the control name that chains to it.
+    served = local["client"].containers.get(HEADSCALE).exec_run(["cat", "/var/lib/headscale/tls/server.crt"])
+    assert served.exit_code == 0
+    store = verification.Store([x509.load_pem_x509_certificate(ca.encode())])
+    verifier = verification.PolicyBuilder().store(store).build_server_verifier(x509.DNSName("headscale.internal"))
+    verifier.verify(x509.load_pem_x509_certificate(served.output), [])
+    assert outputs["headscale"]["tls"] == "internal" and outputs["headscale"]["derp"] == "embedded"
+
+
+def test_no_container_and_no_client_carries_a_debug_variable(local):
+    """A Mac has no TS_DEBUG_* knob: nothing here may lean on one (the share nodes, the control
+    server, the clients standing in for Macs)."""
+    client = local["client"]
+    envs = {
+        name: client.containers.get(name).attrs["Config"]["Env"]
+        for name in (CADDY, HEADSCALE, names.samba_container(names.DEFAULT_PREFIX, "alice"))
+    }
+    envs["client image"] = client.images.get(local["images"]["client"]).attrs["Config"]["Env"]
+    for name, env in envs.items():
+        assert not [e for e in env if e.startswith("TS_DEBUG")], (name, env)
+    caddy = dict(e.split("=", 1) for e in envs[CADDY])
+    assert caddy["SSL_CERT_DIR"] == "/etc/ssl/certs:/data/trust"
+    trusted = client.containers.get(CADDY).exec_run(["cat", "/data/trust/control-ca.pem"]).output.decode()
+    assert trusted == stack_ca(local)
 
 
 def test_owner_joins_with_the_join_command_and_backs_up_to_her_share(local):
-    alice = mac(local, "alice@")
+    alice = mac(local, "alice-macbook")
     assert alice.status()["Self"]["UserID"] == int(
         {u["name"]: u["id"] for u in local["headscale"].cli_json("users", "list")}["alice"]
     )
@@ -140,8 +215,112 @@ def test_owner_joins_with_the_join_command_and_backs_up_to_her_share(local):
     assert hashlib.sha256(on_disk).hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
+def key_used(local, user: str, command: str) -> bool:
+    """Whether Headscale has the key in `command` as used."""
+    key = next(a.split("=", 1)[1] for a in shlex.split(command) if a.startswith("--auth-key="))
+    (found,) = [k for k in keys_of(headscale_of(local), user) if k["key"] == key]
+    return bool(found.get("used"))
+
+
+def test_a_mac_that_does_not_trust_the_stack_ca_refuses_to_join(local):
+    """alice's second Mac before its profile is installed: its join fails on the certificate, and
+    the key stays unused (the next test enrols that Mac with it)."""
+    untrusting = new_client(local, "alice-mbp-untrusting", trust=None)
+    command = join_command(local, "alice-mbp")
+    code, output = untrusting.join(command, check=False, timeout=15)
+    logs = untrusting.container.logs().decode(errors="replace")
+    assert code != 0, output
+    assert "certificate signed by unknown authority" in output + logs, (output + logs)[-3000:]
+    assert not key_used(local, "alice", command)
+    assert "alice-mbp" not in headscale_of(local).nodes()
+
+
+def impostor_certificates() -> dict[str, str]:
+    """The impostor's TLS identities: its own CA and a certificate for the control name, and a cert
+    for another name from another CA (a stand-in for any public CA a Mac trusts)."""
+    own = issue_authority("headscale.internal", "impostor CA")
+    own_server = issue_server("headscale.internal", own.certificate, own.key)
+    other = issue_authority("evil.example", "another trusted CA")
+    other_server = issue_server("evil.example", other.certificate, other.key)
+    return {
+        "own-ca": own.certificate,
+        "own.pem": own_server.certificate + own_server.key,
+        "other-ca": other.certificate,
+        "other.pem": other_server.certificate + other_server.key,
+    }
+
+
+IMPOSTOR_SCRIPT = """
+for spec in "8443 own" "9443 other"; do set -- $spec
+  socat -d -d OPENSSL-LISTEN:$1,reuseaddr,fork,cert=/imp/$2.pem,verify=0 SYSTEM:'cat >> /imp/received-'$1 \
+    2>> /imp/socat-$1.log &
+done
+socat -d -d TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'cat >> /imp/received-8080' 2>> /imp/socat-8080.log &
+wait
+"""
+
+
+def redirect_control(client, headscale_ip: str, impostor_ip: str) -> None:
+    """What ARP spoofing achieves: the client's connections to the control server's address go to
+    the impostor (its TLS port 8443; port 80, where a client also tries the Noise protocol, to its
+    plain recorder)."""
+    for port, to in ((8080, 8443), (80, 8080)):
+        run(
+            client.container,
+            "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", headscale_ip, "--dport", str(port),
+            "-j", "DNAT", "--to-destination", f"{impostor_ip}:{to}",
+        )  # fmt: skip
+
+
+def test_an_impostor_at_the_control_servers_address_receives_no_key(local):
+    """An impostor with its own certificate answers in Headscale's place (the victim's traffic to
+    Headscale's address is redirected to it). bob's Mac, trusting the stack's root, refuses its
+    certificate: the impostor receives no request at all, so no key; bob's key stays unused. Positive
+    controls: a client that trusts the impostor's CA does send it a request, and one that trusts a CA
+    with a certificate for another name would too if the control URL were an address — why the
+    stack refuses https:// addresses."""
+    files = impostor_certificates()
+    impostor = new_client(local, "impostor", trust=None)
+    run(impostor.container, "mkdir", "-p", "/imp")
+    for name, text in files.items():
+        upload(impostor.container, f"/imp/{name}", text)
+    impostor.container.exec_run(["sh", "-c", IMPOSTOR_SCRIPT], detach=True)
+    time.sleep(1)
+    victim = new_client(local, "bob-mac-victim", net_admin=True)
+    redirect_control(victim, local["headscale"].ip, impostor.ip)
+    command = join_command(local, "bob-mac")
+    code, output = victim.join(command, check=False, timeout=15)
+    assert code != 0, output
+
+    def received(port: int) -> str:
+        return run(impostor.container, "sh", "-c", f"cat /imp/received-{port} 2>/dev/null; true")[1]
+
+    handshake = run(impostor.container, "cat", "/imp/socat-8443.log")[1]
+    record = {port: received(port) for port in (8443, 8080)}
+    assert record == {8443: "", 8080: ""}, f"the impostor received: {record!r}"
+    assert "SSL_accept" in handshake, handshake  # the victim hung up in the handshake, sending nothing
+    assert not key_used(local, "bob", command) and "bob-mac" not in headscale_of(local).nodes()
+    # Positive control 1: a client that trusts the impostor's CA sends it the request for the key.
+    fooled = new_client(local, "fooled", trust=files["own-ca"] + files["other-ca"], net_admin=True)
+    redirect_control(fooled, local["headscale"].ip, impostor.ip)
+    run(
+        fooled.container, "tailscale", "up", "--login-server=https://headscale.internal:8080",
+        "--auth-key=hskey-auth-NOTAKEY", check=False, timeout=10,
+    )  # fmt: skip
+    assert "GET /key" in received(8443), "the recorder records what a client sends it"
+    # Positive control 2: at an address, a certificate for any other name from a trusted CA passes.
+    run(
+        fooled.container, "tailscale", "up", "--reset", f"--login-server=https://{impostor.ip}:9443",
+        "--auth-key=hskey-auth-NOTAKEY", check=False, timeout=10,
+    )  # fmt: skip
+    assert "GET /key" in received(9443), "an address is not checked against the certificate's name"
+    for container in (impostor.container, victim.container, fooled.container):
+        local["made"].remove(container)
+        container.remove(force=True, v=True)
+
+
 def test_another_owner_cannot_reach_the_share(local):
-    bob = mac(local, "bob@")
+    bob = mac(local, "bob-mac")
     bob.ping_direct("tm-bob")
     assert "tm-alice" not in bob.peers()
     failed, why = bob.nc_fails("tm-alice", 445)
@@ -150,10 +329,46 @@ def test_another_owner_cannot_reach_the_share(local):
     assert not failed, why
 
 
+def block_udp(client) -> None:
+    """No UDP in or out of the client but on loopback (Docker's DNS): no direct path to any peer,
+    no STUN; only TCP to the control server and its DERP relay."""
+    for rule in (
+        ["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"],
+        ["-A", "OUTPUT", "-p", "udp", "-j", "DROP"],
+        ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+        ["-A", "INPUT", "-p", "udp", "-j", "DROP"],
+    ):
+        run(client.container, "iptables", *rule)
+
+
+def test_a_second_mac_of_the_owner_enrols_with_its_own_key_and_backs_up_over_the_relay(local):
+    """alice's second Mac (its own key, the one the untrusting client could not use) with every UDP
+    packet dropped: the embedded DERP relay over TLS, with the stack's certificate, carries its backup."""
+    mbp = new_client(local, "alice-mbp", net_admin=True)
+    block_udp(mbp)
+    mbp.join(join_command(local, "alice-mbp"))
+    local["macs"]["alice-mbp"] = mbp
+    nodes = headscale_of(local).wait_online(["alice-mbp", "alice-macbook"])
+    assert nodes["alice-mbp"]["user"]["name"] == "alice" and nodes["alice-mbp"]["id"] != nodes["alice-macbook"]["id"]
+    _, pong = run(mbp.container, "tailscale", "ping", "--c", "3", "tm-alice", check=False, timeout=60)
+    assert "via DERP(headscale)" in pong, pong
+    peer = mbp.peers()["tm-alice"]
+    assert peer["Relay"] == "headscale" and not peer.get("CurAddr"), peer
+    mbp.forward(FORWARD, "tm-alice", 445)
+    payload = os.urandom(8 * MiB)
+    write_file(mbp.ip, "alice", "relayed.bin", payload, FORWARD)
+    assert (
+        hashlib.sha256(read_file(mbp.ip, "alice", "relayed.bin", FORWARD)).digest() == hashlib.sha256(payload).digest()
+    )
+    assert (local["storage"] / "alice" / "relayed.bin").read_bytes() == payload
+    # Still no direct path: every byte went through the relay.
+    assert not mbp.peers()["tm-alice"].get("CurAddr")
+
+
 def test_embedded_headscale_runs_with_least_privilege_and_its_limits(local):
     """Read back from the engine and the kernel: no capability, no new privileges, a read-only root
     (its config and policy came in the environment), the default memory and pids limits."""
-    container = local["client"].containers.get("tm-headscale")
+    container = local["client"].containers.get(HEADSCALE)
     host = container.attrs["HostConfig"]
     assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
     assert "no-new-privileges:true" in host["SecurityOpt"] and host["ReadonlyRootfs"] is True
@@ -182,7 +397,7 @@ class Backup(threading.Thread):
 
     def __init__(self, local, name: str, size: int):
         super().__init__(daemon=True)
-        self.client, self.name, self.path = local["macs"]["alice@"], name, local["storage"] / "alice" / name
+        self.client, self.name, self.path = local["macs"]["alice-macbook"], name, local["storage"] / "alice" / name
         self.payload = os.urandom(size)
         self.error: BaseException | None = None
         self.finished = 0.0
@@ -229,13 +444,13 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     stack.write_config(config)
     steps = plan(stack.preview_json().json())
     keys = {name for name, op in steps.items() if name.endswith("-key") or name.startswith("join-")}
-    assert keys == {"dave-key", "join-dave"}, steps
-    assert steps["dave-key"] == steps["join-dave"] == steps["headscale-user-dave"] == "create"
+    assert keys == {"dave-key", "join-dave-mac"}, steps
+    assert steps["dave-key"] == steps["join-dave-mac"] == steps["headscale-user-dave"] == "create"
     untouched = [
         n
         for n in steps
         if n.startswith(("alice", "bob", "headscale-user-alice", "headscale-user-bob"))
-        or n in ("join-alice", "join-bob", "headscale-user-admin")
+        or n in ("join-alice-macbook", "join-alice-mbp", "join-bob-mac", "headscale-user-admin")
     ]
     assert not untouched, {n: steps[n] for n in untouched}
     # Besides dave's own resources: the config loaded into the running Caddy and the policy
@@ -243,7 +458,7 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     others = {n: op for n, op in steps.items() if "dave" not in n and op != "same"}
     assert others == {"proxy-config": "update", "headscale-policy": "update"}, others
     headscale_id = headscale_of(local).container.id
-    caddy, alice_ip = client.containers.get("tm-caddy").id, node_ip(headscale_of(local), "tm-alice")
+    caddy, alice_ip = client.containers.get(CADDY).id, node_ip(headscale_of(local), "tm-alice")
     before = {k["id"] for k in keys_of(headscale_of(local), "admin")}
 
     backup = Backup(local, "during-add.bin", 1024 * MiB)
@@ -256,12 +471,12 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     assert headscale.container.id == headscale_id and headscale.container.attrs["RestartCount"] == 0
     minted = [k for k in keys_of(headscale, "admin") if k["id"] not in before]
     assert [sorted(k["acl_tags"]) for k in minted] == [["tag:timemachine", "tag:tm-dave"]]
-    container = client.containers.get("tm-caddy")
+    container = client.containers.get(CADDY)
     assert container.id == caddy and container.attrs["RestartCount"] == 0, container.logs(tail=80).decode()
     headscale.wait_online(["tm-alice", "tm-bob", "tm-dave"])
     assert node_ip(headscale, "tm-alice") == alice_ip
     # Only the reloaded policy lets dave reach tm-dave (the one before had no rule for him).
-    dave = mac(local, "dave@")
+    dave = mac(local, "dave-mac")
     failed, why = dave.nc_fails("tm-dave", 445)
     assert not failed, why
 
@@ -270,16 +485,16 @@ def test_removing_a_share_during_a_backup_takes_its_node_off_and_interrupts_noth
     stack, config, client = local["stack"], local["config"], local["client"]
     config["shares"] = [s for s in config["shares"] if s["name"] != "dave"]
     stack.write_config(config)
-    caddy = client.containers.get("tm-caddy").id
+    caddy = client.containers.get(CADDY).id
     backup = Backup(local, "during-remove.bin", 1024 * MiB)
     backup.start()
     backup.wait_started()
     stack.up()
     backup.check(changed_at=time.monotonic())
-    assert client.containers.get("tm-caddy").id == caddy
+    assert client.containers.get(CADDY).id == caddy
     # The removed share's device is deleted with its key: no stale tm-dave is left on the tailnet.
     assert "tm-dave" not in headscale_of(local).nodes(), "the removed node's device was left behind"
-    failed, why = local["macs"]["dave@"].nc_fails("tm-dave", 445)
+    failed, why = local["macs"]["dave-mac"].nc_fails("tm-dave", 445)
     assert failed, why
     headscale_of(local).wait_online(["tm-alice", "tm-bob"])
 
@@ -304,7 +519,7 @@ _share.route_fragment = _broken
 
 def test_a_config_caddy_rejects_fails_the_update_and_leaves_the_running_one(local):
     stack, client = local["stack"], local["client"]
-    container = client.containers.get("tm-caddy")
+    container = client.containers.get(CADDY)
     caddy_id, running = container.id, caddy_config_of(container)
     # A deliberately broken fragment: the program, with every route's upstream field misspelt.
     main = stack.project / "__main__.py"
@@ -318,11 +533,11 @@ def test_a_config_caddy_rejects_fails_the_update_and_leaves_the_running_one(loca
     assert failed.code != 0
     assert "Caddy rejected the new config and keeps running the previous one" in failed.output, failed.output[-3000:]
     assert "dail" in failed.output, "Caddy's own error names the bad field"
-    container = client.containers.get("tm-caddy")
+    container = client.containers.get(CADDY)
     assert container.id == caddy_id and caddy_config_of(container) == running
     # The running config still serves alice over the tailnet, and the state still holds it.
     payload = os.urandom(MiB)
-    write_file(local["macs"]["alice@"].ip, "alice", "after-rejected.bin", payload, FORWARD)
+    write_file(local["macs"]["alice-macbook"].ip, "alice", "after-rejected.bin", payload, FORWARD)
     assert (local["storage"] / "alice" / "after-rejected.bin").read_bytes() == payload
     stack.preview_json("--expect-no-changes")
 
@@ -352,7 +567,7 @@ def caddy_health(client, status: str, timeout: float = 180) -> str:
     """Wait until Docker reports Caddy's health as `status`; the output of its last check."""
     deadline = time.monotonic() + timeout
     while True:
-        health = client.containers.get("tm-caddy").attrs["State"]["Health"]
+        health = client.containers.get(CADDY).attrs["State"]["Health"]
         output = health["Log"][-1]["Output"] if health["Log"] else ""
         if health["Status"] == status:
             return output
@@ -367,7 +582,7 @@ def test_a_node_that_lost_its_state_is_reported_and_rekeyed_under_its_hostname(l
     before = headscale_of(local).nodes()["tm-alice"]
     # The failure: tm-alice's node state is lost (its part of Caddy's volume) and Caddy restarts.
     # Its single-use key is used: it cannot register again.
-    caddy = client.containers.get("tm-caddy")
+    caddy = client.containers.get(CADDY)
     assert caddy.exec_run(["rm", "-rf", "/data/tailscale/tm-alice"]).exit_code == 0
     caddy.restart(timeout=10)
     unhealthy = caddy_health(client, "unhealthy")
@@ -385,7 +600,7 @@ def test_a_node_that_lost_its_state_is_reported_and_rekeyed_under_its_hostname(l
     assert nodes["tm-alice"]["id"] != before["id"], "a new device, registered with the new key"
     assert caddy_health(client, "healthy").count(": registered") == len(local["config"]["shares"])
     # alice's Mac reaches her share again by its name, and the data written before is there.
-    alice = local["macs"]["alice@"]
+    alice = local["macs"]["alice-macbook"]
     alice.ping_direct("tm-alice")
     payload = os.urandom(MiB)
     write_file(alice.ip, "alice", "after-rekey.bin", payload, FORWARD)
@@ -404,14 +619,47 @@ def test_headscale_down_stops_the_update_with_a_clear_error_and_a_consistent_sta
         # Re-keying one share (the recovery path for a node that lost its state) needs Headscale.
         failed = stack.up("--replace", key_urn, check=False)
         assert failed.code != 0
-        assert f"the embedded Headscale container '{HEADSCALE_CONTAINER}' is exited, not running" in failed.output
-        assert f"docker start {HEADSCALE_CONTAINER}" in failed.output
+        assert f"the embedded Headscale container '{HEADSCALE}' is exited, not running" in failed.output
+        assert f"docker start {HEADSCALE}" in failed.output
         assert [r["id"] for r in stack.resources() if r["urn"] == key_urn] == [old_id], "the old key stays"
     finally:
         headscale_of(local).container.start()
     stack.up("--replace", key_urn)
     new_id = next(r["id"] for r in stack.resources() if r["urn"] == key_urn)
     assert new_id != old_id
+    stack.preview_json("--expect-no-changes")
+
+
+def test_a_reinstalled_mac_gets_a_fresh_key_and_reads_back_what_it_wrote(local):
+    """alice's MacBook wiped (its container and tailnet state gone): the printed enrol command mints a
+    fresh key for it, the old device is removed as docs/operations.md says, and the new install
+    joins with the new join command and reads back the backup the old one wrote."""
+    stack, client = local["stack"], local["client"]
+    old = local["macs"].pop("alice-macbook")
+    old_command = join_command(local, "alice-macbook")
+    local["made"].remove(old.container)
+    old.container.remove(force=True, v=True)
+    command = shlex.split(stack.outputs()["enrolCommands"]["alice-macbook"])
+    assert command[:4] == ["pulumi", "up", "--stack", "local"] and command[4] == "--replace", command
+    assert command[5].endswith("::join-alice-macbook")
+    stack.up(*command[4:])
+    new_command = join_command(local, "alice-macbook")
+    assert new_command != old_command
+    keys = {k["key"]: k for k in keys_of(headscale_of(local), "alice")}
+    old_key = next(a.split("=", 1)[1] for a in shlex.split(old_command) if a.startswith("--auth-key="))
+    assert keys[old_key]["expiration"]["seconds"] <= time.time() + 5, "the old key is expired"
+    headscale = headscale_of(local)
+    old_node = headscale.nodes()["alice-macbook"]
+    headscale.cli("nodes", "delete", "--identifier", str(old_node["id"]), "--force")
+    reinstalled = mac(local, "alice-macbook")
+    nodes = headscale.wait_online(["alice-macbook"])
+    assert nodes["alice-macbook"]["id"] != old_node["id"] and nodes["alice-macbook"]["user"]["name"] == "alice"
+    reinstalled.ping_direct("tm-alice")
+    reinstalled.forward(FORWARD, "tm-alice", 445)
+    written = (local["storage"] / "alice" / "joined.bin").read_bytes()
+    read = read_file(reinstalled.ip, "alice", "joined.bin", FORWARD)
+    assert hashlib.sha256(read).hexdigest() == hashlib.sha256(written).hexdigest()
+    assert client.containers.get(CADDY).attrs["RestartCount"] == 0
     stack.preview_json("--expect-no-changes")
 
 
@@ -423,6 +671,6 @@ def test_destroy_stops_at_the_protected_headscale_volume(local):
     with pytest.raises(PulumiError) as stopped:
         stack.run("destroy", "--yes", "--skip-preview", *stack.stack_args())
     assert "protect" in str(stopped.value)
-    assert client.volumes.get("tm-headscale-data"), "Headscale's state is kept"
+    assert client.volumes.get(names.headscale_volume(names.DEFAULT_PREFIX)), "Headscale's state is kept"
     left = {step["urn"].split("::")[-1] for step in json.loads(stack.export())["deployment"]["resources"]}
     assert "headscale-data" in left

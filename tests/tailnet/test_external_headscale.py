@@ -1,54 +1,67 @@
-"""authKeys: headscale against an external Headscale (tailnet.headscale.embedded off): users and keys
-through its REST API with an API key; a wrong key and a Headscale that does not answer stop the
-update with a clear error and leave the state as it was."""
+"""authKeys: headscale against an external Headscale (tailnet.headscale.embedded off) over HTTPS with a
+private CA (tailnet.controlCaCertificate): users and keys through its REST API with an API key; a
+wrong key and a Headscale that does not answer stop the update with a clear error and leave the
+state as it was. The program on this machine reaches it by its name, as an operator's DNS gives it."""
 
 from __future__ import annotations
 
 import ipaddress
 import uuid
+from contextlib import ExitStack
 
 import docker
 import pytest
 
-from tests.conftest import unique_subnet
-from tests.engine.deploy import new_stack, stack_config, teardown
-from tests.tailnet.harness import start_client, start_headscale
+from tests.support.containers import remove_containers
+from tests.support.deploy import deployed_stack, stack_config
+from tests.support.network import unique_subnet
+from tests.support.tailnet import HEADSCALE_NAME, hosts_entry, start_client, start_headscale
 
 pytestmark = pytest.mark.tailnet
 
 SHARES = [{"name": "alice", "owner": "alice@"}]
+NAME_PREFIX = "tm-ext"
 
 
 @pytest.fixture(scope="module")
 def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
+    """Headscale on a network of its own with an API key, and the stack initialised with its config
+    but neither the API key nor a first `pulumi up` (the tests give both)."""
     subnet = unique_subnet(docker_client)
     control_subnet = unique_subnet(docker_client, exclude={subnet})
-    control_net = docker_client.networks.create(
-        f"tm-ext-control-{uuid.uuid4().hex[:6]}",
-        driver="bridge",
-        internal=True,
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]),
-    )
     hs_ip = str(ipaddress.IPv4Network(control_subnet).network_address + 10)
-    storage = tmp_path_factory.mktemp("external-storage")
-    stack = new_stack(tmp_path_factory.mktemp("external"), "external", pulumi_env)
     made: list = []
-    try:
+    with ExitStack() as cleanup:
+        control_net = docker_client.networks.create(
+            f"{NAME_PREFIX}-control-{uuid.uuid4().hex[:6]}",
+            driver="bridge",
+            internal=True,
+            ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]),
+        )
+        cleanup.callback(control_net.remove)
+        cleanup.callback(remove_containers, made)
         headscale = start_headscale(docker_client, images["headscale"], control_net.name, hs_ip, hs_ip, "{}")
         made.append(headscale.container)
+        cleanup.enter_context(hosts_entry(HEADSCALE_NAME, hs_ip))
         api_key = headscale.cli("apikeys", "create", "--expiration", "1h").strip().splitlines()[-1]
         config = stack_config(
-            storage,
-            f"tm-ext-{uuid.uuid4().hex[:6]}",
+            tmp_path_factory.mktemp("external-storage"),
+            f"{NAME_PREFIX}-{uuid.uuid4().hex[:6]}",
             subnet,
             goproxy.build_args(),
             SHARES,
+            name_prefix=NAME_PREFIX,
             internal=True,
             control_url=headscale.url,
         )
-        config["tailnet"] = {**config["tailnet"], "authKeys": "headscale"}
+        config["tailnet"] = {**config["tailnet"], "authKeys": "headscale", "controlCaCertificate": headscale.ca_pem}
+        deployment = cleanup.enter_context(
+            deployed_stack(
+                docker_client, pulumi_env, tmp_path_factory.mktemp("external"), "external", config, up=False, made=made
+            )
+        )
         yield {
-            "stack": stack,
+            "stack": deployment.stack,
             "config": config,
             "headscale": headscale,
             "api_key": api_key,
@@ -57,11 +70,6 @@ def external(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
             "client": docker_client,
             "images": images,
         }
-    finally:
-        for container in made:
-            container.remove(force=True, v=True)
-        teardown(stack, docker_client, storage)
-        control_net.remove()
 
 
 def dynamic_resources(stack) -> dict[str, str]:
@@ -69,7 +77,7 @@ def dynamic_resources(stack) -> dict[str, str]:
     return {
         r["urn"].split("::")[-1]: r["id"]
         for r in stack.resources()
-        if "dynamic:Resource" in r["urn"] and not r["urn"].endswith(("::proxy-config", "-pids", "-storage"))
+        if r["urn"].split("::")[2].endswith((":HeadscaleUser", ":HeadscalePreAuthKey"))
     }
 
 
@@ -77,7 +85,7 @@ def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
     stack, headscale = external["stack"], external["headscale"]
     prefix, _ = external["api_key"].split(".", 1)
     # Well-formed, of a real key's prefix, with the wrong secret.
-    stack.init(external["config"], {"tailnet.headscaleApiKey": f"{prefix}.{'x' * 64}"})
+    stack.set_secrets({"tailnet.headscaleApiKey": f"{prefix}.{'x' * 64}"})
     failed = stack.up(check=False)
     assert failed.code != 0
     assert "refused the API key (401 Unauthorized)" in failed.output, failed.output[-3000:]
@@ -88,17 +96,15 @@ def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
 
 def test_the_right_key_makes_users_and_keys_a_mac_can_join_with(external):
     stack, headscale = external["stack"], external["headscale"]
-    stack.run(
-        "config", "set", "--secret", "--path", "tailnet.headscaleApiKey", external["api_key"], *stack.stack_args()
-    )
+    stack.set_secrets({"tailnet.headscaleApiKey": external["api_key"]})
     stack.up()
     made = dynamic_resources(stack)
-    assert set(made) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice"}
+    assert set(made) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice-mac"}
     users = {u["name"]: str(u["id"]) for u in headscale.cli_json("users", "list")}
     assert made["headscale-user-alice"] == users["alice"] and made["headscale-user-admin"] == users["admin"]
     share_key = headscale.cli_json("preauthkeys", "list", "--user", users["admin"])
     assert [sorted(k["acl_tags"]) for k in share_key] == [["tag:timemachine", "tag:tm-alice"]]
-    command = stack.outputs(show_secrets=True)["joinCommands"]["alice@"]
+    command = stack.outputs(show_secrets=True)["joinCommands"]["alice-mac"]
     ip = str(ipaddress.IPv4Network(external["control_net"].attrs["IPAM"]["Config"][0]["Subnet"]).network_address + 20)
     mac = start_client(external["client"], external["images"]["client"], external["control_net"].name, ip, "alice-mac")
     external["made"].append(mac.container)

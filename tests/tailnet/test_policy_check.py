@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pytest
 
-from tests.conftest import run_once
-from tests.pulumi_runner import run_program
-from tests.tailnet.harness import CONFIG_PATH, headscale_config
+from tests.support.containers import run_once
+from tests.support.pulumi_runner import run_program
+from tests.support.tailnet import CONFIG_PATH, headscale_config
 
 pytestmark = pytest.mark.tailnet
 
-BASE = {
+BASE: dict[str, Any] = {
     "storageRoot": "/srv/tm",
     "network": {"subnet": "10.77.0.0/16"},
-    "tailnet": {"authKeys": "provided", "controlUrl": "http://hs:8080", "tagOwners": ["admin@"]},
+    "tailnet": {"authKeys": "provided", "controlUrl": "https://hs:8080", "tagOwners": ["admin@"]},
 }
 CASES = {
     "two users": [("alice", "alice@"), ("bob", "bob@")],
@@ -46,7 +47,7 @@ def check(docker_client, image: str, policy_text: str) -> tuple[int, str]:
         docker_client,
         image,
         ["headscale", "policy", "check", "-f", "/tmp/p.hujson"],
-        {CONFIG_PATH: headscale_config("127.0.0.1"), "/tmp/p.hujson": json.dumps(policy)},
+        {CONFIG_PATH: headscale_config(tls=False), "/tmp/p.hujson": json.dumps(policy)},
     )
 
 

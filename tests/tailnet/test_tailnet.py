@@ -1,4 +1,7 @@
-"""The tailnet decides who reaches which share: the owner gets in, nobody else does."""
+"""The tailnet decides who reaches which share: the owner gets in, nobody else does.
+
+Its own stack: Headscale, the stack's nodes and two client nodes (alice, bob) with the program's
+own tailnetPolicy loaded (tests/support/tailnet.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,39 @@ import time
 import pytest
 import smbclient
 
-from tests.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, read_file, write_file
-from tests.tailnet.conftest import FORWARD
-from tests.tailnet.harness import run, start_client
+from tests.support.smb import AAPL_FULL_SYNC, GuestClient, MiB, aapl_query, read_file, write_file
+from tests.support.tailnet import deployed_tailnet, run, start_client
+from timemachine.planning import names
 
 pytestmark = pytest.mark.tailnet
+
+SHARES = [
+    {"name": "alice", "owner": "alice@", "quota": "2G"},
+    {"name": "bob", "owner": "bob@", "quota": "1G"},
+]
+NODE_TAGS = {"alice": ["tag:timemachine", "tag:tm-alice"], "bob": ["tag:timemachine", "tag:tm-bob"]}
+FORWARD = {"alice": 4450, "bob": 4451, "bob-to-alice": 4452}
+
+
+@pytest.fixture(scope="module")
+def tailnet(pulumi_env, docker_client, goproxy, images, tmp_path_factory):
+    with deployed_tailnet(
+        docker_client,
+        pulumi_env,
+        goproxy,
+        images,
+        tmp_path_factory.mktemp("tailnet"),
+        SHARES,
+        NODE_TAGS,
+        {"alice": "alice", "bob": "bob"},
+    ) as net:
+        clients = net["clients"]
+        clients["alice"].ping_direct("tm-alice")
+        clients["bob"].ping_direct("tm-bob")
+        clients["alice"].forward(FORWARD["alice"], "tm-alice", 445)
+        clients["bob"].forward(FORWARD["bob"], "tm-bob", 445)
+        clients["bob"].forward(FORWARD["bob-to-alice"], "tm-alice", 445)
+        yield net
 
 
 def sha256(data: bytes) -> str:
@@ -73,11 +104,11 @@ def test_a_peer_on_another_port_is_still_dropped_on_445(tailnet):
 def test_caddy_restart_keeps_each_node_and_its_address_without_a_new_key(tailnet):
     headscale, client = tailnet["headscale"], tailnet["client"]
     before = {name: (n["id"], n["ip_addresses"]) for name, n in headscale.nodes().items()}
-    caddy = client.containers.get("tm-caddy")
+    caddy = client.containers.get(names.caddy_container(tailnet["prefix"]))
     caddy.restart(timeout=10)
     headscale.wait_online(["tm-alice", "tm-bob"])
     after = {name: (n["id"], n["ip_addresses"]) for name, n in headscale.nodes().items()}
-    assert after == before, "same nodes, same IDs and addresses: the state on tm-caddy-data was reused"
+    assert after == before, "same nodes, same IDs and addresses: the state on Caddy's volume was reused"
     alice = tailnet["clients"]["alice"]
     deadline = time.monotonic() + 60
     while True:
@@ -153,7 +184,7 @@ def test_a_samba_container_reaches_nothing_off_its_network(tailnet):
     (Headscale's on its control network) or anywhere else is not reached, while an address on the
     network itself is (positive control)."""
     client = tailnet["client"]
-    samba = client.containers.get("tm-alice-samba")
+    samba = client.containers.get(names.samba_container(tailnet["prefix"], "alice"))
     headscale = tailnet["headscale"].container
     headscale.reload()
     addresses = {name: net["IPAddress"] for name, net in headscale.attrs["NetworkSettings"]["Networks"].items()}

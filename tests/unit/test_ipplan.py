@@ -23,13 +23,15 @@ from timemachine.planning.ipplan import (
 )
 
 NAME = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
-SUBNETS = st.sampled_from(["172.24.0.0/24", "10.8.0.0/20", "192.168.50.0/26", "10.99.0.0/16"]).map(ipaddress.ip_network)
+SUBNETS = st.sampled_from(["172.24.0.0/24", "10.8.0.0/20", "192.168.50.0/26", "10.99.0.0/16"]).map(
+    ipaddress.IPv4Network
+)
 # Small subnets and a small name pool: home slots collide and subnets fill up within a few steps.
 SMALL_SUBNETS = st.sampled_from(["10.0.0.0/28", "10.0.0.32/27", "172.24.0.0/26", "172.24.0.0/24"]).map(
-    ipaddress.ip_network
+    ipaddress.IPv4Network
 )
 POOL = [f"u{i:02d}" for i in range(70)]
-ip = ipaddress.ip_address
+ip = ipaddress.IPv4Address
 
 
 def share_slots(subnet):
@@ -81,7 +83,7 @@ class Deployments(RuleBasedStateMachine):
         except IpPlanError as error:
             assert len(config) + len(leaving) > share_capacity(self.subnet), error
             assert [p.field for p in error.problems] == [SUBNET_FIELD], error
-            bigger = ipaddress.ip_network(error.problems[0].message.split("set network.subnet to ")[1].split(",")[0])
+            bigger = ipaddress.IPv4Network(error.problems[0].message.split("set network.subnet to ")[1].split(",")[0])
             assert self.subnet.subnet_of(bigger) and share_capacity(bigger) >= len(config) + len(leaving)
             event("refused: subnet full")
             return
@@ -192,7 +194,7 @@ Deployments.TestCase.settings = settings(max_examples=150, stateful_step_count=4
 test_deployments = Deployments.TestCase
 
 
-SUBNET = ipaddress.ip_network("172.24.0.0/24")
+SUBNET = ipaddress.IPv4Network("172.24.0.0/24")
 
 
 def colliding(subnet, count=3):
@@ -237,14 +239,14 @@ def test_removing_a_pin_keeps_the_address_and_a_new_pin_moves_only_that_share():
 
 
 def test_the_proxy_and_gateway_stay_reserved_even_for_a_hash_slot_next_to_them():
-    subnet = ipaddress.ip_network("10.0.0.0/29")  # share slots .2 .3 .4 .5
+    subnet = ipaddress.IPv4Network("10.0.0.0/29")  # share slots .2 .3 .4 .5
     plan = plan_ips([(f"s{i}", None) for i in range(4)], subnet)
     assert sorted(plan.values()) == [ip("10.0.0.2"), ip("10.0.0.3"), ip("10.0.0.4"), ip("10.0.0.5")]
     assert gateway(subnet) not in plan.values() and proxy_address(subnet) not in plan.values()
 
 
 def test_a_full_subnet_says_how_many_are_left_and_which_subnet_fits():
-    subnet = ipaddress.ip_network("172.24.0.0/28")  # 12 share addresses
+    subnet = ipaddress.IPv4Network("172.24.0.0/28")  # 12 share addresses
     deployed = plan_ips([(f"old{i}", None) for i in range(10)], subnet)
     config = [(f"old{i}", None) for i in range(8)] + [(f"new{i}", None) for i in range(5)]
     with pytest.raises(IpPlanError) as caught:
@@ -257,7 +259,7 @@ def test_a_full_subnet_says_how_many_are_left_and_which_subnet_fits():
     ), problem.message
     assert "a /27 holds 28: set network.subnet to 172.24.0.0/27, which contains 172.24.0.0/28" in problem.message
     # The suggestion works: the same update in that subnet keeps every deployed address.
-    bigger = plan_ips(config, ipaddress.ip_network("172.24.0.0/27"), deployed)
+    bigger = plan_ips(config, ipaddress.IPv4Network("172.24.0.0/27"), deployed)
     assert all(bigger[n] == deployed[n] for n, _ in config if n in deployed)
 
 
@@ -293,7 +295,7 @@ def test_pins_that_cannot_be_honoured_are_each_reported():
 
 def test_a_changed_subnet_places_shares_outside_it_anew():
     old = plan_ips([("alice", None), ("bob", None)], SUBNET)
-    new_subnet = ipaddress.ip_network("10.9.0.0/24")
+    new_subnet = ipaddress.IPv4Network("10.9.0.0/24")
     assert plan_ips([("alice", None), ("bob", None)], new_subnet, old) == plan_ips(
         [("alice", None), ("bob", None)], new_subnet
     )

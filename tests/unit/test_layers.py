@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.pulumi_runner import ROOT
+from tests.support.project import ROOT
 
 
 def test_imports_follow_the_layers():

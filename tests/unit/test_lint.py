@@ -7,11 +7,9 @@ import sys
 
 import pytest
 
-from tests.pulumi_runner import ROOT
+from tests.support.project import ROOT
 
 PROGRAM = ["__main__.py", "timemachine", "tests", "scripts"]
-# mypy over the tests and scripts is issue 26 part 3, in progress.
-TYPED = ["__main__.py", "timemachine"]
 
 
 @pytest.mark.parametrize(
@@ -19,7 +17,7 @@ TYPED = ["__main__.py", "timemachine"]
     [
         ["ruff", "check", *PROGRAM],
         ["ruff", "format", "--check", *PROGRAM],
-        ["mypy", *TYPED],
+        ["mypy", *PROGRAM],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )

@@ -20,6 +20,9 @@ SAMBA_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"]
 # node and Headscale ports are high) and touch only files root owns: no capability at all.
 PROXY_CAPABILITIES: list[str] = []
 HEADSCALE_CAPABILITIES: list[str] = []
+# The status container reads, never writes: every owner's 0700 share tree and Caddy's 0600 node state
+# (both mounted read-only). DAC_READ_SEARCH bypasses read and search permission checks and nothing else.
+STATUS_CAPABILITIES = ["DAC_READ_SEARCH"]
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # Writable scratch space is memory, not the image: small, no devices, no setuid binaries.
@@ -62,6 +65,12 @@ def for_headscale(limits: Limits) -> dict[str, Any]:
     (/var/run/headscale) and scratch in memory; state and the policy on its volume."""
     tmpfs = {"/etc/headscale": _TMPFS_NOEXEC, "/var/run/headscale": _TMPFS_NOEXEC, "/tmp": _TMPFS_NOEXEC}
     return _common(limits, HEADSCALE_CAPABILITIES, tmpfs)
+
+
+def for_status(limits: Limits) -> dict[str, Any]:
+    """The status collector: only scratch space (smbclient's files and the probe's) in memory; the
+    storage root and Caddy's volume are mounted read-only (components/status.py)."""
+    return _common(limits, STATUS_CAPABILITIES, {"/tmp": _TMPFS_NOEXEC})
 
 
 def docker_sdk(kwargs: dict[str, Any]) -> dict[str, Any]:

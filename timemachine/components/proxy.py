@@ -15,7 +15,9 @@ from timemachine.components import hardening
 from timemachine.components.labels import container_labels, volume_labels
 from timemachine.config.models import ProxyConfig
 from timemachine.dynamic.caddy_config import CaddyConfig
+from timemachine.dynamic.certificates import VolumeFiles
 from timemachine.dynamic.process_limit import ProcessLimit
+from timemachine.headscale.tls import fingerprint as ca_fingerprint
 from timemachine.planning import names
 from timemachine.planning.ipplan import proxy_address
 from timemachine.planning.limits import Limits
@@ -37,13 +39,22 @@ class CaddyProxyArgs:
     docker_host: str | None = None
     # A self-hosted control server: the nodes then send no logs to Tailscale's log service.
     self_hosted: bool = False
-    plain_http_control: bool = False
+    # The CA (PEM) a self-hosted control server's certificate chains to, when the system's CAs do
+    # not know it (the stack's own, or tailnet.controlCaCertificate): the nodes trust it beside them.
+    control_ca: pulumi.Input[str] | None = None
+    # The control server's name → its address, where the nodes cannot look it up (the embedded one).
+    control_hosts: dict[str, str] = field(default_factory=dict)
     limits: Limits | None = None
     # `pulumi up` waits for Caddy to be healthy and each node to register (proxy.waitForNodes).
     wait_for_nodes: bool = True
     # namePrefix: the container's and the volume's names derive from it.
     name_prefix: str = names.DEFAULT_PREFIX
 
+
+# The control CA on Caddy's volume, in a directory of its own that SSL_CERT_DIR names.
+TRUST_DIR = "trust"
+CONTROL_CA_FILE = f"{TRUST_DIR}/control-ca.pem"
+SYSTEM_CERT_DIR = "/etc/ssl/certs"
 
 # The default stack's; a stack's own is names.caddy_container(namePrefix).
 CADDY_CONTAINER = names.caddy_container(names.DEFAULT_PREFIX)
@@ -67,11 +78,30 @@ class CaddyProxy(pulumi.ComponentResource):
             labels=volume_labels(role="proxy"),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
-        envs = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
-        if args.plain_http_control:
-            # A plain-HTTP control server (e.g. Headscale on a private network) serves its embedded
-            # DERP relay over plain HTTP too; tailscale clients need this to use it.
-            envs.append("TS_DEBUG_USE_DERP_HTTP=true")
+        envs: list[pulumi.Input[str]] = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
+        needs: list[pulumi.Resource] = []
+        if args.control_ca is not None:
+            # The honest way a Go program trusts another CA: the system's CAs (Go reads
+            # /etc/ssl/certs/ca-certificates.crt whatever SSL_CERT_DIR says) and every certificate
+            # in the directories SSL_CERT_DIR lists, here the control CA on Caddy's volume. Go reads
+            # them once per process: the file is there before the container exists, and its
+            # fingerprint in the environment replaces the container when the CA changes.
+            trust = VolumeFiles(
+                f"{name}-control-ca",
+                volume=self.state_volume.name,
+                image=args.image,
+                files=pulumi.Output.from_input(args.control_ca).apply(lambda pem: {CONTROL_CA_FILE: pem}),
+                mode=0o644,
+                docker_host=args.docker_host,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            needs.append(trust)
+            envs.append(f"SSL_CERT_DIR={SYSTEM_CERT_DIR}:{CADDY_DATA_PATH}/{TRUST_DIR}")
+            envs.append(
+                pulumi.Output.concat(
+                    "CONTROL_CA_SHA256=", pulumi.Output.from_input(args.control_ca).apply(ca_fingerprint)
+                )
+            )
         network: dict = {}
         if args.network_mode == "host":
             # As the original design: tsnet picks its UDP ports on the host itself.
@@ -109,7 +139,9 @@ class CaddyProxy(pulumi.ComponentResource):
             # back from their state on the volume): `up` fails when Caddy does not come up healthy.
             wait=args.wait_for_nodes,
             wait_timeout=CADDY_WAIT_SECONDS,
-            opts=pulumi.ResourceOptions(parent=self),
+            hosts=[docker.ContainerHostArgs(host=host, ip=ip) for host, ip in sorted(args.control_hosts.items())]
+            or None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs),
             **network,
             # A read-only root: the admin socket is on a tmpfs (/run), config and keys on the volume.
             **hardening.for_proxy(limits := args.limits or ProxyConfig()),
@@ -124,5 +156,11 @@ class CaddyProxy(pulumi.ComponentResource):
             wait_nodes=args.wait_for_nodes,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        ProcessLimit(f"{name}-caddy-pids", self.container, limits, opts=pulumi.ResourceOptions(parent=self))
+        ProcessLimit(
+            f"{name}-caddy-pids",
+            self.container,
+            limits,
+            docker_host=args.docker_host,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.register_outputs({"config": self.config_json, "containerId": self.container.id})

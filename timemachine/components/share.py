@@ -13,15 +13,26 @@ from timemachine.caddy.config import route_fragment
 from timemachine.components import hardening
 from timemachine.components.labels import container_labels, volume_labels
 from timemachine.config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
+from timemachine.dynamic.certificates import VolumeFiles
 from timemachine.dynamic.headscale import HeadscalePreAuthKey
 from timemachine.dynamic.process_limit import ProcessLimit
+from timemachine.dynamic.share_password import SharePassword
 from timemachine.dynamic.share_storage import MARKER_PATH, ShareStorage, marker_path
 from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
-from timemachine.samba.smbconf import DATA_PATH, SMB_CONF_ENV, render_smb_conf
+from timemachine.samba.smbconf import (
+    AUTH_ENV,
+    CREDENTIALS_FILE,
+    DATA_PATH,
+    DATA_USER,
+    SMB_CONF_ENV,
+    STATE_PATH,
+    Auth,
+    credentials_file,
+    render_smb_conf,
+)
 from timemachine.tailnet.policy import share_tags
 
-SAMBA_STATE_PATH = "/var/lib/samba"
 SAMBA_WAIT_SECONDS = 90
 
 
@@ -45,6 +56,12 @@ class TimeMachineShareArgs:
     headscale_access: pulumi.Input[dict] | None = None
     # namePrefix: the container's and the state volume's names derive from it.
     name_prefix: str = names.DEFAULT_PREFIX
+    # The engine the docker provider uses, when set in its config (docker:host).
+    docker_host: str | None = None
+    # How a Mac logs in: as a guest, or as the data owner with a generated password (signed sessions).
+    auth: Auth = "guest"
+    # Further addresses smbd admits: the status container's (its probe is an SMB session).
+    also_allow: tuple[str, ...] = ()
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -104,7 +121,14 @@ class TimeMachineShare(pulumi.ComponentResource):
             assert share.auth_key is not None
             self.auth_key = pulumi.Output.secret(share.auth_key.get_secret_value())
 
-        self.smb_conf = render_smb_conf(share.name, share.quota, args.samba.model, allow_from=args.allow_from)
+        self.smb_conf = render_smb_conf(
+            share.name,
+            share.quota,
+            args.samba.model,
+            allow_from=args.allow_from,
+            auth=args.auth,
+            also_allow=args.also_allow,
+        )
         # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
         self.state_volume = docker.Volume(
             f"{name}-samba-state",
@@ -119,8 +143,36 @@ class TimeMachineShare(pulumi.ComponentResource):
             share=share.name,
             data_uid=args.samba.data_uid,
             image=args.image,
+            docker_host=args.docker_host,
             opts=child,
         )
+        # samba.auth: password — the user a Mac logs in as, and its password (None for guests).
+        self.user = DATA_USER if args.auth == "password" else "guest"
+        self.password: pulumi.Output[str] | None = None
+        login_envs: list[pulumi.Input[str]] = [f"{AUTH_ENV}={args.auth}"]
+        credentials_wait: list[pulumi.Resource] = []
+        # images/samba/healthcheck.sh: the backup filesystem takes a write (fsynced, read back, removed) and
+        # smbd answers a session (as a guest, or with the share's credentials: it reads SAMBA_AUTH).
+        health = ["CMD", "/usr/local/bin/healthcheck.sh"]
+        if args.auth == "password":
+            made = SharePassword(f"{name}-password", share=share.name, opts=child)
+            # The provider marks `password` secret; wrapped again for where that is not honoured (mocks).
+            self.password = pulumi.Output.secret(made.password)
+            # A 0600 file on the state volume, written before the container exists (never in its
+            # environment): the entrypoint sets the password from it, the healthcheck logs in with it.
+            self.credentials = VolumeFiles(
+                f"{name}-credentials",
+                volume=self.state_volume.name,
+                image=args.image,
+                files=self.password.apply(lambda password: {CREDENTIALS_FILE: credentials_file(password)}),
+                mode=0o600,
+                secret=True,
+                docker_host=args.docker_host,
+                opts=child,
+            )
+            # Not the password: the id of the one in the volume, so a new password restarts smbd with it.
+            login_envs.append(pulumi.Output.concat("TM_CREDENTIALS_ID=", made.id))
+            credentials_wait.append(self.credentials)
         container_name = names.samba_container(args.name_prefix, share.name)
         self.container = docker.Container(
             f"{name}-samba",
@@ -131,7 +183,8 @@ class TimeMachineShare(pulumi.ComponentResource):
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=self.ip)],
             # smb.conf in the environment: the entrypoint writes it to a tmpfs (the provider's uploads
             # cannot write into a read-only root). It holds no secret. The TM_ values name the real
-            # paths and commands in the entrypoint's refusals.
+            # paths and commands in the entrypoint's refusals. The password is not here: it is a file on
+            # the state volume (SambaCredentials).
             envs=[
                 f"DATA_UID={args.samba.data_uid}",
                 f"{SMB_CONF_ENV}={self.smb_conf}",
@@ -139,6 +192,7 @@ class TimeMachineShare(pulumi.ComponentResource):
                 f"TM_SHARE={share.name}",
                 f"TM_CONTAINER={container_name}",
                 pulumi.Output.concat("TM_IMAGE=", args.image),
+                *login_envs,
             ],
             # Binds, not `volumes`: Docker creates a missing `volumes` host path (an unmounted disk would
             # fill the root filesystem), but refuses to create or start a container whose bind source is
@@ -151,10 +205,10 @@ class TimeMachineShare(pulumi.ComponentResource):
                 docker.ContainerMountArgs(
                     type="bind", source=marker_path(args.storage_root), target=MARKER_PATH, read_only=True
                 ),
-                docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=SAMBA_STATE_PATH),
+                docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=STATE_PATH),
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "smbclient", "--no-pass", "--list=127.0.0.1"],
+                tests=health,
                 # Every 10 s, so `up` (which waits for the first healthy answer) knows within seconds;
                 # start_interval would do it only during start-up, but needs Docker API 1.44 and the
                 # docker provider speaks 1.41.
@@ -168,10 +222,10 @@ class TimeMachineShare(pulumi.ComponentResource):
             wait=True,
             wait_timeout=SAMBA_WAIT_SECONDS,
             labels=container_labels(share=share.name, owner=share.owner, role="samba"),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, *credentials_wait]),
             **hardening.for_samba(args.samba),
         )
-        ProcessLimit(f"{name}-samba-pids", self.container, args.samba, opts=child)
+        ProcessLimit(f"{name}-samba-pids", self.container, args.samba, docker_host=args.docker_host, opts=child)
 
         port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
         self.node_port = port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +13,17 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from timemachine.config.models import CrossCheckError, StackConfig
-from timemachine.planning.ipplan import IpPlanError, headscale_address, plan_ips, reserved_addresses
+from timemachine.planning.ipplan import (
+    IpPlanError,
+    headscale_address,
+    plan_ips,
+    reserved_addresses,
+    status_address,
+)
 
 PROJECT = "tailscale-timemachine"
-KEYS = ("storageRoot", "namePrefix", "network", "tailnet", "proxy", "samba", "shares")
-OBJECT_KEYS = ("network", "tailnet", "proxy", "samba", "shares")
+KEYS = ("storageRoot", "namePrefix", "network", "tailnet", "proxy", "samba", "status", "images", "shares")
+OBJECT_KEYS = ("network", "tailnet", "proxy", "samba", "status", "images", "shares")
 
 
 class ConfigError(ValueError):
@@ -36,6 +43,8 @@ class LoadedStack:
     headscale_ip: ipaddress.IPv4Address | None = None
     # This stack's state as read for the IP plan (URN → type and outputs), for the name guard.
     deployed: Mapping[str, Any] = field(default_factory=dict)
+    # The status container's address on the stack's network; None without one (status.enabled).
+    status_ip: ipaddress.IPv4Address | None = None
 
 
 def _path(loc: tuple) -> str:
@@ -76,9 +85,12 @@ def nothing_deployed() -> dict[str, ipaddress.IPv4Address]:
 def load(
     raw: Mapping[str, Any],
     read_deployed: Callable[[], Mapping[str, ipaddress.IPv4Address]] = nothing_deployed,
+    tailscale_api: str | None = None,
 ) -> LoadedStack:
     """Validate raw config values (camelCase keys without the project prefix) and plan the IPs
     around the share addresses `read_deployed` returns (called only for a valid config).
+    `tailscale_api`: the Tailscale API the tailscale provider calls when it is not Tailscale's own
+    (`tailscale_api_from_pulumi`); only with one are managed keys given a controlUrl.
 
     Objects may be given parsed or as JSON text, as Pulumi passes them.
     """
@@ -96,15 +108,19 @@ def load(
                 continue
         data[key] = value
     try:
-        config = StackConfig.model_validate(data)
+        config = StackConfig.model_validate(data, context={"tailscale_api": tailscale_api})
     except ValidationError as exc:
         problems += _validation_problems(exc)
     if problems:
         raise ConfigError(problems)
     headscale_ip = _headscale_ip(config)
     reserved = {headscale_ip: "the embedded Headscale's (tailnet.headscale.ip)"} if headscale_ip else {}
+    deployed = read_deployed()
+    status_ip = _status_ip(config, deployed, headscale_ip)
+    if status_ip is not None:
+        reserved[status_ip] = "the status container's (status.ip)"
     try:
-        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, read_deployed(), reserved)
+        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, deployed, reserved)
     except IpPlanError as exc:
         index = {share.name: i for i, share in enumerate(config.shares)}
         raise ConfigError(
@@ -113,7 +129,28 @@ def load(
                 for p in exc.problems
             ]
         ) from None
-    return LoadedStack(config, ips, headscale_ip)
+    return LoadedStack(config, ips, headscale_ip, status_ip=status_ip)
+
+
+def _status_ip(
+    config: StackConfig, deployed: Mapping[str, ipaddress.IPv4Address], headscale_ip: ipaddress.IPv4Address | None
+) -> ipaddress.IPv4Address | None:
+    """status.ip, else a free address that no deployed or pinned share holds (no share moves for it)."""
+    status = config.status
+    if not status.enabled:
+        return None
+    subnet = config.network.subnet
+    taken = {*deployed.values(), *(s.ip for s in config.shares if s.ip is not None)}
+    taken |= {headscale_ip} if headscale_ip else set()
+    if status.ip is None:
+        try:
+            return status_address(subnet, taken)
+        except IpPlanError as exc:
+            raise ConfigError([f"{p.field}: {p.message}" for p in exc.problems]) from None
+    if status.ip not in subnet or status.ip in reserved_addresses(subnet) or status.ip == headscale_ip:
+        default = status_address(subnet, taken)
+        raise ConfigError([f"status.ip: {status.ip} is not a free host of {subnet}; omit it (default {default})"])
+    return status.ip
 
 
 def _headscale_ip(config: StackConfig) -> ipaddress.IPv4Address | None:
@@ -139,3 +176,16 @@ def raw_from_pulumi() -> dict[str, Any]:
     everything = {**(get_config_env() or {}), **CONFIG.get()}
     prefix = PROJECT + ":"
     return {key[len(prefix) :]: value for key, value in everything.items() if key.startswith(prefix)}
+
+
+TAILSCALE_API = "https://api.tailscale.com"
+
+
+def tailscale_api_from_pulumi() -> str | None:
+    """The base URL of the Tailscale API the tailscale provider calls, when it is not Tailscale's own:
+    its `tailscale:baseUrl` config, else TAILSCALE_BASE_URL, as the provider reads them."""
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    everything = {**(get_config_env() or {}), **CONFIG.get()}
+    url = (everything.get("tailscale:baseUrl") or os.environ.get("TAILSCALE_BASE_URL") or "").rstrip("/")
+    return url if url and url != TAILSCALE_API else None

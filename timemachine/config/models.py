@@ -6,7 +6,9 @@ import ipaddress
 import posixpath
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
+from cryptography import x509
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -15,12 +17,15 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from timemachine.planning import names
+from timemachine.planning.durations import parse_duration
+from timemachine.planning.ports import STATUS_PORT
 
 # A tailnet identity: a login (alice@example.com; Headscale names users alice@), a group, an
 # autogroup, or a tag.
@@ -88,6 +93,24 @@ def _tag(value: str) -> str:
 
 
 Tag = Annotated[str, AfterValidator(_tag)]
+
+
+def _duration_seconds(value: object) -> object:
+    """A duration as seconds: a number of seconds, or text such as '3d', '72h', '90m'."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 3d, 72h or 90m")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError(f"{value!r} is not a duration greater than zero (e.g. 3d, 72h, 90m)")
+        return float(value)
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("must be a duration such as 3d, 72h or 90m")
+
+
+# Seconds; given as seconds or with a unit (planning/durations.py).
+Duration = Annotated[float, BeforeValidator(_duration_seconds)]
+DEFAULT_STALE_AFTER_SECONDS = 3 * 86400.0
 
 MEMORY_PATTERN = re.compile(r"^\s*([0-9]+)\s*([MG])i?B?\s*$", re.IGNORECASE)
 MIN_MEMORY_MIB = 32
@@ -172,6 +195,47 @@ class HeadscaleConfig(ConfigModel):
     stun_port: int = Field(default=3478, ge=1, le=65535)
     memory_limit: MemoryLimit = 256
     process_limit: ProcessLimit = 256
+    # Its certificate for an https:// controlUrl: internal, from a CA the stack makes (its root is a
+    # stack output each Mac trusts); acme, Let's Encrypt for a public name (TLS-ALPN-01 on port 443).
+    tls: Literal["internal", "acme"] = "internal"
+    acme_email: str | None = None
+    # The relay for Macs without a direct path: embedded, Headscale's own DERP behind its TLS
+    # listener (works offline, wherever the control URL is reached); public, Tailscale's DERP map.
+    derp: Literal["embedded", "public"] = "embedded"
+    # The host address its published ports bind to: loopback unless the operator names the LAN
+    # address Macs reach it at (or 0.0.0.0 for every interface).
+    bind_address: ipaddress.IPv4Address = ipaddress.IPv4Address("127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """A host name or address that never leaves the machine."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _certificates(value: str | None) -> str | None:
+    """PEM text with at least one X.509 certificate."""
+    if value is None:
+        return None
+    try:
+        found = x509.load_pem_x509_certificates(value.encode())
+    except ValueError:
+        raise ValueError("is not a PEM certificate; give the CA's -----BEGIN CERTIFICATE----- text") from None
+    if not found:
+        raise ValueError("holds no certificate; give the CA's -----BEGIN CERTIFICATE----- text")
+    return value.strip() + "\n"
 
 
 class TailnetConfig(ConfigModel):
@@ -187,6 +251,12 @@ class TailnetConfig(ConfigModel):
     headscale: HeadscaleConfig = HeadscaleConfig()
     # An external Headscale's API key (`headscale apikeys create`), for authKeys: headscale.
     headscale_api_key: SecretStr | None = None
+    # Lifetime of the Macs' join keys (single-use, one per Mac), apart from the share nodes' keys.
+    join_key_expiry_hours: int = Field(default=24, ge=1, le=2160)
+    # An external control server's private CA (PEM), which the share nodes then trust.
+    control_ca_certificate: Annotated[str | None, AfterValidator(_certificates)] = None
+    # The one way to run an http:// controlUrl on a non-loopback address: it says what it allows.
+    allow_keys_over_plain_http: bool = False
 
     @field_validator("hostname_prefix")
     @classmethod
@@ -214,6 +284,15 @@ class TailnetConfig(ConfigModel):
     def self_hosted(self) -> bool:
         """A control server of one's own (Headscale) instead of Tailscale's."""
         return self.control_url is not None
+
+    @property
+    def control_host(self) -> str | None:
+        """The controlUrl's host name or address."""
+        return urlsplit(self.control_url).hostname if self.control_url else None
+
+    @property
+    def plain_http(self) -> bool:
+        return (self.control_url or "").startswith("http://")
 
     @property
     def effective_tag_owners(self) -> list[str]:
@@ -276,8 +355,16 @@ class ProxyConfig(ConfigModel):
         return value
 
 
+# How a Mac logs in to its share. guest: no password, the tailnet alone decides who connects (a
+# guest session cannot sign). password: the share's own generated password and mandatory SMB
+# signing, for a Mac that insists on signed sessions (docs/security.md, which to choose).
+SambaAuth = Literal["guest", "password"]
+
+
 class SambaConfig(ConfigModel):
     image: str = ""
+    # Every share's login unless the share sets its own (shares[].auth).
+    auth: SambaAuth = "guest"
     model: NonEmpty = "TimeCapsule8,119"
     data_uid: int = Field(default=1000, ge=1, le=65533)
     # Per share container, sized for one Time Machine client from scripts/measure_limits.py: smbd
@@ -301,6 +388,13 @@ class ShareConfig(ConfigModel):
     ip: ipaddress.IPv4Address | None = None
     # Only with `authKeys: provided`; set it with `pulumi config set --secret --path 'shares[N].authKey'`.
     auth_key: SecretStr | None = None
+    # This share's login (guest | password); unset: samba.auth.
+    auth: SambaAuth | None = None
+    # With authKeys: headscale, the owner's Macs that back up here, one join key each (a tailnet
+    # hostname each); unset: one Mac, <owner>-mac.
+    macs: list[str] | None = None
+    # The status container counts a Mac's backups as stale when the last one completed longer ago.
+    stale_after: Duration = DEFAULT_STALE_AFTER_SECONDS
 
     @field_validator("name")
     @classmethod
@@ -317,6 +411,19 @@ class ShareConfig(ConfigModel):
             )
         return value
 
+    @field_validator("macs")
+    @classmethod
+    def _macs(cls, value: list[str] | None) -> list[str] | None:
+        for mac in value or []:
+            if not DNS_LABEL.match(mac) or len(mac) > MAX_DNS_LABEL:
+                raise ValueError(
+                    f'{mac!r} is not a Mac name: a DNS label (lowercase a-z, 0-9, "-"), e.g. alice-macbook; '
+                    "it becomes the Mac's tailnet hostname"
+                )
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names a Mac twice; list each Mac once")
+        return value
+
     @field_validator("owner")
     @classmethod
     def _owner(cls, value: str) -> str:
@@ -330,6 +437,85 @@ class ShareConfig(ConfigModel):
         return value
 
 
+class StatusConfig(ConfigModel):
+    """The status container (backup health: /metrics and a status page) and its tailnet node."""
+
+    enabled: bool = False
+    image: str = ""
+    # Its address on the stack's network; default: the highest free host below the embedded
+    # Headscale's default address (planning/ipplan.py, status_address).
+    ip: ipaddress.IPv4Address | None = None
+    port: int = Field(default=STATUS_PORT, ge=1, le=65535)
+    # Collect (walk the shares, probe each smbd) at most this often, however often it is scraped.
+    collect_interval: Duration = 60.0
+    # The page on the tailnet: a node of its own in the stack's Caddy, reachable by the admins only.
+    page: bool = True
+    # Its node's hostname; default <tailnet.hostnamePrefix>status.
+    hostname: str | None = None
+    # Who may open the page; default: the users and groups among the tag owners.
+    admins: list[str] | None = None
+    # Only with `authKeys: provided`: the page node's key (pulumi config set --secret --path status.authKey).
+    auth_key: SecretStr | None = None
+    # The collector (Python) walks every share and runs up to 4 smbclient probes at once (each
+    # about 20 MiB): room for both.
+    memory_limit: MemoryLimit = 256
+    process_limit: ProcessLimit = 64
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None and (not DNS_LABEL.match(value) or len(value) > MAX_DNS_LABEL):
+            raise ValueError(f'{value!r} is not a DNS label (lowercase a-z, 0-9, "-"), e.g. tm-status')
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("is empty; give at least one login or group, or omit it (default: the tag owners)")
+        for admin in value:
+            if not (LOGIN.fullmatch(admin) or GROUP.fullmatch(admin)):
+                raise ValueError(
+                    f"{admin!r} is not a tailnet login (alice@example.com; alice@ on Headscale) or group (group:…)"
+                )
+        return value
+
+
+# images.rebuild: printable text without spaces at the ends (a date, say), as a Docker build arg
+# carries it into every build's log.
+REBUILD = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
+MAX_REBUILD = 64
+
+
+def _rebuild_text(value: object) -> object:
+    # `pulumi config set --path images.rebuild 20261201` stores a number; it is the same label.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class ImagesConfig(ConfigModel):
+    """The images the stack builds itself (images/: samba, caddy, headscale, status)."""
+
+    # Any label, e.g. the date of a Debian security advisory: changing it gives every image the stack
+    # builds a new tag, so `pulumi up` builds them again with the day's packages (the layer that
+    # installs them is not reused) and replaces the containers that run them; data stays
+    # (docs/operations.md, security rebuilds). Empty: images change only with their sources.
+    rebuild: Annotated[str, BeforeValidator(_rebuild_text)] = ""
+
+    @field_validator("rebuild")
+    @classmethod
+    def _rebuild(cls, value: str) -> str:
+        if value and (len(value) > MAX_REBUILD or not REBUILD.match(value)):
+            raise ValueError(
+                f"{value!r} is not a rebuild label: printable text of at most {MAX_REBUILD} characters, "
+                "no spaces at either end, e.g. 2026-12-01"
+            )
+        return value
+
+
 class StackConfig(ConfigModel):
     storage_root: str
     # Every Docker object name derives from it (components/names.py): two stacks on one engine need two.
@@ -338,6 +524,8 @@ class StackConfig(ConfigModel):
     tailnet: TailnetConfig = TailnetConfig()
     proxy: ProxyConfig = ProxyConfig()
     samba: SambaConfig = SambaConfig()
+    status: StatusConfig = StatusConfig()
+    images: ImagesConfig = ImagesConfig()
     shares: list[ShareConfig] = Field(default_factory=list)
 
     @field_validator("storage_root")
@@ -363,6 +551,22 @@ class StackConfig(ConfigModel):
         return value
 
     @property
+    def status_hostname(self) -> str:
+        """The status page's node: status.hostname, else <hostnamePrefix>status."""
+        return self.status.hostname or self.tailnet.hostname_prefix + "status"
+
+    @property
+    def status_admins(self) -> list[str]:
+        """Who may open the status page: status.admins, else the users and groups among the tag owners."""
+        if self.status.admins is not None:
+            return list(self.status.admins)
+        return [o for o in self.tailnet.effective_tag_owners if LOGIN.fullmatch(o) or GROUP.fullmatch(o)]
+
+    def auth_of(self, share: ShareConfig) -> SambaAuth:
+        """How a Mac logs in to `share`: its own auth, else samba.auth."""
+        return share.auth or self.samba.auth
+
+    @property
     def network_name(self) -> str:
         """The Docker network's name: network.name, else derived from namePrefix."""
         return self.network.name or names.network(self.name_prefix)
@@ -379,7 +583,7 @@ class StackConfig(ConfigModel):
         return self.proxy.network_mode == "host" and not self.tailnet.headscale.embedded
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> StackConfig:
+    def _cross_checks(self, info: ValidationInfo) -> StackConfig:
         # Problems found here carry their own paths; collect all, raise once.
         problems: list[tuple[tuple, str]] = []
         prefix = self.tailnet.hostname_prefix
@@ -470,7 +674,13 @@ class StackConfig(ConfigModel):
                         "(group:…) as tag owners",
                     )
                 )
-        if self.tailnet.auth_keys == "managed" and self.tailnet.control_url:
+        # The validation context's `tailscale_api`: the tailscale provider's baseUrl when it is not
+        # Tailscale's own API (config/loader.py), i.e. an API that serves keys for that control server.
+        if (
+            self.tailnet.auth_keys == "managed"
+            and self.tailnet.control_url
+            and not (info.context or {}).get("tailscale_api")
+        ):
             problems.append(
                 (
                     ("tailnet", "authKeys"),
@@ -481,6 +691,9 @@ class StackConfig(ConfigModel):
                 )
             )
         problems += self._headscale_problems()
+        problems += self._control_plane_problems()
+        problems += self._mac_problems()
+        problems += self._status_problems()
         if self.proxy.network_mode == "bridge":
             last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
             if self.proxy.first_node_port < 1024 or last > 65535:
@@ -497,6 +710,64 @@ class StackConfig(ConfigModel):
         if problems:
             raise CrossCheckError(problems)
         return self
+
+    def _status_problems(self) -> list[tuple[tuple, str]]:
+        """The status page's node: a hostname of its own, admins, and a key where keys are provided."""
+        status = self.status
+        problems: list[tuple[tuple, str]] = []
+        if not status.enabled or not status.page:
+            if status.auth_key is not None:
+                problems.append((("status", "authKey"), "given, but there is no status page node; remove it"))
+            return problems
+        host = self.status_hostname
+        if len(host) > MAX_DNS_LABEL or not TAG.fullmatch("tag:" + host):
+            problems.append(
+                (
+                    ("status", "hostname"),
+                    f"{host!r} cannot be a node's hostname and tag (a DNS label of at most {MAX_DNS_LABEL} "
+                    "characters, a letter first); set status.hostname",
+                )
+            )
+        for index, share in enumerate(self.shares):
+            if self.tailnet.hostname_prefix + share.name == host:
+                problems.append(
+                    (
+                        ("shares", index, "name"),
+                        f"{share.name!r} gives the node {host!r}, the status page's; rename the share or set "
+                        "status.hostname (e.g. tm-backup-status)",
+                    )
+                )
+        if not self.status_admins:
+            problems.append(
+                (
+                    ("status", "admins"),
+                    "missing: no user or group among tailnet.tagOwners may open the status page; give the "
+                    "admins, e.g. status.admins: [admin@example.com]",
+                )
+            )
+        if self.tailnet.self_hosted:
+            for admin in self.status_admins:
+                if admin.startswith("autogroup:"):
+                    problems.append(
+                        (("status", "admins"), f"{admin!r}: Headscale accepts only users (admin@) and groups")
+                    )
+        if self.tailnet.auth_keys == "provided" and status.auth_key is None:
+            problems.append(
+                (
+                    ("status", "authKey"),
+                    "missing: with tailnet.authKeys = provided the status page's node needs its key; run "
+                    "pulumi config set --secret --path status.authKey tskey-… (or set status.page: false)",
+                )
+            )
+        if self.tailnet.auth_keys != "provided" and status.auth_key is not None:
+            problems.append(
+                (
+                    ("status", "authKey"),
+                    f"given, but tailnet.authKeys is {self.tailnet.auth_keys}; remove it or set tailnet.authKeys "
+                    "to provided",
+                )
+            )
+        return problems
 
     def _key_problems(self, share: ShareConfig, index: int) -> list[str]:
         """An empty or implausible provided key (e.g. from an unset variable) fails the whole Caddy
@@ -522,7 +793,7 @@ class StackConfig(ConfigModel):
                 problems.append(
                     (
                         ("tailnet", "controlUrl"),
-                        "missing: Headscale needs the URL Macs reach it at, e.g. http://192.168.1.10:8080 "
+                        "missing: Headscale needs the URL Macs reach it at, e.g. https://headscale.internal:8080 "
                         "(see docs/configuration.md, tailnet)",
                     )
                 )
@@ -573,6 +844,110 @@ class StackConfig(ConfigModel):
                         "write it as a user name with a trailing @ (e.g. alice@; lowercase, starting with a letter)",
                     )
                 )
+        return problems
+
+    def default_mac(self, share: ShareConfig) -> str:
+        """The Mac a share without `macs` has: <owner>-mac."""
+        return f"{share.owner.split('@')[0]}-mac"
+
+    @property
+    def macs(self) -> dict[str, tuple[str, list[str]]]:
+        """With authKeys: headscale, each Mac that joins the tailnet → its owner and the shares it backs
+        up to (in config order); empty otherwise."""
+        if self.tailnet.auth_keys != "headscale":
+            return {}
+        found: dict[str, tuple[str, list[str]]] = {}
+        for share in self.shares:
+            for mac in share.macs if share.macs is not None else [self.default_mac(share)]:
+                found.setdefault(mac, (share.owner, []))[1].append(share.name)
+        return found
+
+    def _control_plane_problems(self) -> list[tuple[tuple, str]]:
+        """What would hand a join key or an API key to whoever answers in the control server's place."""
+        tailnet = self.tailnet
+        host = tailnet.control_host
+        if tailnet.control_url is None or host is None:
+            return []
+        problems: list[tuple[tuple, str]] = []
+        url = ("tailnet", "controlUrl")
+        local = is_loopback(host)
+        if tailnet.plain_http and tailnet.headscale_api_key is not None and not local:
+            problems.append(
+                (
+                    ("tailnet", "headscaleApiKey"),
+                    f"would be sent in clear to {tailnet.control_url}: anyone on the path reads it and owns the "
+                    "Headscale; give controlUrl as https:// (or a loopback address, where nothing leaves the machine)",
+                )
+            )
+        elif tailnet.plain_http and not local and not tailnet.allow_keys_over_plain_http:
+            problems.append(
+                (
+                    url,
+                    f"{tailnet.control_url} is plain HTTP: Macs fetch the server's key over it, so whoever answers at "
+                    f"{host} in its place (ARP or DNS spoofing on the LAN) receives their join keys and joins as "
+                    "their owners; use https:// (the embedded Headscale makes its own certificate), or accept that "
+                    "risk with tailnet.allowKeysOverPlainHttp: true",
+                )
+            )
+        if tailnet.control_url.startswith("https://") and is_address(host) and not local:
+            problems.append(
+                (
+                    url,
+                    f"{host} is an address: Tailscale clients check an address's certificate against their trust "
+                    "store but not against the address, so a certificate for any name a Mac trusts would pass and "
+                    "whoever answers at that address receives the join keys; give a DNS name that resolves to it "
+                    "(e.g. https://headscale.internal:8080, in your LAN's DNS or each Mac's /etc/hosts)",
+                )
+            )
+        embedded = tailnet.headscale.embedded
+        if embedded and tailnet.control_ca_certificate is not None:
+            problems.append(
+                (
+                    ("tailnet", "controlCaCertificate"),
+                    "given, but the embedded Headscale's certificate comes from the stack's own CA; remove it",
+                )
+            )
+        if tailnet.control_ca_certificate is not None and tailnet.plain_http:
+            problems.append(
+                (("tailnet", "controlCaCertificate"), "given, but controlUrl is http://: nothing to trust; remove it")
+            )
+        if embedded and tailnet.headscale.tls == "acme" and tailnet.plain_http:
+            problems.append(
+                (
+                    ("tailnet", "headscale", "tls"),
+                    "is acme, but controlUrl is http://; give the public name as https://hs.example.com",
+                )
+            )
+        return problems
+
+    def _mac_problems(self) -> list[tuple[tuple, str]]:
+        problems: list[tuple[tuple, str]] = []
+        nodes = {self.tailnet.hostname_prefix + share.name for share in self.shares}
+        owners: dict[str, tuple[str, int]] = {}
+        for index, share in enumerate(self.shares):
+            if share.macs is not None and self.tailnet.auth_keys != "headscale":
+                problems.append(
+                    (
+                        ("shares", index, "macs"),
+                        f"given, but tailnet.authKeys is {self.tailnet.auth_keys}: only authKeys: headscale makes "
+                        "join keys; elsewhere each Mac logs in with its owner's account. Remove it",
+                    )
+                )
+                continue
+            for mac in share.macs if share.macs is not None else [self.default_mac(share)]:
+                if mac in nodes:
+                    problems.append(
+                        (("shares", index, "macs"), f"{mac!r} is a share node's hostname; give the Mac another name")
+                    )
+                owner, first = owners.setdefault(mac, (share.owner, index))
+                if owner != share.owner:
+                    problems.append(
+                        (
+                            ("shares", index, "macs"),
+                            f"{mac!r} is already shares[{first}]'s Mac, owned by {owner}: a Mac joins as one owner; "
+                            "give each Mac its own name",
+                        )
+                    )
         return problems
 
 

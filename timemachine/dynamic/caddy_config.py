@@ -5,57 +5,30 @@ without restarting it (a dynamic resource: key files written through the Docker 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
-import time
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import UpdateResult
 
 from timemachine.caddy.config import ADMIN_SOCKET, CADDY_CONFIG_PATH, CADDY_DATA_PATH, KEYS_DIR, TAILSCALE_STATE_ROOT
 from timemachine.caddy.health import NODE_STATE_COMMAND, unregistered
-from timemachine.dynamic.in_place import InPlaceProvider
-from timemachine.engine.containers import ContainerUnavailable, running_container
+from timemachine.dynamic.base import Provider, Resource
+from timemachine.engine.containers import exec_text, find_container, read_file, read_tree, running_container, upload
+from timemachine.engine.polling import poll
 
 CANDIDATE_PATH = f"{CADDY_DATA_PATH}/caddy.next.json"
+# What Caddy runs, and resumes after a restart: its autosave of each config it accepted
+# (XDG_CONFIG_HOME=/data/config in the Caddy image; the config's admin.config.persist).
+AUTOSAVE_PATH = f"{CADDY_DATA_PATH}/config/caddy/autosave.json"
 SOCKET_WAIT_SECONDS = 60
 # How long `pulumi up` waits for the nodes to register with the control server (a first login
 # takes a few seconds; a key the control server refuses never succeeds).
 NODE_WAIT_SECONDS = 120
+WHAT = "the Caddy container"
 
 
 class CaddyReloadError(Exception):
     pass
-
-
-def _archive(files: dict[str, tuple[str, int]], dirs: dict[str, int]) -> bytes:
-    """A tar of `files` (path → (content, mode)) and `dirs` (path → mode), paths relative to /data."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path, mode in dirs.items():
-            info = tarfile.TarInfo(path)
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            tar.addfile(info)
-        for path, (content, mode) in files.items():
-            data = content.encode()
-            info = tarfile.TarInfo(path)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _container(name: str, docker_host: str | None):
-    try:
-        return running_container(name, docker_host, "the Caddy container")
-    except ContainerUnavailable as exc:
-        raise CaddyReloadError(str(exc)) from None
-
-
-def _exec(container, *command: str) -> tuple[int, str]:
-    code, output = container.exec_run(list(command))
-    return code, (output or b"").decode(errors="replace").strip()
 
 
 def without_nodes(config: str, nodes: set[str]) -> str:
@@ -71,12 +44,14 @@ def without_nodes(config: str, nodes: set[str]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
+def _in_data(path: str) -> str:
+    return path.removeprefix(CADDY_DATA_PATH + "/")
+
+
 def _reload(container, config: str) -> None:
     """`config` as the candidate file, then `caddy reload` of it through the admin socket."""
-    candidate = CANDIDATE_PATH.removeprefix(CADDY_DATA_PATH + "/")
-    if not container.put_archive(CADDY_DATA_PATH, _archive({candidate: (config, 0o600)}, {})):
-        raise CaddyReloadError(f"could not write the config into {container.name}:{CADDY_DATA_PATH}")
-    code, output = _exec(
+    upload(container, CADDY_DATA_PATH, {_in_data(CANDIDATE_PATH): (config, 0o600)})
+    code, output = exec_text(
         container, "caddy", "reload", "--config", CANDIDATE_PATH, "--address", f"unix/{ADMIN_SOCKET}", "--force"
     )
     if code != 0:
@@ -86,22 +61,22 @@ def _reload(container, config: str) -> None:
 def wait_for_nodes(container, nodes: list[str], seconds: float = NODE_WAIT_SECONDS) -> None:
     """Until each node has a tailnet identity (the health check's own test); else the error names
     the nodes that did not register and how to give one a fresh key."""
-    deadline = time.monotonic() + seconds
-    while True:
-        _code, output = _exec(container, *NODE_STATE_COMMAND)
+    output, registered = poll(
+        lambda: exec_text(container, *NODE_STATE_COMMAND)[1],
+        lambda states: not [node for node in unregistered(states) if node in nodes],
+        seconds=seconds,
+        interval=2,
+    )
+    if not registered:
         missing = [node for node in unregistered(output) if node in nodes]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise CaddyReloadError(
-                f"{', '.join(missing)} did not register with the tailnet within {seconds:.0f} s: its auth key "
-                "was refused or already used (single-use keys register one node identity; a lost node state "
-                "needs a new key). Re-key the share with its command from `pulumi stack output rekeyCommands` "
-                "(authKeys: provided: set a new shares[].authKey), after removing its old device from the "
-                "tailnet so the node keeps its hostname; Caddy's log says what the control server answered. "
-                f"Node states: {output}"
-            )
-        time.sleep(2)
+        raise CaddyReloadError(
+            f"{', '.join(missing)} did not register with the tailnet within {seconds:.0f} s: its auth key "
+            "was refused or already used (single-use keys register one node identity; a lost node state "
+            "needs a new key). Re-key the share with its command from `pulumi stack output rekeyCommands` "
+            "(authKeys: provided: set a new shares[].authKey), after removing its old device from the "
+            "tailnet so the node keeps its hostname; Caddy's log says what the control server answered. "
+            f"Node states: {output}"
+        )
 
 
 def _key_mark(key: str) -> str:
@@ -114,7 +89,7 @@ def _rekeyed(container, keys: dict[str, str], changed: set[str]) -> set[str]:
     a re-key that failed half-way is not repeated on an identity the new key already made; a node
     without that mark (state from before it existed) counts as re-keyed when its key changed."""
     names = " ".join(keys)
-    _code, listing = _exec(
+    _code, listing = exec_text(
         container,
         "sh",
         "-c",
@@ -130,10 +105,11 @@ def _rekeyed(container, keys: dict[str, str], changed: set[str]) -> set[str]:
 
 
 def _record_keys(container, keys: dict[str, str]) -> None:
-    files = {f"{node}.key-sha256": (_key_mark(key) + "\n", 0o600) for node, key in keys.items()}
-    container.put_archive(
-        CADDY_DATA_PATH, _archive({f"tailscale/{k}": v for k, v in files.items()}, {"tailscale": 0o700})
-    )
+    files = {
+        f"{_in_data(TAILSCALE_STATE_ROOT)}/{node}.key-sha256": (_key_mark(key) + "\n", 0o600)
+        for node, key in keys.items()
+    }
+    upload(container, CADDY_DATA_PATH, files, {_in_data(TAILSCALE_STATE_ROOT): 0o700})
 
 
 def apply(props: dict[str, Any], rekeyed: set[str] | None = None) -> None:
@@ -144,48 +120,83 @@ def apply(props: dict[str, Any], rekeyed: set[str] | None = None) -> None:
     A node in `rekeyed` (its key changed) is first taken out of Caddy and its tsnet state removed:
     tsnet ignores an auth key while it has a node identity, and caddy-tailscale keeps a running
     node (with its old key) across a reload that still names it. Other nodes are not touched."""
-    container = _container(props["container"], props.get("docker_host"))
+    container = running_container(props["container"], props.get("docker_host"), WHAT)
     keys: dict[str, str] = props.get("keys") or {}
-    keys_dir = KEYS_DIR.removeprefix(CADDY_DATA_PATH + "/")
-    files = {f"{keys_dir}/{node}": (key, 0o600) for node, key in keys.items()}
-    if not container.put_archive(CADDY_DATA_PATH, _archive(files, {keys_dir: 0o700})):
-        raise CaddyReloadError(f"could not write the keys into {props['container']}:{CADDY_DATA_PATH}")
-    deadline = time.monotonic() + SOCKET_WAIT_SECONDS
-    while _exec(container, "test", "-S", ADMIN_SOCKET)[0] != 0:
-        if time.monotonic() > deadline:
-            raise CaddyReloadError(f"Caddy's admin socket {ADMIN_SOCKET} did not appear: {container.logs(tail=20)!r}")
-        time.sleep(0.5)
+    keys_dir = _in_data(KEYS_DIR)
+    upload(
+        container,
+        CADDY_DATA_PATH,
+        {f"{keys_dir}/{node}": (key, 0o600) for node, key in keys.items()},
+        {keys_dir: 0o700},
+    )
+    _code, socket = poll(
+        lambda: exec_text(container, "test", "-S", ADMIN_SOCKET)[0],
+        lambda code: code == 0,
+        seconds=SOCKET_WAIT_SECONDS,
+        interval=0.5,
+    )
+    if not socket:
+        raise CaddyReloadError(
+            f"Caddy's admin socket {ADMIN_SOCKET} did not appear within {SOCKET_WAIT_SECONDS} s; Caddy's log: "
+            f"{container.logs(tail=20)!r}"
+        )
     rekeyed = _rekeyed(container, keys, rekeyed or set())
     if rekeyed:
         _reload(container, without_nodes(props["config"], rekeyed))
-        _exec(container, "rm", "-rf", *(f"{TAILSCALE_STATE_ROOT}/{node}" for node in sorted(rekeyed)))
+        exec_text(container, "rm", "-rf", *(f"{TAILSCALE_STATE_ROOT}/{node}" for node in sorted(rekeyed)))
     _record_keys(container, keys)
     _reload(container, props["config"])
-    _exec(container, "mv", CANDIDATE_PATH, CADDY_CONFIG_PATH)
-    stale = [f"{KEYS_DIR}/{name}" for name in _exec(container, "ls", KEYS_DIR)[1].split() if name not in keys]
+    exec_text(container, "mv", CANDIDATE_PATH, CADDY_CONFIG_PATH)
+    stale = [f"{KEYS_DIR}/{name}" for name in exec_text(container, "ls", KEYS_DIR)[1].split() if name not in keys]
     if stale:
-        _exec(container, "rm", "-f", *stale)
+        exec_text(container, "rm", "-f", *stale)
     if props.get("wait_nodes"):
         wait_for_nodes(container, sorted(keys))
 
 
-class _CaddyConfigProvider(InPlaceProvider):
-    fields = ("container", "container_id", "config", "keys", "docker_host", "wait_nodes")
+def _running_config(autosave: str | None, loaded: str) -> str:
+    """`loaded` when Caddy's autosave is the same config (Caddy writes it compact, keys sorted),
+    else the autosave as found ("" when Caddy has none: it runs no config)."""
+    if autosave is None:
+        return ""
+    try:
+        same = json.loads(autosave) == json.loads(loaded)
+    except ValueError:
+        same = False
+    return loaded if same else autosave
 
-    def apply(self, props: dict[str, Any]) -> None:
+
+class CaddyConfigProvider(Provider):
+    """Updated in place, never replaced: the Caddy container is never restarted for it. Read: the
+    config Caddy runs (its autosave) and the key files on its volume, as found."""
+
+    def subject(self, props) -> str:
+        return f"the Caddy config and keys in {props.get('container')!r}"
+
+    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         apply(props)
+        return props["container"], props
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def change(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
         old_keys, new_keys = olds.get("keys") or {}, news.get("keys") or {}
-        rekeyed = {node for node, key in new_keys.items() if node in old_keys and old_keys[node] != key}
-        try:
-            apply(news, rekeyed)
-        except Exception as error:  # noqa: BLE001 - the engine shows one message per failed step
-            raise Exception(str(error)) from None
-        return UpdateResult(outs=news)
+        apply(news, {node for node, key in new_keys.items() if node in old_keys and old_keys[node] != key})
+        return news
+
+    def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
+        # A stopped container's volume is read as well; a missing one holds nothing of it.
+        container = find_container(props["container"], props.get("docker_host"), WHAT)
+        if container is None:
+            return {**props, "container_id": "", "config": "", "keys": {}}
+        key_files = read_tree(container, KEYS_DIR) or {}
+        return {
+            **props,
+            "container_id": container.id,
+            "config": _running_config(read_file(container, AUTOSAVE_PATH), props["config"]),
+            "keys": {node: key.decode(errors="replace") for node, key in key_files.items() if "/" not in node},
+        }
 
 
-class CaddyConfig(pulumi.dynamic.Resource):
+class CaddyConfig(Resource, type_name="CaddyConfig"):
     def __init__(
         self,
         name: str,
@@ -208,5 +219,4 @@ class CaddyConfig(pulumi.dynamic.Resource):
             # `pulumi up` waits until every node has registered, and fails naming those that did not.
             "wait_nodes": wait_nodes,
         }
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["keys"])
-        super().__init__(_CaddyConfigProvider(), name, props, pulumi.ResourceOptions.merge(secret, opts))
+        super().__init__(CaddyConfigProvider(), name, props, opts, secret_outputs=["keys"])

@@ -6,103 +6,114 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from timemachine.dynamic.in_place import InPlaceProvider
-from timemachine.headscale.api import ContainerHeadscale, HeadscaleError, UserExists, UserHasNodes, connect
+from timemachine.dynamic.base import Provider, Resource
+from timemachine.headscale.api import ContainerHeadscale, NotFound, UserExists, UserHasNodes, connect, same_instant
 from timemachine.headscale.config import HEADSCALE_POLICY_PATH, HEADSCALE_STATE
 
 
-def _fail(what: str, error: HeadscaleError) -> Exception:
-    # A provider error ends this resource's step only; the engine records everything done before.
-    return Exception(f"{what}: {error}")
+class HeadscaleUserProvider(Provider):
+    """A Headscale user per owner. An existing user of that name is adopted, never deleted. Read:
+    gone when Headscale has no user of that name and id any more (deleted out of band: the next
+    `pulumi up` makes it again, or adopts one made by hand)."""
 
+    replace_props = ("name",)
+    excluded_props = ("user_id", "adopted")
 
-class _UserProvider(ResourceProvider):
-    """A Headscale user per owner. An existing user of that name is adopted, never deleted."""
+    def subject(self, props) -> str:
+        return f"Headscale user {props.get('name')!r}"
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         headscale = connect(props["access"])
         try:
-            try:
-                user_id, adopted = headscale.create_user(props["name"]), False
-            except UserExists:
-                user_id, adopted = headscale.users()[props["name"]], True
-        except HeadscaleError as error:
-            raise _fail(f"Headscale user {props['name']!r} not created", error) from None
-        return CreateResult(id_=user_id, outs={**props, "user_id": user_id, "adopted": adopted})
+            user_id, adopted = headscale.create_user(props["name"]), False
+        except UserExists:
+            user_id, adopted = headscale.users()[props["name"]], True
+        return user_id, {**props, "user_id": user_id, "adopted": adopted}
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = ["name"] if olds.get("name") != news.get("name") else []
-        changed = replaces or (["access"] if olds.get("access") != news.get("access") else [])
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+    def change(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        return {**olds, "access": news["access"]}
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs={**olds, "access": news["access"]})
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def remove(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("adopted"):
             return
+        headscale = connect(props["access"])
+        if str(props["user_id"]) not in headscale.users().values():
+            return  # deleted already
         try:
-            connect(props["access"]).destroy_user(props["user_id"])
+            headscale.destroy_user(props["user_id"])
         except UserHasNodes:
             # Devices are still registered to this person: removing their identity is not this
             # stack's decision. `headscale users destroy` does it once they are gone.
             return
-        except HeadscaleError as error:
-            raise _fail(f"Headscale user {props['name']!r} not deleted", error) from None
+
+    def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
+        found = connect(props["access"]).users().get(props["name"])
+        return dict(props) if found == str(props["user_id"]) else None
 
 
-class _PreAuthKeyProvider(ResourceProvider):
-    """A pre-auth key; deleting the resource expires the key in Headscale."""
+class HeadscalePreAuthKeyProvider(Provider):
+    """A pre-auth key; deleting the resource expires the key in Headscale. Read: gone when Headscale
+    has no such key any more (its user deleted), or it expired unused (the next `pulumi up` makes a
+    usable one); a used key stays what it is, expired or not: the node it registered keeps its
+    identity, and a new key would register another."""
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        try:
-            made = connect(props["access"]).create_key(
-                props["user_id"], list(props.get("tags") or []), int(props["expiry_days"]), bool(props["reusable"])
-            )
-        except HeadscaleError as error:
-            raise _fail(f"pre-auth key for {props['description']} not created", error) from None
-        return CreateResult(id_=made.id, outs={**props, "key": made.key, "expiration": made.expiration})
+    replace_props = ("user_id", "tags", "expiry_days", "expiry_hours", "reusable")
+    excluded_props = ("key", "expiration")
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        fixed = ("user_id", "tags", "expiry_days", "reusable")
-        replaces = [name for name in fixed if olds.get(name) != news.get(name)]
-        changed = replaces or [name for name in ("access", "description") if olds.get(name) != news.get(name)]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+    def subject(self, props) -> str:
+        return f"the pre-auth key for {props.get('description')}"
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs={**olds, "access": news["access"], "description": news["description"]})
+    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        # A Mac's join key lives hours (expiry_hours); a share node's key days (expiry_days).
+        hours = int(props.get("expiry_hours") or 24 * int(props["expiry_days"]))
+        made = connect(props["access"]).create_key(
+            props["user_id"], list(props.get("tags") or []), hours, bool(props["reusable"])
+        )
+        return made.id, {**props, "key": made.key, "expiration": made.expiration}
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def change(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        return {**olds, "access": news["access"], "description": news["description"]}
+
+    def remove(self, id_: str, props: dict[str, Any]) -> None:
         headscale = connect(props["access"])
         try:
             headscale.expire_key(props["user_id"], props["key"])
-        except HeadscaleError as error:
-            raise _fail(f"pre-auth key for {props['description']} not expired", error) from None
+        except NotFound:
+            pass  # its user is gone, and the key with it
         if not props.get("tags"):
             # A person's join key: the Mac it registered is theirs, not the stack's.
             return
         # A share node's key: the device it registered goes with it, so a removed share leaves no
         # stale device, and a re-keyed share (deleted before its new key is made) registers again
         # under its own hostname instead of `<hostname>-<suffix>`.
-        try:
-            for node_id in headscale.nodes_of_key(id_):
+        for node_id in headscale.nodes_of_key(id_):
+            try:
                 headscale.delete_node(node_id)
-        except HeadscaleError as error:
-            raise _fail(f"the device registered with the key for {props['description']} not removed", error) from None
+            except NotFound:
+                continue
+
+    def observe(self, id_: str, props: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            found = connect(props["access"]).find_key(props["user_id"], id_)
+        except NotFound:
+            return None
+        if found is None or (found.expired and not found.used):
+            return None
+        # Expired early (`headscale preauthkeys expire`) shows as its new expiration.
+        same = same_instant(found.expiration, props.get("expiration") or "")
+        return {**props, "expiration": props.get("expiration") if same else found.expiration}
 
 
-class HeadscaleUser(pulumi.dynamic.Resource):
+class HeadscaleUser(Resource, type_name="HeadscaleUser"):
     user_id: pulumi.Output[str]
 
     def __init__(self, name: str, user: str, access: pulumi.Input[dict], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(
-            _UserProvider(), name, {"name": user, "access": access, "user_id": None, "adopted": None}, opts
-        )
+        props = {"name": user, "access": access, "user_id": None, "adopted": None}
+        super().__init__(HeadscaleUserProvider(), name, props, opts)
 
 
-class HeadscalePreAuthKey(pulumi.dynamic.Resource):
+class HeadscalePreAuthKey(Resource, type_name="HeadscalePreAuthKey"):
     key: pulumi.Output[str]
     expiration: pulumi.Output[str]
 
@@ -112,7 +123,8 @@ class HeadscalePreAuthKey(pulumi.dynamic.Resource):
         *,
         user_id: pulumi.Input[str],
         tags: list[str],
-        expiry_days: int,
+        expiry_days: int | None = None,
+        expiry_hours: int | None = None,
         reusable: bool,
         description: str,
         access: pulumi.Input[dict],
@@ -122,14 +134,15 @@ class HeadscalePreAuthKey(pulumi.dynamic.Resource):
             "user_id": user_id,
             "tags": sorted(tags),
             "expiry_days": expiry_days,
+            # Only a join key has it: a share node's key keeps the props it was made with.
+            **({"expiry_hours": expiry_hours} if expiry_hours is not None else {}),
             "reusable": reusable,
             "description": description,
             "access": access,
             "key": None,
             "expiration": None,
         }
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["key"])
-        super().__init__(_PreAuthKeyProvider(), name, props, pulumi.ResourceOptions.merge(secret, opts))
+        super().__init__(HeadscalePreAuthKeyProvider(), name, props, opts, secret_outputs=["key"])
 
 
 def load_policy(props: dict[str, Any]) -> None:
@@ -145,15 +158,26 @@ def load_policy(props: dict[str, Any]) -> None:
     container.wait_log("reloading ACL policy", since)
 
 
-class _PolicyProvider(InPlaceProvider):
-    fields = ("container", "container_id", "policy", "docker_host")
-    failure = "tailnet policy not loaded into Headscale"
+class HeadscalePolicyProvider(Provider):
+    """Updated in place, never replaced: Headscale is never restarted for it. Read: the policy file
+    on Headscale's volume, as found."""
 
-    def apply(self, props: dict[str, Any]) -> None:
+    def subject(self, props) -> str:
+        return f"the tailnet policy in {props.get('container')!r}"
+
+    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         load_policy(props)
+        return props["container"], props
+
+    def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
+        found = ContainerHeadscale(props["container"], props.get("docker_host")).read(HEADSCALE_POLICY_PATH)
+        if found is None:
+            return {**props, "container_id": "", "policy": ""}
+        container_id, policy = found
+        return {**props, "container_id": container_id, "policy": policy or ""}
 
 
-class HeadscalePolicy(pulumi.dynamic.Resource):
+class HeadscalePolicy(Resource, type_name="HeadscalePolicy"):
     def __init__(
         self,
         name: str,
@@ -165,4 +189,4 @@ class HeadscalePolicy(pulumi.dynamic.Resource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {"container": container, "container_id": container_id, "policy": policy, "docker_host": docker_host}
-        super().__init__(_PolicyProvider(), name, props, opts)
+        super().__init__(HeadscalePolicyProvider(), name, props, opts)

@@ -4,67 +4,88 @@ argument for it)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pulumi
 import pulumi_docker as docker
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+import requests
+from docker.errors import NotFound, create_api_error_from_http_exception
 
+from timemachine.dynamic.base import Provider, Resource
+from timemachine.engine.client import docker_client
 from timemachine.planning.limits import Limits
 
 
-class _ProcessLimitProvider(ResourceProvider):
+def _set_pids_limit(api: Any, container_id: str, limit: int) -> None:
+    """POST /containers/{id}/update with PidsLimit: docker-py's update_container has no argument
+    for it, so the SDK's public HTTP session sends it, and its public error type reports it."""
+    response = api.post(
+        f"{api.base_url}/v{api.api_version}/containers/{quote(container_id, safe='')}/update",
+        json={"PidsLimit": limit},
+    )
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as error:
+        raise create_api_error_from_http_exception(error) from None
+
+
+def _found_limit(host_config: dict[str, Any]) -> int:
+    """The pids limit a container runs with; 0 for none (Docker reports none as null, 0 or -1)."""
+    limit = host_config.get("PidsLimit") or 0
+    return max(int(limit), 0)
+
+
+class ProcessLimitProvider(Provider):
     """The cgroup pids limit of a container, set through the Docker API after the provider made it.
 
     The docker provider has no pids-limit input, and an `nproc` ulimit does not bind here: the kernel
     exempts root's processes from RLIMIT_NPROC, and smbd's and Caddy's processes are root's.
+    Read: the limit the container runs with (`docker update --pids-limit` shows); gone with the
+    container. Deleting the resource leaves the limit: its container is going away with it.
     """
 
-    @staticmethod
-    def _apply(props: dict[str, Any]) -> None:
-        import docker as docker_sdk_module  # the Docker SDK, only at deploy time
-        from docker.errors import DockerException
+    replace_props = ("container_id",)
 
+    def subject(self, props) -> str:
+        return f"the pids limit of container {str(props.get('container_id'))[:12]}"
+
+    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # Numbers cross the engine as floats; the Docker API wants an integer.
         limit = int(props["limit"])
-
-        try:
-            host = props["docker_host"]
-            api = (docker_sdk_module.DockerClient(base_url=host) if host else docker_sdk_module.from_env()).api
-            api._raise_for_status(
-                api._post_json(api._url("/containers/{0}/update", props["container_id"]), data={"PidsLimit": limit})
-            )
-            applied = api.inspect_container(props["container_id"])["HostConfig"].get("PidsLimit")
-        except DockerException as exc:
-            raise Exception(f"process limit of container {props['container_id'][:12]} not set: {exc}") from None
+        api = docker_client(props["docker_host"]).api
+        _set_pids_limit(api, props["container_id"], limit)
+        applied = _found_limit(api.inspect_container(props["container_id"])["HostConfig"])
         if applied != limit:
-            raise Exception(f"the Docker engine kept PidsLimit {applied} instead of {limit}")
+            raise RuntimeError(
+                f"the Docker engine kept PidsLimit {applied} instead of {limit}; check that it supports pids "
+                "limits (cgroup pids controller) and run pulumi up again"
+            )
+        return props["container_id"], props
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        self._apply(props)
-        return CreateResult(id_=props["container_id"], outs=props)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = ["container_id"] if olds.get("container_id") != news.get("container_id") else []
-        changed = replaces or [k for k in ("limit", "docker_host") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        self._apply(news)
-        return UpdateResult(outs=news)
-
-    # Deleting the resource leaves the limit: the container it belongs to is going away with it.
+    def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            host_config = docker_client(props["docker_host"]).api.inspect_container(props["container_id"])["HostConfig"]
+        except NotFound:
+            return None
+        return {**props, "limit": _found_limit(host_config)}
 
 
-class ProcessLimit(pulumi.dynamic.Resource):
+class ProcessLimit(Resource, type_name="ProcessLimit"):
     """`limits.process_limit` as the container's pids limit (Docker's --pids-limit)."""
 
     def __init__(
-        self, name: str, container: docker.Container, limits: Limits, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        container: docker.Container,
+        limits: Limits,
+        *,
+        docker_host: str | None = None,
+        opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
             "container_id": container.id,
             "limit": limits.process_limit,
-            # The engine the docker provider uses (docker:host, else DOCKER_HOST).
-            "docker_host": pulumi.Config("docker").get("host") or "",
+            # The engine the docker provider uses ("": DOCKER_HOST), as stored since this resource began.
+            "docker_host": docker_host or "",
         }
-        super().__init__(_ProcessLimitProvider(), name, props, opts)
+        super().__init__(ProcessLimitProvider(), name, props, opts)

@@ -3,9 +3,9 @@ Docker API), or the REST API of an external Headscale with an API key. Plain fun
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
+import re
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from timemachine.engine.containers import ContainerUnavailable, running_container
+from timemachine.engine.containers import (
+    ContainerUnavailable,
+    exec_streams,
+    exec_text,
+    find_container,
+    read_file,
+    running_container,
+    upload,
+)
+from timemachine.engine.polling import poll
+
+EMBEDDED = "the embedded Headscale container"
 
 
 class HeadscaleError(Exception):
@@ -29,6 +40,10 @@ class UserHasNodes(HeadscaleError):
     pass
 
 
+class NotFound(HeadscaleError):
+    """Headscale has no such user or key (any more)."""
+
+
 @dataclass(frozen=True)
 class NewKey:
     id: str
@@ -36,14 +51,35 @@ class NewKey:
     expiration: str
 
 
+@dataclass(frozen=True)
+class FoundKey:
+    """A pre-auth key as Headscale has it now."""
+
+    used: bool
+    expiration: str  # RFC 3339, "" for none
+
+    @property
+    def expired(self) -> bool:
+        return bool(self.expiration) and _instant(self.expiration) <= datetime.now(UTC)
+
+
 class Headscale(Protocol):
     def users(self) -> dict[str, str]: ...
     def create_user(self, name: str) -> str: ...
     def destroy_user(self, user_id: str) -> None: ...
-    def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey: ...
+    def create_key(self, user_id: str, tags: list[str], hours: int, reusable: bool) -> NewKey: ...
     def expire_key(self, user_id: str, key: str) -> None: ...
+    def find_key(self, user_id: str, key_id: str) -> FoundKey | None: ...
     def nodes_of_key(self, key_id: str) -> dict[str, str]: ...
     def delete_node(self, node_id: str) -> None: ...
+
+
+def _found_key(keys: list[dict], key_id: str) -> FoundKey | None:
+    """Key `key_id` among Headscale's answer for a user's keys (the CLI's JSON or the REST API's)."""
+    for key in keys:
+        if str(key.get("id", "")) == str(key_id):
+            return FoundKey(bool(key.get("used")), _timestamp(key.get("expiration")))
+    return None
 
 
 def _registered_with(nodes: list[dict], key_id: str) -> dict[str, str]:
@@ -57,14 +93,15 @@ def _registered_with(nodes: list[dict], key_id: str) -> dict[str, str]:
 
 
 def connect(access: Mapping[str, Any]) -> Headscale:
-    """The Headscale a resource's `access` input names: {container, docker_host} or {url, api_key}."""
+    """The Headscale a resource's `access` input names: {container, docker_host} or {url, api_key}
+    (and `ca`, the PEM of a private CA its certificate chains to)."""
     if access.get("container"):
         return ContainerHeadscale(access["container"], access.get("docker_host") or None)
-    return ApiHeadscale(access["url"], access["api_key"])
+    return ApiHeadscale(access["url"], access["api_key"], ca=access.get("ca"))
 
 
-def _expiry(days: int) -> datetime:
-    return datetime.now(UTC) + timedelta(days=days)
+def _expiry(hours: int) -> datetime:
+    return datetime.now(UTC) + timedelta(hours=hours)
 
 
 class ContainerHeadscale:
@@ -79,23 +116,28 @@ class ContainerHeadscale:
 
     def _container(self):
         try:
-            return running_container(self.container_name, self.docker_host, "the embedded Headscale container")
+            return running_container(self.container_name, self.docker_host, EMBEDDED)
         except ContainerUnavailable as exc:
             raise HeadscaleError(str(exc)) from None
 
     def _run(self, *args: str) -> Any:
         container = self._container()
-        deadline = time.monotonic() + self.READY_SECONDS
-        while True:
-            code, output = container.exec_run(["headscale", *args, "--output", "json"], demux=True)
-            stdout, stderr = ((part or b"").decode(errors="replace").strip() for part in output)
-            if code == 0:
-                return json.loads(stdout) if stdout else None
-            text = stderr or stdout
-            starting = "connect" in text.lower() and ("refused" in text or "no such file" in text)
-            if not starting or time.monotonic() > deadline:
-                raise HeadscaleError(f"headscale {' '.join(args)} failed (exit {code}): {_error_text(text)}")
-            time.sleep(1)
+
+        def starting(result: tuple[int, str, str]) -> bool:
+            text = (result[2] or result[1]).lower()
+            return result[0] != 0 and "connect" in text and ("refused" in text or "no such file" in text)
+
+        (code, stdout, stderr), _ready = poll(
+            lambda: exec_streams(container, "headscale", *args, "--output", "json"),
+            lambda result: not starting(result),
+            seconds=self.READY_SECONDS,
+            interval=1,
+        )
+        if code != 0:
+            raise _refined(
+                HeadscaleError(f"headscale {' '.join(args)} failed (exit {code}): {_error_text(stderr or stdout)}")
+            )
+        return json.loads(stdout) if stdout else None
 
     def run_plain(self, *args: str) -> str:
         """The Headscale CLI with its text output; its message on failure."""
@@ -105,8 +147,7 @@ class ContainerHeadscale:
         return text
 
     def exec_plain(self, *command: str, check: bool = True) -> tuple[int, str]:
-        code, output = self._container().exec_run(list(command))
-        text = (output or b"").decode(errors="replace").strip()
+        code, text = exec_text(self._container(), *command)
         if check and code != 0:
             raise HeadscaleError(f"{' '.join(command)} failed in {self.container_name} (exit {code}): {text}")
         return code, text
@@ -114,14 +155,19 @@ class ContainerHeadscale:
     def write(self, path: str, content: str) -> None:
         """A file in the container (0600), through the Docker archive API."""
         folder, _, name = path.rpartition("/")
-        data = content.encode()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o600
-            tar.addfile(info, io.BytesIO(data))
-        if not self._container().put_archive(folder, buffer.getvalue()):
-            raise HeadscaleError(f"could not write {path} into {self.container_name}")
+        try:
+            upload(self._container(), folder, {name: (content, 0o600)})
+        except ContainerUnavailable as exc:
+            raise HeadscaleError(str(exc)) from None
+
+    def read(self, path: str) -> tuple[str, str | None] | None:
+        """The container's id and the text of the file at `path` in it (None: no such file), read
+        even when the container is stopped; None when there is no container."""
+        try:
+            container = find_container(self.container_name, self.docker_host, EMBEDDED)
+        except ContainerUnavailable as exc:
+            raise HeadscaleError(str(exc)) from None
+        return None if container is None else (container.id, read_file(container, path))
 
     def signal(self, name: str) -> int:
         """Send a signal to Headscale; returns the time (for logs since then)."""
@@ -131,37 +177,32 @@ class ContainerHeadscale:
 
     def wait_log(self, text: str, since: int, timeout: float = 30) -> None:
         """Wait for `text` in Headscale's log since `since`; an error logged with it is raised."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self._container().logs(since=since).decode(errors="replace").splitlines()
-            hits = [i for i, line in enumerate(lines) if text in line]
-            if hits:
-                time.sleep(1)
-                after = self._container().logs(since=since).decode(errors="replace").splitlines()[hits[-1] :]
-                errors = [line for line in after if "ERR" in line and "policy" in line]
-                if errors:
-                    raise HeadscaleError(f"Headscale did not load the policy: {errors[-1]}")
-                return
-            time.sleep(0.5)
-        raise HeadscaleError(f"Headscale did not log {text!r} within {timeout:.0f}s")
+        container = self._container()
+
+        def log() -> list[str]:
+            return container.logs(since=since).decode(errors="replace").splitlines()
+
+        lines, logged = poll(log, lambda lines: any(text in line for line in lines), seconds=timeout, interval=0.5)
+        if not logged:
+            raise HeadscaleError(f"Headscale did not log {text!r} within {timeout:.0f}s")
+        hit = max(i for i, line in enumerate(lines) if text in line)
+        # What Headscale logs right after the reload: an error there means it kept the old policy.
+        time.sleep(1)
+        errors = [line for line in log()[hit:] if "ERR" in line and "policy" in line]
+        if errors:
+            raise HeadscaleError(f"Headscale did not load the policy: {errors[-1]}")
 
     def users(self) -> dict[str, str]:
         return {u["name"]: str(u["id"]) for u in self._run("users", "list") or []}
 
     def create_user(self, name: str) -> str:
-        try:
-            return str(self._run("users", "create", name)["id"])
-        except HeadscaleError as exc:
-            raise _refined(exc) from None
+        return str(self._run("users", "create", name)["id"])
 
     def destroy_user(self, user_id: str) -> None:
-        try:
-            self._run("users", "destroy", "--identifier", user_id, "--force")
-        except HeadscaleError as exc:
-            raise _refined(exc) from None
+        self._run("users", "destroy", "--identifier", user_id, "--force")
 
-    def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey:
-        args = ["preauthkeys", "create", "--user", user_id, "--expiration", f"{days}d"]
+    def create_key(self, user_id: str, tags: list[str], hours: int, reusable: bool) -> NewKey:
+        args = ["preauthkeys", "create", "--user", user_id, "--expiration", f"{hours}h"]
         if reusable:
             args.append("--reusable")
         if tags:
@@ -171,6 +212,9 @@ class ContainerHeadscale:
 
     def expire_key(self, user_id: str, key: str) -> None:
         self._run("preauthkeys", "expire", "--user", user_id, key)
+
+    def find_key(self, user_id: str, key_id: str) -> FoundKey | None:
+        return _found_key(self._run("preauthkeys", "list", "--user", user_id) or [], key_id)
 
     def nodes_of_key(self, key_id: str) -> dict[str, str]:
         return _registered_with(self._run("nodes", "list") or [], key_id)
@@ -182,10 +226,14 @@ class ContainerHeadscale:
 class ApiHeadscale:
     """An external Headscale's REST API (/api/v1), authenticated by an API key."""
 
-    def __init__(self, url: str, api_key: str, timeout: float = 30):
+    def __init__(self, url: str, api_key: str, timeout: float = 30, ca: str | None = None):
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        # The system's CAs, and the control server's own where it has a private one.
+        self.tls = ssl.create_default_context()
+        if ca:
+            self.tls.load_verify_locations(cadata=ca)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
         request = urllib.request.Request(
@@ -195,7 +243,7 @@ class ApiHeadscale:
             headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.tls) as response:
                 text = response.read().decode()
         except urllib.error.HTTPError as exc:
             answer = _error_text(exc.read().decode(errors="replace"))
@@ -205,8 +253,8 @@ class ApiHeadscale:
                     "`headscale apikeys create` and set it with pulumi config set --secret --path "
                     "tailnet.headscaleApiKey <key>"
                 ) from None
-            raise HeadscaleError(
-                f"Headscale at {self.url}: {method} /api/v1/{path} answered {exc.code}: {answer}"
+            raise _refined(
+                HeadscaleError(f"Headscale at {self.url}: {method} /api/v1/{path} answered {exc.code}: {answer}")
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -219,23 +267,17 @@ class ApiHeadscale:
         return {u["name"]: str(u["id"]) for u in self._call("GET", "user").get("users", [])}
 
     def create_user(self, name: str) -> str:
-        try:
-            return str(self._call("POST", "user", {"name": name})["user"]["id"])
-        except HeadscaleError as exc:
-            raise _refined(exc) from None
+        return str(self._call("POST", "user", {"name": name})["user"]["id"])
 
     def destroy_user(self, user_id: str) -> None:
-        try:
-            self._call("DELETE", f"user/{user_id}")
-        except HeadscaleError as exc:
-            raise _refined(exc) from None
+        self._call("DELETE", f"user/{user_id}")
 
-    def create_key(self, user_id: str, tags: list[str], days: int, reusable: bool) -> NewKey:
+    def create_key(self, user_id: str, tags: list[str], hours: int, reusable: bool) -> NewKey:
         body = {
             "user": user_id,
             "reusable": reusable,
             "ephemeral": False,
-            "expiration": _expiry(days).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expiration": _expiry(hours).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "aclTags": tags,
         }
         made = self._call("POST", "preauthkey", body)["preAuthKey"]
@@ -244,6 +286,9 @@ class ApiHeadscale:
     def expire_key(self, user_id: str, key: str) -> None:
         self._call("POST", "preauthkey/expire", {"user": user_id, "key": key})
 
+    def find_key(self, user_id: str, key_id: str) -> FoundKey | None:
+        return _found_key(self._call("GET", f"preauthkey?user={user_id}").get("preAuthKeys", []), key_id)
+
     def nodes_of_key(self, key_id: str) -> dict[str, str]:
         return _registered_with(self._call("GET", "node").get("nodes", []), key_id)
 
@@ -251,13 +296,21 @@ class ApiHeadscale:
         self._call("DELETE", f"node/{node_id}")
 
 
+# Headscale's answers for what it does not have (0.27: "user not found", "AuthKey not found",
+# "node not found"); a missing command or file says otherwise.
+NOT_FOUND = re.compile(r"\b(user|authkey|pre-?auth ?key|node|record) not found", re.IGNORECASE)
+
+
 def _refined(error: HeadscaleError) -> HeadscaleError:
-    """The answers the providers act on: a user that exists already, or still has devices."""
+    """The answers the providers act on: a user that exists already, or still has devices, or
+    a user or key Headscale does not have."""
     text = str(error)
     if "already exists" in text or "UNIQUE constraint" in text:
         return UserExists(text)
     if "not empty" in text:
         return UserHasNodes(text)
+    if NOT_FOUND.search(text):
+        return NotFound(text)
     return error
 
 
@@ -270,6 +323,19 @@ def _error_text(text: str) -> str:
     if isinstance(data, dict):
         return str(data.get("message") or data.get("Error") or data.get("error") or data)
     return str(data)
+
+
+def _instant(timestamp: str) -> datetime:
+    """An RFC 3339 time (the seconds; Headscale's answers may carry nanoseconds)."""
+    return datetime.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+
+
+def same_instant(one: str, other: str) -> bool:
+    """Two RFC 3339 times, to the second (one from the CLI's JSON, the other from the REST API)."""
+    try:
+        return _instant(one) == _instant(other)
+    except ValueError:
+        return one == other
 
 
 def _timestamp(value: Any) -> str:

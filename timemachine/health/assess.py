@@ -66,7 +66,8 @@ def share_findings(snapshot: HealthSnapshot) -> list[Finding]:
         elif share.problems:
             checks.append(("problems", "warning", False, "; ".join(share.problems)))
         if share.up is False:
-            checks.append(("share_down", "critical", True, "the share's Samba container is not up"))
+            why = f": {share.down_reason}" if share.down_reason else ""
+            checks.append(("share_down", "critical", True, f"the share's Samba container is not up{why}"))
         if share.node_registered is False:
             checks.append(("node_not_registered", "critical", True, "the share's tailnet node is not registered"))
         ratio = share.quota_used_ratio

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 
 from timemachine.health.collector import DEFAULT_INCOMPLETE_AFTER_SECONDS, collect, discover_shares
-from timemachine.health.inputs import ShareInputs, load_shares_file, parse_duration, parse_share
+from timemachine.health.inputs import ShareInputs, load_shares_file, parse_duration, parse_share, parse_shares_json
+from timemachine.health.probes import nodes_registered, probe_shares
+from timemachine.health.remote import RemoteError, metrics_url_of_stack, remote_snapshot
 from timemachine.health.report import failing, text_report
 from timemachine.health.server import SnapshotSource, make_server
 
@@ -38,7 +41,15 @@ def parser() -> argparse.ArgumentParser:
         ("serve", "serve /metrics (Prometheus) and / (a status page) over HTTP"),
     ):
         command = commands.add_parser(name, help=summary, description=summary)
-        command.add_argument("--root", required=True, help="the storage root: one directory per share")
+        if name == "status":
+            where = command.add_mutually_exclusive_group(required=True)
+            where.add_argument("--root", help="the storage root: one directory per share")
+            where.add_argument("--url", help="a running collector's /metrics (a stack's status.metricsUrl)")
+            where.add_argument(
+                "--stack", help="a deployed stack: its status.metricsUrl from `pulumi stack output` (run it there)"
+            )
+        else:
+            command.add_argument("--root", required=True, help="the storage root: one directory per share")
         command.add_argument(
             "--share",
             action="append",
@@ -47,10 +58,14 @@ def parser() -> argparse.ArgumentParser:
             metavar="NAME[=QUOTA[:STALE_AFTER]]",
             help="a share to read, e.g. alice=500G:3d (QUOTA empty = unlimited; STALE_AFTER default 3d); repeatable",
         )
-        command.add_argument(
+        shares = command.add_mutually_exclusive_group()
+        shares.add_argument(
             "--shares-file",
             metavar="JSON",
             help='{"shares": [{"name", "quota", "staleAfterSeconds", "up", "nodeRegistered"}]}; serve rereads it',
+        )
+        shares.add_argument(
+            "--shares-json", metavar="TEXT", help="the same as --shares-file's content, given on the command line"
         )
         command.add_argument(
             "--incomplete-after",
@@ -70,22 +85,53 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _inputs(args: argparse.Namespace) -> ShareInputs:
-    from_file = load_shares_file(args.shares_file) if args.shares_file else ShareInputs()
+    if args.shares_file:
+        given = load_shares_file(args.shares_file)
+    elif args.shares_json:
+        given = parse_shares_json(args.shares_json)
+    else:
+        given = ShareInputs()
     # --share overrides the file's entry of the same name; up and registered stay the file's.
-    specs = {s.name: s for s in from_file.specs}
+    specs = {s.name: s for s in given.specs}
     specs.update({s.name: s for s in args.share})
-    incomplete = args.incomplete_after or from_file.incomplete_after_seconds
-    return ShareInputs(tuple(specs.values()), from_file.up, from_file.node_registered, incomplete)
+    incomplete = args.incomplete_after or given.incomplete_after_seconds
+    return dataclasses.replace(given, specs=tuple(specs.values()), incomplete_after_seconds=incomplete)
+
+
+def probed(inputs: ShareInputs) -> ShareInputs:
+    """The inputs with what the probes found now: each share's smbd over SMB, each node's state in Caddy's."""
+    results = probe_shares(inputs.smb_targets)
+    registered = nodes_registered(inputs.caddy_state_dir, inputs.nodes) if inputs.caddy_state_dir else {}
+    return dataclasses.replace(
+        inputs,
+        up={**inputs.up, **{share: r.up for share, r in results.items()}},
+        down_reasons={**inputs.down_reasons, **{share: r.reason for share, r in results.items() if not r.up}},
+        node_registered={**inputs.node_registered, **registered},
+    )
+
+
+def _remote_status(args: argparse.Namespace) -> int:
+    try:
+        url = args.url or metrics_url_of_stack(args.stack)
+        snapshot = remote_snapshot(url)
+    except RemoteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text_report(snapshot))
+    return 1 if failing(snapshot) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "status" and args.root is None:
+        return _remote_status(args)
     try:
         inputs = _inputs(args)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.command == "status":
+        inputs = probed(inputs)
         snapshot = collect(
             args.root,
             inputs.specs or discover_shares(args.root),
@@ -93,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             up=inputs.up,
             node_registered=inputs.node_registered,
             incomplete_after_seconds=inputs.incomplete_after_seconds or DEFAULT_INCOMPLETE_AFTER_SECONDS,
+            down_reasons=inputs.down_reasons,
         )
         sys.stdout.write(text_report(snapshot))
         return 1 if failing(snapshot) else 0
@@ -104,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             inputs = _inputs(args)
         except (OSError, ValueError) as error:
             print(f"warning: keeping the previous share inputs: {error}", file=sys.stderr)
-        return inputs
+        return probed(inputs)
 
     source = SnapshotSource(args.root, reread, min_interval=args.min_interval)
     server = make_server(source, args.bind, args.port)

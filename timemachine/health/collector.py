@@ -39,6 +39,8 @@ class ShareHealth:
     up: bool | None
     node_registered: bool | None
     problems: tuple[str, ...]
+    # Why the share is down, when the caller knows (the SMB probe's step and status).
+    down_reason: str | None = None
 
     @property
     def quota_used_ratio(self) -> float | None:
@@ -86,7 +88,12 @@ def _unique_machines(bundles: list[BundleHealth]) -> list[BundleHealth]:
 
 
 def read_share(
-    root: str, spec: ShareSpec, *, up: bool | None = None, node_registered: bool | None = None
+    root: str,
+    spec: ShareSpec,
+    *,
+    up: bool | None = None,
+    node_registered: bool | None = None,
+    down_reason: str | None = None,
 ) -> ShareHealth:
     """Read <root>/<share>: each bundle in it, and the bytes everything in it uses (hard links once)."""
     path = os.path.join(root, spec.name)
@@ -136,6 +143,7 @@ def read_share(
         up=up,
         node_registered=node_registered,
         problems=tuple(problems),
+        down_reason=down_reason if up is False else None,
     )
 
 
@@ -169,12 +177,20 @@ def collect(
     node_registered: Mapping[str, bool] | None = None,
     incomplete_after_seconds: float = DEFAULT_INCOMPLETE_AFTER_SECONDS,
     statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+    down_reasons: Mapping[str, str] | None = None,
 ) -> HealthSnapshot:
     """Read every share and the storage root as of now (which the caller passes, so runs are reproducible)."""
     up = up or {}
     node_registered = node_registered or {}
+    down_reasons = down_reasons or {}
     read = [
-        read_share(root, spec, up=up.get(spec.name), node_registered=node_registered.get(spec.name))
+        read_share(
+            root,
+            spec,
+            up=up.get(spec.name),
+            node_registered=node_registered.get(spec.name),
+            down_reason=down_reasons.get(spec.name),
+        )
         for spec in sorted(shares, key=lambda s: s.name)
     ]
     return HealthSnapshot(

@@ -1,4 +1,5 @@
-"""What the caller tells the collector about shares (quotas, stale-after times, up and registered), parsed once."""
+"""What the caller tells the collector about shares (quotas, stale-after times, up and registered, and where
+to probe them), parsed once."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 
 from timemachine.health.collector import DEFAULT_STALE_AFTER_SECONDS, ShareSpec
+from timemachine.health.probes import SmbTarget
+from timemachine.planning.durations import parse_duration
 
 # The stack's own quota syntax (500G, 1T, or bytes): binary units, as smb.conf and the config take them.
 SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT])?B?\s*$", re.IGNORECASE)
 SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])?\s*$", re.IGNORECASE)
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_size(text: str) -> int | None:
@@ -31,15 +32,6 @@ def parse_size(text: str) -> int | None:
     if value <= 0:
         raise ValueError("a quota must be greater than zero (leave it empty for an unlimited share)")
     return value
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '259200', '72h' or '3d'."""
-    match = DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration (seconds, or a number with s, m, h or d, e.g. 3d)")
-    number, unit = match.groups()
-    return float(number) * (DURATION_UNITS[unit.lower()] if unit else 1)
 
 
 def parse_share(text: str) -> ShareSpec:
@@ -71,11 +63,18 @@ class ShareEntry(_Model):
     )
     up: bool | None = None
     node_registered: bool | None = None
+    # Probed instead of given: the share's smbd (its address; the credentials file for a password
+    # share) and its tailnet node (its hostname, looked up in caddyStateDir).
+    address: str | None = Field(default=None, min_length=1)
+    credentials_file: str | None = Field(default=None, min_length=1)
+    node: str | None = Field(default=None, min_length=1, pattern=r"^[^/]+$")
 
 
 class SharesFile(_Model):
     shares: list[ShareEntry]
     incomplete_after_seconds: Annotated[float | None, BeforeValidator(_duration_or_seconds), Field(gt=0)] = None
+    # Where Caddy keeps each tsnet node's state (<dir>/<node>/tailscaled.state), read-only.
+    caddy_state_dir: str | None = Field(default=None, min_length=1)
 
 
 @dataclass(frozen=True)
@@ -86,22 +85,38 @@ class ShareInputs:
     up: dict[str, bool] = field(default_factory=dict)
     node_registered: dict[str, bool] = field(default_factory=dict)
     incomplete_after_seconds: float | None = None
+    # Why a share is down, where a probe said so.
+    down_reasons: dict[str, str] = field(default_factory=dict)
+    # What to probe at each collection: each share's smbd, and its node in Caddy's state (share → node).
+    smb_targets: tuple[SmbTarget, ...] = ()
+    nodes: dict[str, str] = field(default_factory=dict)
+    caddy_state_dir: str | None = None
 
 
 def load_shares_file(path: str) -> ShareInputs:
     """Read a shares JSON file ({"shares": [{"name", "quota", "staleAfterSeconds", "up", "nodeRegistered"}]})."""
     with open(path, encoding="utf-8") as handle:
-        raw = json.load(handle)
+        text = handle.read()
+    return parse_shares_json(text, path)
+
+
+def parse_shares_json(text: str, origin: str = "--shares-json") -> ShareInputs:
+    """The shares file's content (as the stack passes it to the status container, on its command line)."""
     try:
-        parsed = SharesFile.model_validate(raw)
-    except ValidationError as error:
-        raise ValueError(f"{path}: {error}") from error
+        parsed = SharesFile.model_validate(json.loads(text))
+    except (ValidationError, ValueError) as error:
+        raise ValueError(f"{origin}: {error}") from error
     names = [s.name for s in parsed.shares]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a share is listed twice")
+        raise ValueError(f"{origin}: a share is listed twice")
+    if parsed.caddy_state_dir is None and any(s.node for s in parsed.shares):
+        raise ValueError(f"{origin}: a share names its node, but caddyStateDir (where its state is) is not given")
     return ShareInputs(
         specs=tuple(ShareSpec(s.name, s.quota, s.stale_after_seconds) for s in parsed.shares),
         up={s.name: s.up for s in parsed.shares if s.up is not None},
         node_registered={s.name: s.node_registered for s in parsed.shares if s.node_registered is not None},
         incomplete_after_seconds=parsed.incomplete_after_seconds,
+        smb_targets=tuple(SmbTarget(s.name, s.address, s.credentials_file) for s in parsed.shares if s.address),
+        nodes={s.name: s.node for s in parsed.shares if s.node},
+        caddy_state_dir=parsed.caddy_state_dir,
     )

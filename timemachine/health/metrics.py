@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+try:
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+except ImportError:  # prometheus_client before 0.22 (Debian trixie's 0.21): its latest is this format
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from timemachine.health.bundle import BundleHealth
@@ -156,6 +160,7 @@ SHARE_METRICS = (
 )
 
 INFO_LABELS = ("share", "machine", "bundle", "host_uuid", "model_id", "backingstore_version")
+DOWN_LABELS = ("share", "reason")
 
 
 class SnapshotCollector(Collector):
@@ -189,6 +194,15 @@ class SnapshotCollector(Collector):
                 if value is not None:
                     family.add_metric([share.name], float(value))
             yield family
+        down = GaugeMetricFamily(
+            "timemachine_share_down_info",
+            "Always 1, for each share reported down: why (the SMB probe's step and Samba's status code).",
+            labels=DOWN_LABELS,
+        )
+        for share in snapshot.shares:
+            if share.up is False:
+                down.add_metric([share.name, share.down_reason or "unknown"], 1.0)
+        yield down
         storage = snapshot.storage
         for name, help_text, value in (
             ("timemachine_storage_size_bytes", "Size of the filesystem holding the storage root.", storage.size_bytes),
@@ -202,6 +216,11 @@ class SnapshotCollector(Collector):
             if value is not None:
                 family.add_metric([], float(value))
             yield family
+        yield GaugeMetricFamily(
+            "timemachine_collector_incomplete_after_seconds",
+            "How long after the last completed backup bands may keep changing before that is reported.",
+            value=snapshot.incomplete_after_seconds,
+        )
         yield GaugeMetricFamily(
             "timemachine_collector_timestamp_seconds",
             "The time the collector read the shares (its 'now').",

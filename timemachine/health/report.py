@@ -92,7 +92,7 @@ def share_rows(snapshot: HealthSnapshot) -> list[tuple[str, ...]]:
                 "unlimited" if share.quota_bytes is None else f"{size(share.quota_bytes)} ({ratio:.0%} used)",
                 "-" if share.quota_bytes is None else size(headroom(share)),
                 age(share.stale_after_seconds),
-                _yes_no(share.up),
+                _yes_no(share.up) + (f" ({share.down_reason})" if share.down_reason else ""),
                 "?" if share.node_registered is None else ("registered" if share.node_registered else "NOT REGISTERED"),
                 _status(mine) if share.present else "share_missing",
             )

@@ -43,6 +43,7 @@ class SnapshotSource:
                     up=given.up,
                     node_registered=given.node_registered,
                     incomplete_after_seconds=given.incomplete_after_seconds or DEFAULT_INCOMPLETE_AFTER_SECONDS,
+                    down_reasons=given.down_reasons,
                 )
             return self._snapshot
 
@@ -59,6 +60,9 @@ def make_server(source: SnapshotSource, bind: str, port: int) -> ThreadingHTTPSe
                 self._send(200, CONTENT_TYPE, render(source.snapshot()))
             elif path == "/":
                 self._send(200, "text/html; charset=utf-8", html_report(source.snapshot()).encode("utf-8"))
+            elif path == "/healthz":
+                # The container's health check: the server answers (without a collection, which may be slow).
+                self._send(200, "text/plain; charset=utf-8", b"ok\n")
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found: try / or /metrics\n")
 

@@ -29,6 +29,21 @@ def headscale_address(subnet: Net) -> IPv4:
     return subnet.broadcast_address - 2
 
 
+def status_address(subnet: Net, taken: Iterable[IPv4] = ()) -> IPv4:
+    """The status container's address: the highest host from the one below the embedded Headscale's
+    default down that nothing else has — not a reserved address and none of `taken` (the embedded
+    Headscale's, each deployed share's, each pinned one's). So turning the status container on never
+    moves a deployed share, and on a fresh stack it is always the same address (broadcast - 3)."""
+    used = set(taken) | set(reserved_addresses(subnet)) | {headscale_address(subnet)}
+    for offset in range(3, subnet.num_addresses):
+        candidate = subnet.broadcast_address - offset
+        if candidate not in used:
+            return candidate
+    raise IpPlanError(
+        [PlanProblem(None, SUBNET_FIELD, f"{subnet} has no address left for the status container; use a larger subnet")]
+    )
+
+
 def share_capacity(subnet: Net) -> int:
     # network, gateway, proxy and broadcast are not for shares.
     return subnet.num_addresses - 4

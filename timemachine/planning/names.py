@@ -25,6 +25,10 @@ def headscale_volume(prefix: str) -> str:
     return f"{prefix}-headscale-data"
 
 
+def status_container(prefix: str) -> str:
+    return f"{prefix}-status"
+
+
 def samba_container(prefix: str, share: str) -> str:
     return f"{prefix}-{share}-samba"
 
@@ -38,10 +42,10 @@ def network(prefix: str) -> str:
     return DEFAULT_NETWORK if prefix == DEFAULT_PREFIX else f"{prefix}-network"
 
 
-def containers(prefix: str, shares: list[str], headscale: bool) -> list[str]:
+def containers(prefix: str, shares: list[str], headscale: bool, status: bool = False) -> list[str]:
     """Every container name a stack with these shares declares."""
     names = [caddy_container(prefix), *(samba_container(prefix, share) for share in shares)]
-    return names + ([headscale_container(prefix)] if headscale else [])
+    return names + ([headscale_container(prefix)] if headscale else []) + ([status_container(prefix)] if status else [])
 
 
 def volumes(prefix: str, shares: list[str], headscale: bool) -> list[str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from timemachine.config.models import MAX_NAME_PREFIX, StackConfig
+from timemachine.engine.client import EngineUnavailable, docker_client
 from timemachine.planning import names
 from timemachine.planning.labels import STACK_LABEL
 from timemachine.preflight.state import docker_ids
@@ -31,7 +32,8 @@ class Found:
 def planned_names(config: StackConfig) -> tuple[list[str], str]:
     """The container names and the network name this stack declares."""
     shares = [share.name for share in config.shares]
-    return names.containers(config.name_prefix, shares, config.tailnet.headscale.embedded), config.network_name
+    containers = names.containers(config.name_prefix, shares, config.tailnet.headscale.embedded, config.status.enabled)
+    return containers, config.network_name
 
 
 def foreign(found: Iterable[Found], config: StackConfig, this_stack: str) -> list[Found]:
@@ -69,22 +71,17 @@ def message(clashes: list[Found], config: StackConfig, this_stack: str) -> str:
 def engine_objects(docker_host: str | None) -> list[Found] | None:
     """Every labelled container and network on the engine the docker provider uses (docker:host, else
     DOCKER_HOST, else the default socket); None when that engine does not answer."""
-    import docker  # the Docker SDK
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
     try:
-        client = (
-            docker.DockerClient(base_url=docker_host, timeout=ENGINE_TIMEOUT_SECONDS)
-            if docker_host
-            else docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
-        )
+        client = docker_client(docker_host, timeout=ENGINE_TIMEOUT_SECONDS)
         try:
             containers = client.api.containers(all=True, filters={"label": STACK_LABEL})
             networks = client.api.networks(filters={"label": STACK_LABEL})
         finally:
             client.close()
-    except (DockerException, RequestException, OSError):
+    except (EngineUnavailable, DockerException, RequestException, OSError):
         return None
     found = [
         Found("container", name.lstrip("/"), (c.get("Labels") or {}).get(STACK_LABEL), c.get("Id") or "")

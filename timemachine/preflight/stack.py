@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 
-from timemachine.config.loader import ConfigError, LoadedStack, load, raw_from_pulumi
+from timemachine.config.loader import ConfigError, LoadedStack, load, raw_from_pulumi, tailscale_api_from_pulumi
 from timemachine.planning import labels
 from timemachine.preflight import guard
 from timemachine.preflight.state import read_state, share_addresses
@@ -28,7 +28,7 @@ def load_stack_config() -> LoadedStack:
         state.update(read_state("the addresses this stack has deployed", "a share could move"))
         return share_addresses(state)
 
-    return replace(load(raw_from_pulumi(), deployed), deployed=state)
+    return replace(load(raw_from_pulumi(), deployed, tailscale_api_from_pulumi()), deployed=state)
 
 
 def preflight(docker_host: str | None, find: guard.EngineObjects | None = None) -> LoadedStack:

@@ -1,4 +1,5 @@
-"""Renders the tailnet policy fragment that lets each owner reach only their own share on tcp:445.
+"""Renders the tailnet policy fragment that lets each owner reach only their own share on tcp:445, and the
+administrators (only) the status page on tcp:80.
 
 The form loads in both control planes: Tailscale and Headscale 0.27 both know `tagOwners` and
 `acls` (Headscale rejects `grants`). Deny by default: one accept rule per share.
@@ -9,13 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from timemachine.planning.ports import SMB_PORT
+from timemachine.planning.ports import SMB_PORT, STATUS_PAGE_PORT
 
 
 @dataclass(frozen=True)
 class SharePolicy:
     hostname: str
     owner: str
+    tags: Sequence[str]
+
+
+@dataclass(frozen=True)
+class StatusPolicy:
+    """The status page's node and who may open it."""
+
+    hostname: str
+    admins: Sequence[str]
     tags: Sequence[str]
 
 
@@ -28,9 +38,15 @@ def share_tags(base_tags: Iterable[str], hostname: str) -> list[str]:
 
 
 def render_policy(
-    shares: Iterable[SharePolicy], *, tag_owners: Sequence[str], base_tags: Sequence[str], self_hosted: bool
+    shares: Iterable[SharePolicy],
+    *,
+    tag_owners: Sequence[str],
+    base_tags: Sequence[str],
+    self_hosted: bool,
+    status: StatusPolicy | None = None,
 ) -> dict:
-    """tagOwners for every tag used, an accept rule per share and, for Tailscale, `tests`.
+    """tagOwners for every tag used, an accept rule per share (and one for the status page's admins)
+    and, for Tailscale, `tests`.
 
     - Tailscale: each per-share tag is also owned by the base tags, because keys minted through an
       OAuth client may only carry tags owned by the client's own tag. The `tests` section makes
@@ -38,7 +54,8 @@ def render_policy(
     - Headscale (`self_hosted`): tag owners must be users or groups, and `tests` is unknown to it.
     """
     shares = sorted(shares, key=lambda s: s.hostname)
-    tags = sorted({tag for share in shares for tag in share.tags} | set(base_tags))
+    status_tags = set(status.tags) if status else set()
+    tags = sorted({tag for share in shares for tag in share.tags} | set(base_tags) | status_tags)
     owners: dict[str, list[str]] = {}
     for tag in tags:
         by_base = [] if self_hosted or tag in base_tags else sorted(base_tags)
@@ -50,10 +67,24 @@ def render_policy(
             for share in shares
         ],
     }
+    if status is not None:
+        policy["acls"].append(
+            {"action": "accept", "src": list(status.admins), "dst": [f"{node_tag(status.hostname)}:{STATUS_PAGE_PORT}"]}
+        )
     if not self_hosted:
         # A test's src is one identity: a login, not a group (its members are not known here).
         policy["tests"] = [_test(share, shares) for share in shares if is_login(share.owner)]
+        if status is not None:
+            policy["tests"] += _status_tests(status, shares)
     return policy
+
+
+def _status_tests(status: StatusPolicy, shares: Sequence[SharePolicy]) -> list[dict]:
+    """Each admin login reaches the page; each share owner who is not an admin does not."""
+    page = f"{node_tag(status.hostname)}:{STATUS_PAGE_PORT}"
+    admins = [a for a in status.admins if is_login(a)]
+    others = sorted({s.owner for s in shares if is_login(s.owner)} - set(status.admins))
+    return [{"src": a, "accept": [page]} for a in admins] + [{"src": o, "deny": [page]} for o in others]
 
 
 def is_login(owner: str) -> bool:

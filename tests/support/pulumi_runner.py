@@ -1,17 +1,17 @@
 """Runs the real program (the preflight, then timemachine.program.build, as __main__.py does)
 under Pulumi's mock monitor and records what it declares.
 
-Used by the program tests (assertions on the graph), the engine tier's `caddy validate` checks
-and the program benchmark.
+Used by the program tests (assertions on the graph), the engine tier's `caddy validate` checks,
+the tailnet tier's policies and the program benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -20,8 +20,9 @@ from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_in_stack
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "tailscale-timemachine"
+from tests.support.project import PROJECT
+from timemachine.headscale.tls import fingerprint, issue_authority, issue_server
+
 SECRET_SIG = rpc._special_secret_sig  # noqa: SLF001 - the wire marker of a secret value
 SIG_KEY = rpc._special_sig_key  # noqa: SLF001
 
@@ -57,6 +58,8 @@ class Declared:
     retain_on_delete: bool
     raw_inputs: dict  # with secret wrappers kept
     inputs: dict = field(default_factory=dict)  # secrets unwrapped
+    # The URNs of the resources it was declared to depend on (depends_on).
+    depends_on: list[str] = field(default_factory=list)
 
     def secret_at(self, key: str) -> bool:
         return is_secret(self.raw_inputs.get(key))
@@ -88,12 +91,28 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     retain_on_delete=bool(getattr(request, "retainOnDelete", False)),
                     raw_inputs=raw,
                     inputs=plain(raw),
+                    depends_on=list(request.dependencies),
                 )
             )
         return super().RegisterResource(request)
 
 
 READ_STATE = "pulumi:pulumi:readStackResourceOutputs"
+
+
+@functools.cache
+def mock_certificates(host: str) -> dict[str, str]:
+    """The outputs of the control plane's certificates for `host`, made once per host."""
+    authority = issue_authority(host, "mock control CA")
+    server = issue_server(host, authority.certificate, authority.key)
+    return {
+        "ca_certificate": authority.certificate,
+        "ca_key": authority.key,
+        "certificate": server.certificate,
+        "key": server.key,
+        "not_after": server.not_after,
+        "fingerprint": fingerprint(server.certificate),
+    }
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -110,11 +129,17 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["key"] = mock_key(args.name)
         if args.typ == "docker:index/network:Network":
             outputs.setdefault("name", args.name)
-        if args.typ == "pulumi-python:dynamic:Resource":
+        if args.typ in (
+            "pulumi-python:dynamic/timemachine:HeadscaleUser",
+            "pulumi-python:dynamic/timemachine:HeadscalePreAuthKey",
+        ):
             # The Headscale resources: a user's id, a key's key (what the real providers return).
             outputs["user_id"] = outputs.get("user_id") or f"{args.name}-uid"
-            if "expiry_days" in outputs:
+            if "expiry_days" in outputs or "expiry_hours" in outputs:
                 outputs["key"] = mock_key(args.name)
+        if args.typ == "pulumi-python:dynamic/timemachine:ControlCertificates":
+            # Real certificates, as the provider makes them (the program renders a profile from the root).
+            outputs.update(mock_certificates(outputs["host"]))
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

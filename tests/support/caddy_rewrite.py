@@ -13,6 +13,8 @@ def without_tailnet(config_text: str, listeners: dict[str, str]) -> str:
     """`listeners` maps node hostname → plain address (e.g. "127.0.0.1:14450")."""
     config = json.loads(config_text)
     config["apps"].pop("tailscale")
+    # The status page is an HTTP server on a tailnet node of its own, with no plain-TCP stand-in here.
+    config["apps"].pop("http", None)
     for server in config["apps"]["layer4"]["servers"].values():
         rewritten = []
         for address in server["listen"]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.pulumi_runner import PROJECT, ROOT
+from tests.support.project import PROJECT, ROOT
 
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "timemachine", "images", ".venv", "requirements.txt", "pyproject.toml")
 PASSPHRASE = "engine-tests-only"
@@ -84,12 +84,28 @@ class Stack:
 
     def init(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> Stack:
         """`pulumi stack init`, then the config as a user writes it: plain values in the stack
-        file, secrets through `pulumi config set --secret` (with --path for nested ones)."""
+        file, secrets through `pulumi config set-all --secret` (with --path for nested ones)."""
         self.run("stack", "init", self.name)
         self.write_config(config)
-        for path, value in (secrets or {}).items():
-            self.run("config", "set", "--secret", "--path", path, value, "--stack", self.name)
+        self.set_secrets(secrets or {})
         return self
+
+    def set_secrets(self, secrets: dict[str, str]) -> None:
+        """Each path → value as a secret, in one `pulumi config set-all --path`."""
+        if secrets:
+            pairs = [arg for path, value in secrets.items() for arg in ("--secret", f"{path}={value}")]
+            self.run("config", "set-all", "--path", *pairs, *self.stack_args())
+
+    def rename(self, name: str) -> None:
+        """`pulumi stack rename`, which renames the stack's config file too."""
+        self.run("stack", "rename", name, *self.stack_args())
+        self.name, self.config_file = name, self.project / f"Pulumi.{name}.yaml"
+
+    def config(self) -> dict[str, Any]:
+        """The stack's plain config as its file holds it (this project's keys without the namespace)."""
+        current = yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else None
+        values = (current or {}).get("config") or {}
+        return {key.removeprefix(f"{PROJECT}:"): value for key, value in values.items()}
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace the plain config, keeping the secrets and the salt already in the stack file."""

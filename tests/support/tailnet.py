@@ -1,6 +1,9 @@
-"""A real tailnet on the private engine: Headscale (images/headscale) as control server with its
-embedded DERP over plain HTTP, and tailscale v1.90.9 clients (tests/images/tailnet-client) in
-userspace networking. Everything sits on `internal` Docker networks; log upload is off."""
+"""A real tailnet on the private engine: Headscale (images/headscale) as control server over HTTPS
+with its embedded DERP behind the same TLS (a certificate from a test CA, for the name
+HEADSCALE_NAME, which Docker's DNS gives it on each network it joins), and tailscale v1.90.9 clients
+(tests/images/tailnet-client) in userspace networking, with no debug variable: each trusts the CA
+through its system trust store (update-ca-certificates), as a Mac trusts the stack's profile.
+Everything sits on `internal` Docker networks; log upload is off."""
 
 from __future__ import annotations
 
@@ -10,24 +13,37 @@ import shlex
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import yaml
 
-from tests.conftest import unique_subnet, upload
-from tests.engine.deploy import deploy, new_stack, stack_config, teardown
-from tests.pulumi_runner import ROOT, run_program
+from tests.support.containers import remove_containers, upload
+from tests.support.deploy import deployed_stack, stack_config
+from tests.support.network import unique_subnet
+from tests.support.project import ROOT
+from tests.support.pulumi_runner import run_program
 from timemachine.components.images import context_digest
 from timemachine.config.loader import load
+from timemachine.headscale.tls import issue_authority, issue_server
 
 HEADSCALE_CONTEXT = ROOT / "images" / "headscale"
 CLIENT_CONTEXT = ROOT / "tests" / "images" / "tailnet-client"
 POLICY_PATH = "/etc/headscale/policy.hujson"
 CONFIG_PATH = "/etc/headscale/config.yaml"
+TLS_CERT = "/etc/headscale/tls.crt"
+TLS_KEY = "/etc/headscale/tls.key"
 PORT = 8080
+# The test Headscale's name: every network it joins resolves it (a Docker alias); `.test` is reserved.
+HEADSCALE_NAME = "headscale.tailnet.test"
+# The test CA (constrained to HEADSCALE_NAME) and the certificate the test Headscale serves.
+TEST_CA = issue_authority(HEADSCALE_NAME, "tailnet tier test CA")
+TEST_SERVER = issue_server(HEADSCALE_NAME, TEST_CA.certificate, TEST_CA.key)
+# Where a client's trust store takes an extra CA (Debian's ca-certificates).
+CLIENT_CA_PATH = "/usr/local/share/ca-certificates/tailnet-test-ca.crt"
 
 
 def build(client, context: Path, repository: str) -> str:
@@ -40,11 +56,14 @@ def build(client, context: Path, repository: str) -> str:
     return tag
 
 
-def headscale_config(ip: str) -> str:
-    """Offline Headscale: plain HTTP, embedded DERP only (no DERP map fetched), no log upload."""
+def headscale_config(tls: bool = True) -> str:
+    """Offline Headscale: HTTPS at HEADSCALE_NAME, embedded DERP only (no DERP map fetched) behind the
+    same TLS, no log upload; `tls` False: no certificate files (for its CLI alone)."""
+    files = {"tls_cert_path": TLS_CERT, "tls_key_path": TLS_KEY} if tls else {}
     return yaml.safe_dump(
         {
-            "server_url": f"http://{ip}:{PORT}",
+            "server_url": f"https://{HEADSCALE_NAME}:{PORT}",
+            **files,
             "listen_addr": f"0.0.0.0:{PORT}",
             "metrics_listen_addr": "127.0.0.1:9090",
             "grpc_listen_addr": "127.0.0.1:50443",
@@ -57,7 +76,6 @@ def headscale_config(ip: str) -> str:
                     "region_code": "headscale",
                     "region_name": "Headscale DERP",
                     "stun_listen_addr": "0.0.0.0:3478",
-                    "ipv4": ip,
                     "private_key_path": "/var/lib/headscale/derp_server_private.key",
                     "automatically_add_embedded_derp_region": True,
                 },
@@ -99,13 +117,20 @@ def run(container, *command: str, check: bool = True, timeout: int | None = None
 
 @dataclass
 class Headscale:
-    container: object
+    container: Any
     ip: str
     users: dict[str, int] = field(default_factory=dict)
+    # The CA its certificate chains to (PEM): what clients and the stack's nodes must trust.
+    ca_pem: str = TEST_CA.certificate
+    control_url: str = f"https://{HEADSCALE_NAME}:{PORT}"
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{PORT}"
+        return self.control_url
+
+    def attach(self, network: str, ip: str) -> None:
+        """Join `network` at `ip`, reachable there by its name (HEADSCALE_NAME)."""
+        self.container.client.networks.get(network).connect(self.container, ipv4_address=ip, aliases=[HEADSCALE_NAME])
 
     def cli(self, *args: str, check: bool = True) -> str:
         return run(self.container, "headscale", *args, check=check)[1]
@@ -156,14 +181,18 @@ class Headscale:
 
 
 def start_headscale(client, image: str, network: str, ip: str, server_ip: str, policy_text: str) -> Headscale:
-    """Headscale attached to `network` at `ip`, telling every node (server URL, DERP) `server_ip`."""
+    """Headscale attached to `network` at `ip` as HEADSCALE_NAME (its certificate's name), serving
+    https://HEADSCALE_NAME:8080 to every node; `server_ip`: where the stack's nodes will reach it
+    (attach() puts it there)."""
     container = client.containers.create(
         image,
         name=f"tm-test-headscale-{uuid.uuid4().hex[:6]}",
         network=network,
-        networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
+        networking_config={network: client.api.create_endpoint_config(ipv4_address=ip, aliases=[HEADSCALE_NAME])},
     )
-    upload(container, CONFIG_PATH, headscale_config(server_ip))
+    upload(container, CONFIG_PATH, headscale_config())
+    upload(container, TLS_CERT, TEST_SERVER.certificate)
+    upload(container, TLS_KEY, TEST_SERVER.key, mode=0o600)
     upload(container, POLICY_PATH, policy_text)
     container.start()
     headscale = Headscale(container, server_ip)
@@ -175,7 +204,7 @@ def start_headscale(client, image: str, network: str, ip: str, server_ip: str, p
 class Client:
     """A tailnet client container (the Mac's stand-in) with a TCP forwarder to one tailnet peer."""
 
-    container: object
+    container: Any
     ip: str
     name: str
 
@@ -191,9 +220,12 @@ class Client:
             timeout=120,
         )
 
-    def join(self, command: str) -> None:
-        """Run a stack's join command as a Mac's owner would, naming this machine."""
-        run(self.container, *shlex.split(command), f"--hostname={self.name}", "--accept-dns=false", timeout=120)
+    def join(self, command: str, check: bool = True, timeout: int = 120) -> tuple[int, str]:
+        """Run a stack's join command as a Mac's owner would (naming this machine unless it does)."""
+        args = shlex.split(command)
+        if not any(a.startswith("--hostname") for a in args):
+            args.append(f"--hostname={self.name}")
+        return run(self.container, *args, "--accept-dns=false", check=check, timeout=timeout)
 
     def status(self) -> dict:
         return json.loads(run(self.container, "tailscale", "status", "--json")[1])
@@ -228,19 +260,58 @@ class Client:
         raise CommandFailed(f"no direct path to {peer}: {text}")
 
 
-def start_client(client, image: str, network: str, ip: str, name: str) -> Client:
-    container = client.containers.run(
+def start_client(
+    client,
+    image: str,
+    network: str,
+    ip: str,
+    name: str,
+    trust: str | None = TEST_CA.certificate,
+    net_admin: bool = False,
+) -> Client:
+    """A client container on `network` at `ip`; `trust`: a CA (PEM) added to its system trust store
+    with update-ca-certificates before tailscaled starts (None: the system's CAs only);
+    `net_admin`: for a test that changes its packet filter."""
+    container = client.containers.create(
         image,
+        # The trust store first, as a Mac has the profile installed before it joins.
+        command=["sh", "-c", 'update-ca-certificates >/dev/null && exec "$@"', "client", *CLIENT_COMMAND],
         name=f"tm-test-{name}-{uuid.uuid4().hex[:6]}",
-        detach=True,
         network=network,
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip)},
+        cap_add=["NET_ADMIN"] if net_admin else None,
     )
+    if trust is not None:
+        upload(container, CLIENT_CA_PATH, trust)
+    container.start()
     c = Client(container, ip, name)
     deadline = time.monotonic() + 30
     while run(container, "tailscale", "status", "--json", check=False)[0] not in (0, 1) and time.monotonic() < deadline:
         time.sleep(0.5)
     return c
+
+
+@contextmanager
+def hosts_entry(name: str, ip: str, hosts: Path = Path("/etc/hosts")) -> Iterator[None]:
+    """`name` resolving to `ip` on this machine (as an operator's DNS would), for a program that runs
+    here and calls the control server by its name; the line is removed afterwards."""
+    line = f"{ip} {name}  # tailscale-timemachine test {uuid.uuid4().hex[:8]}\n"
+    with hosts.open("a") as file:
+        file.write(line)
+    try:
+        yield
+    finally:
+        hosts.write_text("".join(kept for kept in hosts.read_text().splitlines(keepends=True) if kept != line))
+
+
+# The client image's own command (tests/images/tailnet-client).
+CLIENT_COMMAND = [
+    "tailscaled",
+    "--tun=userspace-networking",
+    "--socks5-server=127.0.0.1:1055",
+    "--statedir=/var/lib/tailscale",
+    "--no-logs-no-support",
+]
 
 
 def free_addresses(config: dict, count: int) -> list[str]:
@@ -261,49 +332,71 @@ def deployed_tailnet(
     shares: list[dict],
     node_tags: dict[str, list[str]],
     users: dict[str, str],
+    name_prefix: str = "tm-tailnet",
 ) -> Iterator[dict]:
     """Headscale with users and keys, the program's own policy loaded, the stack deployed by the
-    real engine on an internal network (bridge mode, controlUrl = Headscale), one logged-in client
-    per entry of `users` (client name → Headscale user); everything removed afterwards."""
+    real engine on an internal network (bridge mode, controlUrl = Headscale, `name_prefix` for its
+    Docker names), one logged-in client per entry of `users` (client name → Headscale user);
+    everything removed afterwards."""
     storage = work / "storage"
     storage.mkdir(parents=True)
-    network = f"tm-tailnet-{uuid.uuid4().hex[:6]}"
+    network = f"{name_prefix}-{uuid.uuid4().hex[:6]}"
     subnet = unique_subnet(client)
     # The control network: Headscale's home while the stack's network does not exist yet.
     control_subnet = unique_subnet(client, exclude={subnet})
-    control_net = client.networks.create(
-        f"tm-tn-control-{uuid.uuid4().hex[:6]}",
-        driver="bridge",
-        internal=True,
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]),
-    )
     provisional = stack_config(
-        storage, network, subnet, goproxy.build_args(), shares, internal=True, control_url="http://headscale:8080"
+        storage,
+        network,
+        subnet,
+        goproxy.build_args(),
+        shares,
+        internal=True,
+        control_url=f"https://{HEADSCALE_NAME}:{PORT}",
     )
     addresses = free_addresses({**provisional, "shares": [dict(s, authKey="0" * 48) for s in shares]}, 2 + len(users))
     hs_ip, spare_ip, client_ips = addresses[0], addresses[1], addresses[2:]
     control_ip = str(list(ipaddress.IPv4Network(control_subnet).hosts())[9])
-    stack = new_stack(work / "stack", "tailnet", pulumi_env)
     made: list = []
-    try:
+    with ExitStack() as cleanup:
+        control_net = client.networks.create(
+            f"{name_prefix}-control-{uuid.uuid4().hex[:6]}",
+            driver="bridge",
+            internal=True,
+            ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=control_subnet)]),
+        )
+        cleanup.callback(control_net.remove)
+        # Headscale and the clients sit on the stack's network: gone before it is destroyed.
+        cleanup.callback(remove_containers, made)
         # The server URL and DERP address every node is given: Headscale's address on the stack's
         # network, which it joins once `pulumi up` has made that network.
         headscale = start_headscale(client, images["headscale"], control_net.name, control_ip, hs_ip, "{}")
         made.append(headscale.container)
         keys = {s["name"]: headscale.preauth_key("admin", node_tags[s["name"]]) for s in shares}
         config = stack_config(
-            storage, network, subnet, goproxy.build_args(), shares, internal=True, control_url=headscale.url
+            storage,
+            network,
+            subnet,
+            goproxy.build_args(),
+            shares,
+            name_prefix=name_prefix,
+            internal=True,
+            control_url=headscale.url,
         )
+        # The nodes trust the test CA as the stack lets them trust an external control server's.
+        config["tailnet"]["controlCaCertificate"] = headscale.ca_pem
         # The program's own policy, as a mock run of __main__.py renders it; checked against the
         # deployed stack's output below.
         policy = run_program({**config, "shares": [dict(s, authKey=keys[s["name"]]) for s in shares]}).outputs[
             "tailnetPolicy"
         ]
         headscale.load_policy(policy)
-        deploy(stack, config, keys, wait=False)
+        deployment = cleanup.enter_context(
+            deployed_stack(client, pulumi_env, work / "stack", "tailnet", config, keys=keys, wait=False, made=made)
+        )
+        stack = deployment.stack
         if json.loads(stack.outputs()["tailnetPolicy"]) != json.loads(policy):
             raise CommandFailed("the deployed stack's tailnetPolicy differs from the one loaded")
-        client.networks.get(network).connect(headscale.container, ipv4_address=hs_ip)
+        headscale.attach(network, hs_ip)
         nodes = headscale.wait_online([f"tm-{s['name']}" for s in shares])
         clients = {}
         for (name, user), ip in zip(users.items(), client_ips, strict=True):
@@ -314,6 +407,7 @@ def deployed_tailnet(
         headscale.wait_online([f"{name}-mac" for name in users])
         yield {
             "stack": stack,
+            "prefix": name_prefix,
             "config": config,
             "keys": keys,
             "headscale": headscale,
@@ -325,8 +419,3 @@ def deployed_tailnet(
             "policy": policy,
             "spare_ip": spare_ip,
         }
-    finally:
-        for container in made:
-            container.remove(force=True, v=True)
-        teardown(stack, client, storage)
-        control_net.remove()

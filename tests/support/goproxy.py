@@ -9,6 +9,7 @@ module. The production Dockerfile keeps its newer pin; the test stack sets `prox
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import shutil
@@ -20,7 +21,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.pulumi_runner import ROOT
+from tests.support.docker_engine import ENGINE
+from tests.support.project import ROOT
 
 VENDOR = Path(ROOT.parent / "shared" / "vendor")
 MODULE = "github.com/tailscale/caddy-tailscale"
@@ -89,3 +91,13 @@ class GoProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def start_goproxy(client, folder: Path) -> GoProxy:
+    """caddy-tailscale for the Caddy build, served on the private engine's bridge gateway."""
+    # The Caddy Dockerfile's builder base, made from this machine's Go where no registry serves it.
+    subprocess.run(["bash", str(ENGINE), "golang"], check=True, capture_output=True)
+    ipam = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # The default bridge's gateway is its subnet's first host unless the engine says otherwise.
+    gateway = ipam.get("Gateway") or str(next(ipaddress.IPv4Network(ipam["Subnet"]).hosts()))
+    return GoProxy(folder, gateway)
