@@ -55,7 +55,11 @@ def test_a_new_label_rebuilds_the_images_and_replaces_their_containers_keeping_e
         containers = {name: client.containers.get(name) for name in (samba, caddy)}
         images = {name: c.attrs["Config"]["Image"] for name, c in containers.items()}
         layers = {name: package_layer(client, image) for name, image in images.items()}
-        volumes = {v: client.volumes.get(v).attrs["CreatedAt"] for v in names.volumes(PREFIX, [SHARE], headscale=False)}
+        # A file on each container's state volume (Samba's state, Caddy's node state and config).
+        marks = {samba: "/var/lib/samba/rebuild-mark", caddy: "/data/rebuild-mark"}
+        token = os.urandom(8).hex()
+        for name, path in marks.items():
+            assert containers[name].exec_run(["sh", "-c", f"echo {token} > {path}"]).exit_code == 0
 
         stack.write_config({**stack.config(), "images": {"rebuild": LABEL}})
         steps = plan(stack.preview_json().json())
@@ -72,7 +76,8 @@ def test_a_new_label_rebuilds_the_images_and_replaces_their_containers_keeping_e
             image = now.attrs["Config"]["Image"]
             assert image != images[name] and image.rsplit(":", 1)[0] == images[name].rsplit(":", 1)[0]
             assert package_layer(client, image) > layers[name], f"{name}: the package layer was reused"
-        assert {v: client.volumes.get(v).attrs["CreatedAt"] for v in volumes} == volumes
+            code, out = now.exec_run(["cat", marks[name]])
+            assert (code, out.decode().strip()) == (0, token), f"{name}: its state volume is not the one it had"
         assert backup.read_bytes() == payload
         wait_port(stack.outputs()["shares"][SHARE]["ip"], 445)
         stack.preview_json("--expect-no-changes")

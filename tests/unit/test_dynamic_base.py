@@ -5,11 +5,13 @@ to the old one, as the program declares them under the mock monitor."""
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import tarfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dill
 import pytest
 import yaml
 from pulumi.dynamic.dynamic import serialize_provider
@@ -22,7 +24,7 @@ from timemachine.engine import client, containers, polling
 from timemachine.headscale.api import FoundKey, NotFound
 
 OLD_PICKLE = "old: components.caddy_reload._CaddyConfigProvider"
-NEW_PICKLE = "new: timemachine.dynamic.caddy_config.CaddyConfigProvider"
+NEW_PICKLE = "new: timemachine.dynamic.caddy_config._CaddyConfigProvider"
 
 
 def test_partial_diff_reports_changes_replaces_and_stables():
@@ -75,15 +77,12 @@ def props(**values: Any) -> dict[str, Any]:
     return {"name": "alice", "where": "/srv", "made_id": None, PROVIDER_KEY: NEW_PICKLE, **values}
 
 
-def test_a_moved_provider_is_an_update_in_place_that_changes_nothing_else():
+def test_a_provider_that_moved_module_is_no_change():
+    """Only a resource's properties are diffed: a provider stored under an older module path (a
+    stack deployed before) plans nothing, so the preview keeps its outputs and what depends on them."""
     provider = Recorder()
-    olds = props(made_id="id-1", **{PROVIDER_KEY: OLD_PICKLE})
-    diff = provider.diff("id-1", olds, props())
-    assert diff.changes is True and diff.replaces == []
-    # The engine stores the new provider beside these outputs; nothing is made again.
-    result = provider.update("id-1", olds, props())
-    assert provider.calls == []
-    assert result.outs == {k: v for k, v in olds.items() if k != PROVIDER_KEY}
+    diff = provider.diff("id-1", props(made_id="id-1", **{PROVIDER_KEY: OLD_PICKLE}), props())
+    assert diff.changes is False and diff.replaces == []
 
 
 def test_the_same_provider_and_properties_plan_no_change():
@@ -127,16 +126,45 @@ def test_read_reports_what_is_found_or_an_empty_id_when_gone():
     assert gone.id == "" and gone.outs == {}
 
 
+def stored_provider(module: str, name: str) -> bytes:
+    """A provider as the engine stores it (dill, protocol 4: the class by module path and name, no state)."""
+    text = b""
+    for part in (module, name):
+        text += b"\x8c" + bytes([len(part)]) + part.encode() + b"\x94"
+    return b"\x80\x04" + text + b"\x93\x94)\x81\x94."
+
+
+PROVIDERS = {
+    "caddy_config._CaddyConfigProvider": ("components.caddy_reload", "_CaddyConfigProvider"),
+    "headscale._UserProvider": ("components.headscale", "_UserProvider"),
+    "headscale._PreAuthKeyProvider": ("components.headscale", "_PreAuthKeyProvider"),
+    "headscale._PolicyProvider": ("components.headscale", "_PolicyProvider"),
+    "share_storage._ShareStorageProvider": ("components.storage", "_ShareStorageProvider"),
+    "process_limit._ProcessLimitProvider": ("components.hardening", "_ProcessLimitProvider"),
+}
+
+
+@pytest.mark.parametrize(("current", "before"), PROVIDERS.items(), ids=list(PROVIDERS))
+def test_providers_stored_by_stacks_before_the_package_load_as_the_current_ones(current, before):
+    """What a stack deployed at fbd6010 has in its state, and one deployed since 185d2b8 (the same
+    module path and name as now), load as the current provider."""
+    module, name = f"timemachine.dynamic.{current}".rsplit(".", 1)
+    expected = getattr(importlib.import_module(module), name)
+    assert type(dill.loads(stored_provider(*before))) is expected
+    assert type(dill.loads(stored_provider(module, name))) is expected
+    assert base64.b64decode(serialize_provider(expected())).endswith(stored_provider(module, name)[2:])
+
+
 def test_providers_pickle_by_reference_and_the_same_every_time():
     """The state holds the provider as a pickle; it must not differ between runs (a diff every time)
     and names the class by module path (what a moved module breaks, see the base's docstring)."""
     for provider in (
-        caddy_config.CaddyConfigProvider(),
-        headscale.HeadscaleUserProvider(),
-        headscale.HeadscalePreAuthKeyProvider(),
-        headscale.HeadscalePolicyProvider(),
-        share_storage.ShareStorageProvider(),
-        process_limit.ProcessLimitProvider(),
+        caddy_config._CaddyConfigProvider(),
+        headscale._UserProvider(),
+        headscale._PreAuthKeyProvider(),
+        headscale._PolicyProvider(),
+        share_storage._ShareStorageProvider(),
+        process_limit._ProcessLimitProvider(),
     ):
         pickled = serialize_provider(provider)
         assert pickled == serialize_provider(type(provider)())
@@ -180,13 +208,13 @@ def user_props() -> dict[str, Any]:
 )
 def test_a_headscale_user_deleted_out_of_band_reads_as_gone(monkeypatch, users, gone):
     monkeypatch.setattr(headscale, "connect", lambda _access: FakeHeadscale(users))
-    read = headscale.HeadscaleUserProvider().read("7", user_props())
+    read = headscale._UserProvider().read("7", user_props())
     assert (read.id == "") is gone
 
 
 def test_deleting_a_headscale_user_that_is_gone_counts_as_done(monkeypatch):
     monkeypatch.setattr(headscale, "connect", lambda _access: FakeHeadscale({}))
-    headscale.HeadscaleUserProvider().delete("7", user_props())
+    headscale._UserProvider().delete("7", user_props())
 
 
 def key_props(expiration: str) -> dict[str, Any]:
@@ -223,7 +251,7 @@ EARLIER = stamp(datetime.now(UTC) - timedelta(hours=1))
 )
 def test_a_pre_auth_key_reads_as_gone_only_when_it_can_register_nothing(monkeypatch, found, outcome):
     monkeypatch.setattr(headscale, "connect", lambda _access: FakeHeadscale({}, found))
-    read = headscale.HeadscalePreAuthKeyProvider().read("3", key_props(LATER))
+    read = headscale._PreAuthKeyProvider().read("3", key_props(LATER))
     if outcome == "gone":
         assert read.id == ""
     else:
@@ -233,7 +261,7 @@ def test_a_pre_auth_key_reads_as_gone_only_when_it_can_register_nothing(monkeypa
 
 def test_a_pre_auth_key_of_a_deleted_user_is_gone_and_deleting_it_counts_as_done(monkeypatch):
     monkeypatch.setattr(headscale, "connect", lambda _access: FakeHeadscale({}, missing_user=True))
-    provider = headscale.HeadscalePreAuthKeyProvider()
+    provider = headscale._PreAuthKeyProvider()
     assert provider.read("3", key_props(LATER)).id == ""
     provider.delete("3", key_props(LATER))
 

@@ -11,7 +11,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 # Where the engine keeps the provider of a dynamic resource: a pickle of the provider object that
-# names its class by module path.
+# names its class by module path (see Provider).
 PROVIDER_KEY = "__provider"
 # The one type every dynamic resource of this stack had before each got its own (issue 26).
 UNTYPED = "pulumi-python:dynamic:Resource"
@@ -55,10 +55,13 @@ class Provider(ResourceProvider):
     """A subclass says what its resource is (`subject`), how it is made, changed and removed
     (`make`, `change`, `remove`) and what is really there (`observe`); the base does the rest.
 
-    Its class is pickled into the state by module path (PROVIDER_KEY). The engine deletes and reads
-    a resource with the provider in the state, so a provider moved to another module could not
-    delete or read what it made before: `diff` reports an update when only the provider differs
-    (never a replace), and `update` then stores the new one and changes nothing else."""
+    Its class is pickled into the state by module path and name (PROVIDER_KEY), and the engine
+    deletes, reads and re-plans a resource with the one stored when the resource was last created
+    or updated. So a provider's module path and class name are part of every deployed stack: one
+    moved or renamed keeps its old path importable (components/ holds those from before the
+    timemachine/ package). A provider that differs only by that path is no change: as an update,
+    the preview would take the resource's computed outputs (a Headscale user's id) from its inputs
+    and show what depends on them (that user's keys) as replaced."""
 
     # The properties whose change replaces the resource; any other change updates it in place.
     replace_props: ClassVar[tuple[str, ...]] = ()
@@ -96,12 +99,8 @@ class Provider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         found = partial_diff(olds, news, self.excluded_props, self.replace_props)
-        moved = olds.get(PROVIDER_KEY) != news.get(PROVIDER_KEY)
         return DiffResult(
-            changes=bool(found.changes) or moved,
-            replaces=found.replaces,
-            stables=found.stables,
-            delete_before_replace=False,
+            changes=bool(found.changes), replaces=found.replaces, stables=found.stables, delete_before_replace=False
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -109,9 +108,6 @@ class Provider(ResourceProvider):
         return CreateResult(id_=id_, outs=outs)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        if not partial_diff(olds, news, self.excluded_props).changes:
-            # Only the provider moved: the engine stores the new one beside the same outputs.
-            return UpdateResult(outs={key: value for key, value in olds.items() if key != PROVIDER_KEY})
         return UpdateResult(outs=self._step("update", news, lambda: self.change(id_, olds, news)))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
@@ -127,7 +123,7 @@ class Provider(ResourceProvider):
 class Resource(pulumi.dynamic.Resource):
     """A dynamic resource with a type of its own: `class CaddyConfig(Resource, type_name="CaddyConfig")`
     is `pulumi-python:dynamic/timemachine:CaddyConfig`, so previews and URNs say what it is. Each is
-    aliased to the one type all had before, so a deployed stack updates them in place."""
+    aliased to the one type all had before, so a deployed stack keeps them (no create, no delete)."""
 
     def __init_subclass__(cls, *, type_name: str, **kwargs: Any) -> None:
         super().__init_subclass__(module=TYPE_MODULE, name=type_name, **kwargs)

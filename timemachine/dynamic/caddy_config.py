@@ -166,7 +166,7 @@ def _running_config(autosave: str | None, loaded: str) -> str:
     return loaded if same else autosave
 
 
-class CaddyConfigProvider(Provider):
+class _CaddyConfigProvider(Provider):
     """Updated in place, never replaced: the Caddy container is never restarted for it. Read: the
     config Caddy runs (its autosave) and the key files on its volume, as found."""
 
@@ -219,4 +219,4 @@ class CaddyConfig(Resource, type_name="CaddyConfig"):
             # `pulumi up` waits until every node has registered, and fails naming those that did not.
             "wait_nodes": wait_nodes,
         }
-        super().__init__(CaddyConfigProvider(), name, props, opts, secret_outputs=["keys"])
+        super().__init__(_CaddyConfigProvider(), name, props, opts, secret_outputs=["keys"])

@@ -12,7 +12,7 @@ from timemachine.headscale.api import ContainerHeadscale, NotFound, UserExists, 
 from timemachine.headscale.config import HEADSCALE_POLICY_PATH, HEADSCALE_STATE
 
 
-class HeadscaleUserProvider(Provider):
+class _UserProvider(Provider):
     """A Headscale user per owner. An existing user of that name is adopted, never deleted. Read:
     gone when Headscale has no user of that name and id any more (deleted out of band: the next
     `pulumi up` makes it again, or adopts one made by hand)."""
@@ -52,7 +52,7 @@ class HeadscaleUserProvider(Provider):
         return dict(props) if found == str(props["user_id"]) else None
 
 
-class HeadscalePreAuthKeyProvider(Provider):
+class _PreAuthKeyProvider(Provider):
     """A pre-auth key; deleting the resource expires the key in Headscale. Read: gone when Headscale
     has no such key any more (its user deleted), or it expired unused (the next `pulumi up` makes a
     usable one); a used key stays what it is, expired or not: the node it registered keeps its
@@ -110,7 +110,7 @@ class HeadscaleUser(Resource, type_name="HeadscaleUser"):
 
     def __init__(self, name: str, user: str, access: pulumi.Input[dict], opts: pulumi.ResourceOptions | None = None):
         props = {"name": user, "access": access, "user_id": None, "adopted": None}
-        super().__init__(HeadscaleUserProvider(), name, props, opts)
+        super().__init__(_UserProvider(), name, props, opts)
 
 
 class HeadscalePreAuthKey(Resource, type_name="HeadscalePreAuthKey"):
@@ -142,7 +142,7 @@ class HeadscalePreAuthKey(Resource, type_name="HeadscalePreAuthKey"):
             "key": None,
             "expiration": None,
         }
-        super().__init__(HeadscalePreAuthKeyProvider(), name, props, opts, secret_outputs=["key"])
+        super().__init__(_PreAuthKeyProvider(), name, props, opts, secret_outputs=["key"])
 
 
 def load_policy(props: dict[str, Any]) -> None:
@@ -158,7 +158,7 @@ def load_policy(props: dict[str, Any]) -> None:
     container.wait_log("reloading ACL policy", since)
 
 
-class HeadscalePolicyProvider(Provider):
+class _PolicyProvider(Provider):
     """Updated in place, never replaced: Headscale is never restarted for it. Read: the policy file
     on Headscale's volume, as found."""
 
@@ -189,4 +189,4 @@ class HeadscalePolicy(Resource, type_name="HeadscalePolicy"):
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {"container": container, "container_id": container_id, "policy": policy, "docker_host": docker_host}
-        super().__init__(HeadscalePolicyProvider(), name, props, opts)
+        super().__init__(_PolicyProvider(), name, props, opts)

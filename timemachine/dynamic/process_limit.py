@@ -35,7 +35,7 @@ def _found_limit(host_config: dict[str, Any]) -> int:
     return max(int(limit), 0)
 
 
-class ProcessLimitProvider(Provider):
+class _ProcessLimitProvider(Provider):
     """The cgroup pids limit of a container, set through the Docker API after the provider made it.
 
     The docker provider has no pids-limit input, and an `nproc` ulimit does not bind here: the kernel
@@ -88,4 +88,4 @@ class ProcessLimit(Resource, type_name="ProcessLimit"):
             # The engine the docker provider uses ("": DOCKER_HOST), as stored since this resource began.
             "docker_host": docker_host or "",
         }
-        super().__init__(ProcessLimitProvider(), name, props, opts)
+        super().__init__(_ProcessLimitProvider(), name, props, opts)

@@ -100,7 +100,7 @@ def prepare(props: dict[str, Any]) -> None:
         raise StorageError(f"cannot make {props['storage_root']}/{props['share']}: {error}")
 
 
-class ShareStorageProvider(Provider):
+class _ShareStorageProvider(Provider):
     """Where the directory is replaces it (a new one is made; the old one stays with its backups);
     the image and data_uid only say how a new one is made. Backups are never deleted: deleting the
     resource leaves the directory on the disk. Read: gone when the directory is not there — or the
@@ -151,4 +151,4 @@ class ShareStorage(Resource, type_name="ShareStorage"):
             # The engine the docker provider uses ("": DOCKER_HOST), as stored since this resource began.
             "docker_host": docker_host or "",
         }
-        super().__init__(ShareStorageProvider(), name, props, opts)
+        super().__init__(_ShareStorageProvider(), name, props, opts)
