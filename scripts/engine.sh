@@ -28,7 +28,7 @@ if [ -d /usr/local/go/bin ]; then PATH="$PATH:/usr/local/go/bin"; fi
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 # overlay2 mounts one layer per image layer; vfs copies a whole image per container and per build
-# step (measured by scripts/bench_storage_driver.sh). overlay2 needs a data root on a filesystem
+# step (scripts/bench_storage_driver.sh puts both side by side). overlay2 needs a data root on a filesystem
 # that can be overlay's upper layer (not overlayfs itself) and a kernel that mounts it: tried
 # once with a real mount, else vfs. TM_STORAGE_DRIVER forces one.
 storage_driver() {
