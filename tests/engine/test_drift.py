@@ -1,9 +1,13 @@
 """Drift made out of band on a stack the real engine deployed (the local stack's shape: embedded
-Headscale, keys made by the program): what `pulumi refresh` sees and what `pulumi up` repairs."""
+Headscale, keys made by the program), and a stack deployed before the dynamic resources had types of
+their own (issue 26): what `pulumi refresh` sees, what `pulumi up` repairs, and that a deployed
+stack upgrades in place and can still delete what it made."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,11 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.deploy import deployed_stack, mark_storage
+from tests.support.deploy import deployed_stack, mark_storage, new_stack, teardown
 from tests.support.network import unique_subnet
 from tests.support.project import PROJECT, ROOT
-from tests.support.pulumi_cli import Stack, step_name
+from tests.support.pulumi_cli import PROGRAM_FILES, Stack, step_name, step_type
 from timemachine.caddy.config import KEYS_DIR, auth_key_file
+from timemachine.components.images import local_image_name
 from timemachine.planning import names
 
 pytestmark = pytest.mark.engine
@@ -24,6 +29,8 @@ PREFIX = "tm-drift"
 # The last commit before the program became the timemachine/ package: its dynamic resources all have
 # the type pulumi-python:dynamic:Resource and their providers live in modules that no longer exist.
 BEFORE_TYPES = "fbd6010"
+UNTYPED = "pulumi-python:dynamic:Resource"
+DYNAMIC = "pulumi-python:dynamic/timemachine:"
 
 
 def local_shape(local_yaml: Path, storage: Path, subnet: str, build_args: dict, prefix: str) -> dict:
@@ -151,3 +158,88 @@ def test_a_pids_limit_reset_is_seen_and_set_again(drift):
 
 
 # --- a stack deployed with the code before the dynamic resources had their own types ----------------
+
+
+def old_tree(folder: Path) -> Path:
+    """The repository at BEFORE_TYPES, unpacked (its program: __main__.py over components/ and config/)."""
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_TYPES], capture_output=True)
+    if archive.returncode != 0:
+        message = f"commit {BEFORE_TYPES} is not in this clone: {archive.stderr.decode().strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def run_program_from(stack: Stack, entries: dict[str, Path]) -> None:
+    """The stack's project folder holds exactly `entries` (links) beside its stack file: the program
+    `pulumi` runs there, and the folder the dynamic provider imports the stored providers from."""
+    for entry in stack.project.iterdir():
+        if entry != stack.config_file:
+            entry.unlink()
+    for name, target in entries.items():
+        (stack.project / name).symlink_to(target)
+
+
+def test_a_stack_deployed_with_the_old_types_keeps_its_resources_and_deletes_them_cleanly(
+    pulumi_env, docker_client, goproxy, tmp_path, drift
+):
+    old = old_tree(tmp_path / "old")
+    prefix = "tm-upgrade"
+    subnet = unique_subnet(docker_client)
+    config = local_shape(old / "Pulumi.local.yaml", tmp_path / "storage", subnet, goproxy.build_args(), prefix)
+    # As that commit's local stack: plain HTTP to the embedded Headscale at its own address.
+    headscale_ip = ipaddress.IPv4Network(subnet).broadcast_address - 2
+    config["tailnet"] = {**config["tailnet"], "controlUrl": f"http://{headscale_ip}:8080"}
+    config["proxy"]["waitForNodes"] = False
+    config["shares"] = [*config["shares"], {"name": "bob", "owner": "bob@", "quota": "1G"}]
+    # Both programs run the images the current one builds (`drift` has built them): no image of that
+    # commit is built, and the upgrade changes the program only.
+    config["samba"] = {**config["samba"], "image": local_image_name("samba")}
+    config["proxy"]["image"] = local_image_name("caddy", goproxy.build_args())
+    config["tailnet"]["headscale"] = {**config["tailnet"]["headscale"], "image": local_image_name("headscale")}
+    stack = new_stack(tmp_path / "stack", "upgrade", pulumi_env)
+    old_program = ("Pulumi.yaml", "__main__.py", "components", "config", "images", "requirements.txt")
+    run_program_from(stack, {name: old / name for name in old_program} | {".venv": ROOT / ".venv"})
+    try:
+        stack.init(config)
+        stack.up()
+        deployed = {step_name(r["urn"]) for r in stack.resources() if r["type"] == UNTYPED}
+        assert len(deployed) == 15, deployed  # 2 shares: 4 keys, 3 users, 6 limits and storages, config, policy
+
+        # The current program, as a checkout upgraded in place has it (components/ included).
+        run_program_from(stack, {name: ROOT / name for name in (*PROGRAM_FILES, "components")})
+        # A plain-HTTP control URL is now refused unless its risk is accepted (docs/security.md).
+        upgraded = {**config, "tailnet": {**config["tailnet"], "allowKeysOverPlainHttp": True}}
+        stack.write_config(upgraded)
+        # What the old program made reads back as it is, through the providers its state names.
+        stack.run("refresh", "--preview-only", "--expect-no-changes", *stack.stack_args())
+
+        # The preview lists what it changes (a resource it leaves as it is has no step).
+        plan = stack.preview_json().json()
+        steps = {step_name(s["urn"]): s for s in plan["steps"]}
+        deleted = {name for name, s in steps.items() if s["op"] == "delete"}
+        for name in deployed & set(steps) - deleted:
+            # The alias: the same resource under its own type, never made anew.
+            assert step_type(steps[name]["urn"]).startswith(DYNAMIC), steps[name]["urn"]
+            assert steps[name]["op"] != "create", name
+        # Nothing is deleted that the current program declares again (an alias that did not match
+        # would plan the old resource's delete beside the new one's create); where nothing but the
+        # type changed, nothing is planned.
+        assert not deleted & {name for name, s in steps.items() if s["op"] != "delete"}, plan["changeSummary"]
+        assert "alice-storage" not in steps and "headscale-user-admin" not in steps, plan["changeSummary"]
+
+        # Whatever the current program changes besides (replaced containers take their pids limits
+        # with them; resources it no longer declares are deleted) runs with the stored providers.
+        stack.up()
+        expect_no_changes(stack)
+        # Removing a share deletes its dynamic resources, made by the old program, with them.
+        stack.write_config({**upgraded, "shares": [s for s in config["shares"] if s["name"] != "bob"]})
+        removed = stack.up()
+        assert not [r["urn"] for r in stack.resources() if "bob" in step_name(r["urn"])], removed.output
+        headscale = docker_client.containers.get(names.headscale_container(prefix))
+        assert "bob" not in {u["name"] for u in headscale_json(headscale, "users", "list")}
+    finally:
+        teardown(stack, docker_client, tmp_path / "storage")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.project import ROOT
 
-PROGRAM = ["__main__.py", "timemachine", "tests", "scripts"]
+PROGRAM = ["__main__.py", "timemachine", "components", "tests", "scripts"]
 
 
 @pytest.mark.parametrize(
