@@ -13,10 +13,11 @@ log "apt packages"
 apt-get update -qq
 # smbclient (healthchecks, e2e), the Docker engine, debootstrap (base image where no registry is
 # reachable), git (the docker provider's patches), prometheus (promtool: the alert rules' tests),
-# chromium and chromium-driver (the status page's browser test). testparm and smbtorture come from
+# chromium and chromium-driver (the status page's browser test), btrfs-progs (the quota tests'
+# loop-mounted btrfs storage root and scripts/migrate_share_to_subvolume.sh). testparm and smbtorture come from
 # the Samba image's own Debian release, in containers (tests/conformance), not from this machine.
 apt-get install -y -qq --no-install-recommends smbclient docker.io \
-  debootstrap git ca-certificates prometheus chromium chromium-driver >/dev/null
+  debootstrap git ca-certificates prometheus chromium chromium-driver btrfs-progs >/dev/null
 
 # The machine's toolchains, wherever its PATH left them out.
 for dir in /usr/local/go/bin /root/.pyenv/shims; do if [ -d "$dir" ]; then PATH="$PATH:$dir"; fi; done

@@ -21,7 +21,9 @@ from timemachine.components.status_page import StatusPage, StatusPageArgs
 from timemachine.config.loader import LoadedStack
 from timemachine.config.models import is_address
 from timemachine.dynamic.headscale import HeadscaleUser
+from timemachine.dynamic.storage_capacity import StorageCapacity
 from timemachine.headscale.config import tls_mode
+from timemachine.headscale.versions import deployed_version, has_policy_tests, upgrade_problem
 from timemachine.planning import names
 from timemachine.planning.ipplan import gateway, proxy_address
 from timemachine.samba.smbconf import format_size
@@ -36,6 +38,13 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     exports: dict[str, Any] = {}
     # images.rebuild: part of every local image's tag, so a new value rebuilds them all.
     rebuild = config.images.rebuild
+    if config.status_page_off_reason:
+        pulumi.log.warn(config.status_page_off_reason)
+    headscale = config.tailnet.headscale
+    # The embedded Headscale moves one minor version per `pulumi up`: a skipped one stops here, before
+    # any resource is declared, with the step to take.
+    if headscale.embedded and (problem := upgrade_problem(deployed_version(stack.deployed), headscale.version)):
+        raise pulumi.RunError(problem)
     network = docker.Network(
         "network",
         name=config.network_name,
@@ -57,19 +66,22 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
             tag_owners=config.tailnet.effective_tag_owners,
             base_tags=config.tailnet.tags,
             self_hosted=config.tailnet.self_hosted,
+            # Headscale evaluates `tests` from 0.29 against its devices, and refuses a policy whose tests
+            # fail: the embedded one is loaded with those its devices resolve (dynamic/headscale.py); an
+            # external Headscale's policy is its operator's, who adds tests once the devices exist.
+            headscale_tests=headscale.embedded and has_policy_tests(headscale.version),
             # The status page's node: only the admins reach it.
             status=StatusPolicy(
                 config.status_hostname,
                 config.status_admins,
                 share_tags(config.tailnet.tags, config.status_hostname),
             )
-            if config.status.enabled and config.status.page
+            if config.status_page
             else None,
         ),
         indent=2,
         sort_keys=True,
     )
-    headscale = config.tailnet.headscale
     headscale_server: HeadscaleServer | None = None
     if headscale.embedded:
         assert stack.headscale_ip is not None and config.tailnet.control_url is not None
@@ -78,7 +90,11 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
             HeadscaleServerArgs(
                 control_url=config.tailnet.control_url,
                 policy=tailnet_policy,
-                image=headscale.image or local_image("headscale-image", "headscale", rebuild=rebuild).image_name,
+                image=headscale.image
+                or local_image(
+                    "headscale-image", "headscale", {"HEADSCALE_VERSION": headscale.version}, rebuild=rebuild
+                ).image_name,
+                version=headscale.version,
                 network_name=network.name,
                 ip=stack.headscale_ip,
                 # An internal network publishes nothing, as for the proxy.
@@ -131,6 +147,16 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     status_ip = stack.status_ip if config.status.enabled else None
     smbd_also_allow = (str(status_ip),) if status_ip is not None else ()
 
+    # The backup disk's size and free space, and the quotas (plus storage.reserve) checked against it.
+    capacity = StorageCapacity(
+        "storage",
+        storage_root=config.storage_root,
+        total_quota=config.total_quota,
+        reserve=config.storage.reserve,
+        image=samba_image,
+        docker_host=docker_host,
+    )
+    capacity.report.apply(lambda line: pulumi.log.info(line, resource=capacity) if line else None)
     shares = [
         TimeMachineShare(
             share.name,
@@ -151,13 +177,15 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 auth=config.auth_of(share),
                 docker_host=docker_host,
                 also_allow=smbd_also_allow,
+                quota_enforcement=config.storage.quota_enforcement,
+                storage_checked=capacity,
             ),
         )
         for share in config.shares
     ]
     # The status page's tailnet node: its key made as a share node's, its route in the same Caddy.
     status_page: StatusPage | None = None
-    if status_ip is not None and config.status.page:
+    if status_ip is not None and config.status_page:
         status_page = StatusPage(
             "status-page",
             StatusPageArgs(

@@ -103,6 +103,8 @@ def test_dev_and_staging_run_side_by_side(pulumi_env, docker_client, goproxy, tm
             assert objects_of(client, stack) == {
                 names.caddy_container(prefix): ([names.caddy_volume(prefix)], [names.network(prefix)]),
                 names.samba_container(prefix, SHARE): ([names.samba_volume(prefix, SHARE)], [names.network(prefix)]),
+                # The status container (on by default) reads Caddy's node state, read-only.
+                names.status_container(prefix): ([names.caddy_volume(prefix)], [names.network(prefix)]),
             }, stack
             assert client.networks.get(names.network(prefix)).attrs["Labels"][STACK_LABEL] == label_of(stack)
         assert names.network("tm") == "timemachine" and names.network("tm-staging") == "tm-staging-network"

@@ -12,6 +12,7 @@ from smbprotocol.exceptions import SMBException
 
 from tests.support.deploy import stack_label
 from tests.support.smb import aapl_query
+from timemachine.config.models import SambaConfig
 from timemachine.planning import names
 
 pytestmark = pytest.mark.engine
@@ -20,8 +21,10 @@ pytestmark = pytest.mark.engine
 CAP_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_SETGID": 6, "CAP_SETUID": 7}
 SAMBA_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"}
 # The engine tier's stack sets no limits: the defaults of timemachine/config/models.py.
+SAMBA_PIDS = SambaConfig().process_limit
+assert SAMBA_PIDS < 200, "the fork bomb below must exceed it"
 EXPECTED = {  # role → (capabilities, tmpfs mounts, memory MiB, pids)
-    "samba": (SAMBA_CAPS, {"/etc/samba", "/run", "/var/cache/samba", "/tmp"}, 256, 64),
+    "samba": (SAMBA_CAPS, {"/etc/samba", "/run", "/var/cache/samba", "/tmp"}, 256, SAMBA_PIDS),
     "proxy": (set(), {"/run", "/tmp"}, 512, 256),
 }
 
@@ -129,5 +132,5 @@ def test_process_limit_stops_a_fork_bomb_in_a_samba_container(deployed):
     samba = deployed["client"].containers.get(names.samba_container(deployed["prefix"], "bob"))
     code, out = samba.exec_run(["sh", "-c", "for i in $(seq 200); do sleep 5 & done 2>&1; wait"])
     assert "fork" in out.decode().lower() or code != 0, out
-    assert int(cgroup_value(samba, "pids/pids.max")) == 64
-    assert int(cgroup_value(samba, "pids/pids.current")) <= 64
+    assert int(cgroup_value(samba, "pids/pids.max")) == SAMBA_PIDS
+    assert int(cgroup_value(samba, "pids/pids.current")) <= SAMBA_PIDS

@@ -25,7 +25,7 @@ from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
 
 pytestmark = pytest.mark.engine
-SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids", "{}-storage")
+SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-samba-pids", "{}-storage", "{}-quota")
 NAME_PREFIX = "tm-life"
 CADDY = names.caddy_container(NAME_PREFIX)
 

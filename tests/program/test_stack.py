@@ -1,6 +1,7 @@
 """The real __main__.py under Pulumi's mock monitor: the declared graph, its inputs and the exports."""
 
 import copy
+import ipaddress
 import json
 
 import pulumi
@@ -11,7 +12,8 @@ import yaml
 from tests.support.project import ROOT
 from tests.support.pulumi_runner import RecordingMonitor, mock_key, run_program
 from tests.support.stack_configs import generated
-from timemachine.caddy.config import assemble, render, route_fragment
+from timemachine.caddy.config import assemble, render, route_fragment, status_route_fragment
+from timemachine.planning.ipplan import node_port
 from timemachine.samba.smbconf import render_smb_conf
 
 DEV = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
@@ -19,6 +21,9 @@ SHARE_T = "timemachine:index:TimeMachineShare"
 PROXY_T = "timemachine:index:CaddyProxy"
 CONTAINER_T = "docker:index/container:Container"
 KEY_T = "tailscale:index/tailnetKey:TailnetKey"
+STATUS_T = "timemachine:index:StatusService"
+SUBNET = ipaddress.IPv4Network("172.24.0.0/24")
+PAGE_T = "timemachine:index:StatusPage"
 
 
 def samba_containers(run):
@@ -37,13 +42,15 @@ def dev():
 def test_dev_stack_resource_counts_and_parents(dev):
     types = [r.type for r in dev.resources]
     assert types.count(SHARE_T) == 2 and types.count(PROXY_T) == 1
-    assert types.count(CONTAINER_T) == 3 and types.count(KEY_T) == 2
-    assert types.count("docker:index/network:Network") == 1 and types.count("docker:index/image:Image") == 2
+    # Two Samba containers, Caddy and the status container (on by default); a key per share and
+    # one for the status page's node.
+    assert types.count(CONTAINER_T) == 4 and types.count(KEY_T) == 3
+    assert types.count("docker:index/network:Network") == 1 and types.count("docker:index/image:Image") == 3
     by_urn = {r.urn: r for r in dev.resources}
     for r in dev.resources:
         if r.type in (CONTAINER_T, KEY_T, "docker:index/volume:Volume"):
             parent = by_urn[r.parent]
-            assert parent.type in (SHARE_T, PROXY_T), f"{r.name} is parented to {parent.type}"
+            assert parent.type in (SHARE_T, PROXY_T, STATUS_T, PAGE_T), f"{r.name} is parented to {parent.type}"
             assert r.name.startswith(parent.name + "-")
 
 
@@ -72,9 +79,10 @@ def test_dev_exports_list_both_shares_with_hostnames_and_urls(dev):
         == "sudo tmutil setdestination -a smb://guest@tm-bob.example-tailnet.ts.net/bob"
     )
     policy = json.loads(dev.outputs["tailnetPolicy"])
-    assert set(policy["tagOwners"]) == {"tag:timemachine", "tag:tm-alice", "tag:tm-bob"}
+    assert set(policy["tagOwners"]) == {"tag:timemachine", "tag:tm-alice", "tag:tm-bob", "tag:tm-status"}
     assert {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:tm-alice:445"]} in policy["acls"]
-    assert len(policy["acls"]) == 2 and len(policy["tests"]) == 2
+    # One rule per share and one for the status page (the admins); its tests: admitted and refused.
+    assert len(policy["acls"]) == 3 and len(policy["tests"]) == 4
 
 
 def test_samba_containers_ip_network_mounts_upload_and_health(dev):
@@ -95,8 +103,9 @@ def test_samba_containers_ip_network_mounts_upload_and_health(dev):
             },
             {"type": "volume", "source": f"tm-{name}-samba-state", "target": "/var/lib/samba"},
         ]
-        # Host mode: smbd accepts only the network's gateway, where the host's (Caddy's) traffic comes from.
-        conf = render_smb_conf(name, quota, "TimeCapsule8,119", allow_from="172.24.0.1")
+        # Bridge mode: smbd accepts only Caddy's address, and the status container's for its probe.
+        status_ip = dev.outputs["status"]["ip"]
+        conf = render_smb_conf(name, quota, "TimeCapsule8,119", allow_from="172.24.0.254", also_allow=(status_ip,))
         # smb.conf reaches the entrypoint in the environment (a read-only root takes no upload).
         assert f"SMB_CONF={conf}" in c["envs"] and "uploads" not in c
         assert c["restart"] == "unless-stopped" and "ports" not in c
@@ -139,23 +148,45 @@ def test_caddy_config_is_loaded_into_the_running_container_without_key_material(
     assert loaded["container"] == caddy.inputs["name"] == "tm-caddy"
     assert loaded["container_id"] == "proxy-caddy-id", "a new container is loaded again"
     ips = {name: share["ip"] for name, share in dev.outputs["shares"].items()}
+    # Bridge mode: each node's fixed UDP port is firstNodePort plus its address's offset in the subnet.
     expected = assemble(
         [
-            route_fragment(name, f"tm-{name}", ips[name], tags=["tag:timemachine", f"tag:tm-{name}"])
-            for name in ("alice", "bob")
+            *(
+                route_fragment(
+                    name,
+                    f"tm-{name}",
+                    ips[name],
+                    tags=["tag:timemachine", f"tag:tm-{name}"],
+                    port=node_port(ipaddress.IPv4Address(ips[name]), SUBNET, 41641),
+                )
+                for name in ("alice", "bob")
+            ),
+            status_route_fragment(
+                "tm-status",
+                "172.24.0.252",
+                9110,
+                tags=["tag:timemachine", "tag:tm-status"],
+                port=node_port(ipaddress.IPv4Address("172.24.0.252"), SUBNET, 41641),
+            ),
         ]
     )
     assert loaded["config"] == render(expected)
-    assert set(config["apps"]["tailscale"]["nodes"]) == {"tm-alice", "tm-bob"}
+    assert set(config["apps"]["tailscale"]["nodes"]) == {"tm-alice", "tm-bob", "tm-status"}
     assert config["apps"]["layer4"]["servers"]["bob"]["routes"][0]["handle"][0]["upstreams"] == [
         {"dial": ["172.24.0.20:445"]}
     ]
-    assert caddy.inputs["networkMode"] == "host"
+    # Bridge mode (the default): Caddy on the stack's network at its own address, not the host's.
+    assert "networkMode" not in caddy.inputs
+    assert caddy.inputs["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": "172.24.0.254"}]
     # Neither config nor keys are container inputs: a changed share list cannot replace it.
     assert "uploads" not in caddy.inputs and not caddy.inputs.get("envs")
     # The keys travel only in the config resource's secret `keys`, one per node.
     assert dev.named("proxy-config").secret_at("keys")
-    assert loaded["keys"] == {"tm-alice": mock_key("alice-key"), "tm-bob": mock_key("bob-key")}
+    assert loaded["keys"] == {
+        "tm-alice": mock_key("alice-key"),
+        "tm-bob": mock_key("bob-key"),
+        "tm-status": mock_key("status-page-key"),
+    }
 
 
 def test_no_key_material_in_any_upload_label_or_plain_output(dev):
@@ -219,8 +250,8 @@ def test_bridge_mode_gives_each_node_a_fixed_udp_port_published_only_when_asked(
     config["tailscale-timemachine:proxy"]["publishNodePorts"] = True
     run = run_program(config)
     caddy = run.named("proxy-caddy").inputs
-    ips = {n: s["ip"] for n, s in run.outputs["shares"].items()}
-    ports = sorted(41641 + int(ip.split(".")[-1]) for ip in ips.values())
+    ips = [s["ip"] for s in run.outputs["shares"].values()] + [run.outputs["status"]["ip"]]
+    ports = sorted(41641 + int(ip.split(".")[-1]) for ip in ips)
     assert sorted(p["external"] for p in caddy["ports"]) == ports
     assert all(p["protocol"] == "udp" and p["internal"] == p["external"] for p in caddy["ports"])
     assert caddy["networksAdvanced"] == [{"name": "timemachine", "ipv4Address": "172.24.0.254"}]
@@ -253,18 +284,21 @@ def test_prebuilt_images_skip_the_builds():
     config = copy.deepcopy(DEV)
     config["tailscale-timemachine:samba"] = {"image": "registry.example/samba:1"}
     config["tailscale-timemachine:proxy"] = {"image": "registry.example/caddy:1"}
+    config["tailscale-timemachine:status"] = {"image": "registry.example/status:1"}
     run = run_program(config)
     assert not run.of_type("image:Image")
     assert {r.inputs["image"] for r in run.of_type("container:Container")} == {
         "registry.example/samba:1",
         "registry.example/caddy:1",
+        "registry.example/status:1",
     }
 
 
 @pytest.mark.parametrize("n", [0, 1, 10, 100])
 def test_generated_stacks(n):
     run = run_program(generated(n))
-    assert len(run.of_type("TimeMachineShare")) == n and len(run.of_type("TailnetKey")) == n
+    # A key per share and one for the status page's node.
+    assert len(run.of_type("TimeMachineShare")) == n and len(run.of_type("TailnetKey")) == n + 1
     assert len(samba_containers(run)) == n and len(run.outputs["shares"]) == n
     ips = [s["ip"] for s in run.outputs["shares"].values()]
     assert len(set(ips)) == n
@@ -306,10 +340,11 @@ def test_with_the_deployed_state_a_change_touches_no_remaining_share(change):
         for urn in before_inputs.keys() & after_inputs.keys()
         if before_inputs[urn] != after_inputs[urn]
     }
-    # Only the config loaded into the running Caddy; never the Caddy container itself.
-    assert differing <= {"proxy-config"}, differing
+    # Only the config loaded into the running Caddy, never the Caddy container itself; and the
+    # status container, whose share list is in its command (it keeps nothing: replacing it is a restart).
+    assert differing <= {"proxy-config", "status-collector"}, differing
     if change != "reorder":
-        assert differing == {"proxy-config"}
+        assert differing == {"proxy-config", "status-collector"}
     ips = [s["ip"] for s in after.outputs["shares"].values()]
     assert len(set(ips)) == len(ips)
 
@@ -424,7 +459,13 @@ def test_local_stack_runs_headscale_with_its_config_and_the_stack_policy(local):
 
 def test_local_stack_makes_users_share_keys_and_join_commands(local):
     dynamic = {r.name: r.inputs for r in local.resources if r.type in HEADSCALE_TS}
-    assert set(dynamic) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice-macbook"}
+    assert set(dynamic) == {
+        "headscale-user-admin",
+        "headscale-user-alice",
+        "alice-key",
+        "join-alice-macbook",
+        "status-page-key",
+    }
     assert dynamic["headscale-user-alice"]["name"] == "alice"
     share_key = dynamic["alice-key"]
     assert share_key["tags"] == ["tag:timemachine", "tag:tm-alice"] and share_key["reusable"] is False
@@ -438,18 +479,30 @@ def test_local_stack_makes_users_share_keys_and_join_commands(local):
         "alice-macbook": "tailscale up --login-server=https://headscale.internal:8080 "
         f"--auth-key={mock_key('join-alice-macbook')} --hostname=alice-macbook"
     }
-    assert local.named("proxy-config").inputs["keys"] == {"tm-alice": mock_key("alice-key")}
+    assert local.named("proxy-config").inputs["keys"] == {
+        "tm-alice": mock_key("alice-key"),
+        "tm-status": mock_key("status-page-key"),
+    }
 
 
 def test_image_builds_name_no_checkout_path(dev):
     # A pull request's preview runs from another checkout path: the inputs must not carry one.
     for image in dev.of_type("image:Image"):
         build = image.inputs["build"]
-        assert build["context"] in ("images/samba", "images/caddy") and "dockerfile" not in build, build
+        if image.name == "status-image":
+            # The status image builds from the package (timemachine/health), its Dockerfile named in it.
+            assert build == {"context": "timemachine", "dockerfile": "images/status/Dockerfile"}, build
+        else:
+            assert build["context"] in ("images/samba", "images/caddy") and "dockerfile" not in build, build
         assert str(ROOT) not in json.dumps(image.inputs)
 
 
-PIDS = {"alice-samba-pids": 64, "proxy-caddy-pids": 256, "headscale-headscale-pids": 256}
+PIDS = {
+    "alice-samba-pids": 128,
+    "proxy-caddy-pids": 256,
+    "headscale-headscale-pids": 256,
+    "status-collector-pids": 64,
+}
 
 
 def test_every_container_is_hardened_with_its_limits(local):
@@ -457,17 +510,20 @@ def test_every_container_is_hardened_with_its_limits(local):
     privileges, a read-only root with tmpfs where it writes, a memory limit, and a ProcessLimit
     resource (its pids limit) whose container is that container."""
     containers = {r.name: r for r in local.resources if r.type == CONTAINER_T}
-    assert set(containers) == {"alice-samba", "proxy-caddy", "headscale-headscale"}
+    assert set(containers) == {"alice-samba", "proxy-caddy", "headscale-headscale", "status-collector"}
     caps = {
         "alice-samba": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"],
         "proxy-caddy": [],
         "headscale-headscale": [],
+        # It reads every share's files whatever their owner, and writes none.
+        "status-collector": ["CAP_DAC_READ_SEARCH"],
     }
-    memory = {"alice-samba": 256, "proxy-caddy": 512, "headscale-headscale": 256}
+    memory = {"alice-samba": 256, "proxy-caddy": 512, "headscale-headscale": 256, "status-collector": 256}
     writable = {
         "alice-samba": {"/etc/samba", "/run", "/var/cache/samba", "/tmp"},
         "proxy-caddy": {"/run", "/tmp"},
         "headscale-headscale": {"/etc/headscale", "/var/run/headscale", "/tmp"},
+        "status-collector": {"/tmp"},
     }
     for name, container in containers.items():
         c = container.inputs
@@ -501,9 +557,15 @@ def test_limits_come_from_the_config():
         "alice-samba": 1024,
         "bob-samba": 1024,
         "proxy-caddy": 768,
+        "status-collector": 256,
     }
     limits = {r.name: r.inputs["limit"] for r in run.resources if r.type == dynamic_t("ProcessLimit")}
-    assert limits == {"alice-samba-pids": 100, "bob-samba-pids": 100, "proxy-caddy-pids": 300}
+    assert limits == {
+        "alice-samba-pids": 100,
+        "bob-samba-pids": 100,
+        "proxy-caddy-pids": 300,
+        "status-collector-pids": 64,
+    }
 
 
 THREE_SHARES_BRIDGE = {
@@ -534,9 +596,11 @@ def test_smbd_allows_only_the_proxy_and_the_network_is_internal_where_the_mode_a
         }
         config["shares"] = [{"name": "alice", "owner": "alice@"}]
     run = run_program(config)
+    status_ip = run.outputs["status"]["ip"]
     for container in samba_containers(run).values():
         conf = next(e for e in container.inputs["envs"] if e.startswith("SMB_CONF="))
-        assert f"hosts allow = {allowed} 127.0.0.1" in conf and "hosts deny = ALL" in conf
+        # The proxy's address, the status container's (its SMB probe), loopback (the healthcheck).
+        assert f"hosts allow = {allowed} {status_ip} 127.0.0.1" in conf and "hosts deny = ALL" in conf
     assert run.named("network").inputs["internal"] is internal
     # An explicit setting wins.
     explicit = run_program({**config, "network": {"internal": not internal}})
@@ -556,7 +620,11 @@ def test_an_owner_with_two_shares_gets_one_user_and_one_join_key_for_her_one_mac
     assert dynamic == ["headscale-user-admin", "headscale-user-alice", "join-alice-mac"]
     assert list(run.outputs["joinCommands"]) == ["alice-mac"]
     assert run.outputs["macs"] == {"alice-mac": {"owner": "alice@", "shares": ["alice", "alice-laptop"]}}
-    assert {r.name for r in run.resources if r.name.endswith("-key")} == {"alice-key", "alice-laptop-key"}
+    assert {r.name for r in run.resources if r.name.endswith("-key")} == {
+        "alice-key",
+        "alice-laptop-key",
+        "status-page-key",
+    }
 
 
 def docker_names(run) -> dict[str, list[str]]:
@@ -573,14 +641,14 @@ def test_every_docker_object_name_derives_from_the_name_prefix():
     # The embedded Headscale's stack: every kind of container and volume the program makes.
     default = docker_names(run_program(LOCAL))
     assert default == {
-        "container": ["tm-alice-samba", "tm-caddy", "tm-headscale"],
+        "container": ["tm-alice-samba", "tm-caddy", "tm-headscale", "tm-status"],
         "volume": ["tm-alice-samba-state", "tm-caddy-data", "tm-headscale-data"],
         "network": ["timemachine"],
     }, "a stack without namePrefix keeps the names it had"
     staging_config = {**LOCAL, "tailscale-timemachine:namePrefix": "tm-staging"}
     staging = run_program(staging_config, stack="staging")
     assert docker_names(staging) == {
-        "container": ["tm-staging-alice-samba", "tm-staging-caddy", "tm-staging-headscale"],
+        "container": ["tm-staging-alice-samba", "tm-staging-caddy", "tm-staging-headscale", "tm-staging-status"],
         "volume": ["tm-staging-alice-samba-state", "tm-staging-caddy-data", "tm-staging-headscale-data"],
         "network": ["tm-staging-network"],
     }
@@ -627,3 +695,18 @@ def test_a_new_name_prefix_on_a_deployed_stack_stops_the_program():
     with pytest.raises(pulumi.RunError, match="deployed with namePrefix 'tm-a'.*pulumi config set namePrefix tm-a"):
         run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-b"}, deployed=first)
     assert run_program({**DEV, "tailscale-timemachine:namePrefix": "tm-a"}, deployed=first).resources
+
+
+def test_a_stack_deployed_in_host_mode_is_not_moved_to_bridge_by_the_new_default():
+    host = {**THREE_SHARES_BRIDGE, "proxy": {"networkMode": "host"}}
+    deployed = run_program(host)
+    assert deployed.named("proxy-caddy").inputs["networkMode"] == "host"
+    # Without a mode in its config, the new default would replace Caddy, the network and the Samba
+    # containers: the program stops before declaring anything and names the choice.
+    unset = {k: v for k, v in host.items() if k != "proxy"}
+    with pytest.raises(pulumi.RunError, match=r"proxy\.networkMode: this stack runs Caddy in host mode.*keep"):
+        run_program(unset, deployed=deployed)
+    # Either mode named explicitly goes ahead; a stack never deployed takes bridge.
+    assert run_program(host, deployed=deployed).named("proxy-caddy").inputs["networkMode"] == "host"
+    assert "networkMode" not in run_program(THREE_SHARES_BRIDGE, deployed=deployed).named("proxy-caddy").inputs
+    assert "networkMode" not in run_program(unset).named("proxy-caddy").inputs

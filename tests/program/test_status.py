@@ -15,7 +15,7 @@ STATUS_STACK = {
     "storageRoot": "/srv/tm",
     "network": {"subnet": "172.24.0.0/24"},
     "tailnet": {"dnsSuffix": "example-tailnet.ts.net", "tagOwners": ["admin@example.com", "tag:ci"]},
-    "status": {"enabled": True, "collectInterval": "30s"},
+    "status": {"collectInterval": "30s"},
     "shares": [
         {"name": "alice", "owner": "alice@example.com", "quota": "1T", "staleAfter": "36h"},
         {"name": "bob", "owner": "bob@example.com"},
@@ -97,7 +97,8 @@ def test_each_smbd_admits_the_status_container_besides_the_proxy(run):
     for name in ("alice", "bob"):
         envs = run.named(f"{name}-samba").inputs["envs"]
         conf = next(e for e in envs if e.startswith("SMB_CONF="))
-        assert "hosts allow = 172.24.0.1 172.24.0.252 127.0.0.1" in conf
+        # Bridge mode (the default): Caddy's address, then the status container's.
+        assert "hosts allow = 172.24.0.254 172.24.0.252 127.0.0.1" in conf
 
 
 def test_the_image_is_built_from_the_package_folder_by_its_own_dockerfile(run):
@@ -131,12 +132,30 @@ def test_only_the_admins_reach_the_page(run):
     assert {"src": "alice@example.com", "deny": ["tag:tm-status:80"]} in policy["tests"]
 
 
-def test_off_by_default_and_nothing_changes():
-    plain = run_program({k: v for k, v in STATUS_STACK.items() if k != "status"})
+def test_on_by_default_and_turned_off_nothing_of_it_is_declared(run):
+    default = run_program({k: v for k, v in STATUS_STACK.items() if k != "status"})
+    assert {r.name for r in default.resources} == {r.name for r in run.resources}
+    plain = run_program({**STATUS_STACK, "status": {"enabled": False}})
     assert not [r for r in plain.resources if "status" in r.name]
     assert "status" not in plain.outputs
     conf = next(e for e in plain.named("alice-samba").inputs["envs"] if e.startswith("SMB_CONF="))
-    assert "hosts allow = 172.24.0.1 127.0.0.1" in conf
+    assert "hosts allow = 172.24.0.254 127.0.0.1" in conf
+
+
+def test_where_the_page_cannot_have_a_key_the_metrics_stay_and_up_says_why():
+    # Provided keys and no key for the page: the status container runs, the page's node is not declared.
+    provided = {
+        **STATUS_STACK,
+        "status": {},
+        "tailnet": {"dnsSuffix": "example-tailnet.ts.net", "tagOwners": ["admin@example.com"], "authKeys": "provided"},
+        "shares": [{"name": "alice", "owner": "alice@example.com", "authKey": "tskey-auth-" + "a" * 30}],
+    }
+    run = run_program(provided, secret_keys=["tailscale-timemachine:shares"])
+    assert run.named("status-collector").type == CONTAINER_T
+    assert not [r for r in run.resources if r.name.startswith("status-page")]
+    assert set(json.loads(run.named("proxy-config").inputs["config"])["apps"]["tailscale"]["nodes"]) == {"tm-alice"}
+    assert "pageUrl" not in run.outputs["status"] and "metricsUrl" in run.outputs["status"]
+    assert any("the status page is off" in w and "status.authKey" in w for w in run.warnings), run.warnings
 
 
 def test_headscale_keys_and_a_password_share_with_its_credentials_mounted():

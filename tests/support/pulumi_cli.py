@@ -79,7 +79,11 @@ class Stack:
         )
         result = Result(done.returncode, done.stdout, done.stderr)
         if check and done.returncode != 0:
-            raise PulumiError(f"pulumi {' '.join(args)} exited {done.returncode}:\n{result.output[-6000:]}")
+            # The lines that name what failed may lie far before the end (a long outputs listing).
+            errors = "\n".join(line for line in result.output.splitlines() if "error" in line.lower())[:4000]
+            raise PulumiError(
+                f"pulumi {' '.join(args)} exited {done.returncode}:\n{errors}\n---\n{result.output[-6000:]}"
+            )
         return result
 
     def init(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> Stack:

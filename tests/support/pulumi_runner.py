@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,12 +150,25 @@ class Mocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the program made an unexpected invoke: {args.token}")
 
 
+class WarningRecorder(logging.Handler):
+    """The mock engine's log at warning level: the messages `pulumi up` would print as warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @dataclass
 class ProgramRun:
     resources: list[Declared]
     outputs: dict[str, Any]
     secret_outputs: set[str]
     state_reads: list[str] = field(default_factory=list)
+    # What the program logged at warning level (pulumi.log.warn), as `pulumi up` would print it.
+    warnings: list[str] = field(default_factory=list)
 
     def state(self) -> dict[str, dict]:
         """What the engine would hold after deploying this run: URN → type and outputs (the mock
@@ -204,8 +218,17 @@ def run_program(
         mocks = Mocks(deployed.state() if deployed else None)
         monitor = RecordingMonitor(mocks)
         pulumi.runtime.set_all_config(config_values(config), secret_keys or [])
+        warnings = WarningRecorder()
+        logger = logging.Logger(f"pulumi-run-{id(warnings)}")
+        logger.addHandler(warnings)
         pulumi_mocks.set_mocks(
-            mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, organization="organization"
+            mocks,
+            project=PROJECT,
+            stack=stack,
+            preview=preview,
+            monitor=monitor,
+            organization="organization",
+            logger=logger,
         )
         pulumi_settings.ROOT.set(None)  # run_in_stack makes the root stack of this run
         holder: dict = {}
@@ -228,7 +251,7 @@ def run_program(
             outputs[name] = loop.run_until_complete(out.future())
             if loop.run_until_complete(out.is_secret()):
                 secret.add(name)
-        return ProgramRun(monitor.declared, outputs, secret, mocks.state_reads)
+        return ProgramRun(monitor.declared, outputs, secret, mocks.state_reads, warnings.messages)
     finally:
         pulumi_settings.reset_options()
         pulumi_settings.ROOT.set(None)

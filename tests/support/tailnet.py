@@ -28,7 +28,9 @@ from tests.support.project import ROOT
 from tests.support.pulumi_runner import run_program
 from timemachine.components.images import context_digest
 from timemachine.config.loader import load
+from timemachine.config.models import DEFAULT_HEADSCALE_VERSION
 from timemachine.headscale.tls import issue_authority, issue_server
+from timemachine.headscale.versions import has_client_port_setting, keys_by_id
 
 HEADSCALE_CONTEXT = ROOT / "images" / "headscale"
 CLIENT_CONTEXT = ROOT / "tests" / "images" / "tailnet-client"
@@ -46,20 +48,32 @@ TEST_SERVER = issue_server(HEADSCALE_NAME, TEST_CA.certificate, TEST_CA.key)
 CLIENT_CA_PATH = "/usr/local/share/ca-certificates/tailnet-test-ca.crt"
 
 
-def build(client, context: Path, repository: str) -> str:
-    """Build a Dockerfile folder once per content (Docker's layer cache keeps the Go builds)."""
-    tag = f"{repository}:{context_digest(context)}"
+# The release the tests' own Headscale runs: the stack's default.
+HEADSCALE_VERSION = DEFAULT_HEADSCALE_VERSION
+
+
+def build(client, context: Path, repository: str, build_args: dict[str, str] | None = None) -> str:
+    """Build a Dockerfile folder once per content and build args (Docker's layer cache keeps the Go
+    builds)."""
+    tag = f"{repository}:{context_digest(context, build_args)}"
     try:
         client.images.get(tag)
     except Exception:  # noqa: BLE001 - ImageNotFound: build it
-        client.images.build(path=str(context), tag=tag, rm=True, timeout=3600)
+        client.images.build(path=str(context), tag=tag, rm=True, timeout=3600, buildargs=build_args)
     return tag
 
 
-def headscale_config(tls: bool = True) -> str:
-    """Offline Headscale: HTTPS at HEADSCALE_NAME, embedded DERP only (no DERP map fetched) behind the
-    same TLS, no log upload; `tls` False: no certificate files (for its CLI alone)."""
+def build_headscale(client, version: str = HEADSCALE_VERSION) -> str:
+    """images/headscale at `version`, one image per release."""
+    return build(client, HEADSCALE_CONTEXT, "tailscale-timemachine/headscale", {"HEADSCALE_VERSION": version})
+
+
+def headscale_config(tls: bool = True, version: str = HEADSCALE_VERSION) -> str:
+    """Offline Headscale `version`: HTTPS at HEADSCALE_NAME, embedded DERP only (no DERP map fetched)
+    behind the same TLS, no log upload; `tls` False: no certificate files (for its CLI alone)."""
     files = {"tls_cert_path": TLS_CERT, "tls_key_path": TLS_KEY} if tls else {}
+    # 0.29 refuses the key (the setting moved into the policy).
+    client_port = {"randomize_client_port": False} if has_client_port_setting(version) else {}
     return yaml.safe_dump(
         {
             "server_url": f"https://{HEADSCALE_NAME}:{PORT}",
@@ -97,7 +111,7 @@ def headscale_config(tls: bool = True) -> str:
             "unix_socket": "/var/run/headscale/headscale.sock",
             "unix_socket_permission": "0770",
             "logtail": {"enabled": False},
-            "randomize_client_port": False,
+            **client_port,
         }
     )
 
@@ -137,6 +151,21 @@ class Headscale:
 
     def cli_json(self, *args: str):
         return json.loads(self.cli(*args, "-o", "json"))
+
+    @property
+    def version(self) -> str:
+        """The release it runs, as `headscale version` says."""
+        return self.cli("version").strip().splitlines()[0].removeprefix("headscale version").strip()
+
+    def keys(self, user_id: int | str) -> list[dict]:
+        """The pre-auth keys made for a user (0.28 and later list every key: filtered here)."""
+        if not keys_by_id(self.version):
+            return self.cli_json("preauthkeys", "list", "--user", str(user_id)) or []
+        return [
+            k
+            for k in self.cli_json("preauthkeys", "list") or []
+            if str((k.get("user") or {}).get("id")) == str(user_id)
+        ]
 
     def user(self, name: str) -> int:
         if name not in self.users:
@@ -180,17 +209,29 @@ class Headscale:
         raise CommandFailed(f"nodes {names} not online after {timeout}s: {json.dumps(nodes)[:3000]}")
 
 
-def start_headscale(client, image: str, network: str, ip: str, server_ip: str, policy_text: str) -> Headscale:
-    """Headscale attached to `network` at `ip` as HEADSCALE_NAME (its certificate's name), serving
-    https://HEADSCALE_NAME:8080 to every node; `server_ip`: where the stack's nodes will reach it
-    (attach() puts it there)."""
+def key_matches(listed: str, key: str) -> bool:
+    """A key as Headscale lists it is `key`: 0.28 lists only its prefix (`hskey-auth-<prefix>-***`)."""
+    return listed == key or (listed.endswith("-***") and key.startswith(listed[:-3]))
+
+
+def node_tags(node: dict) -> list[str]:
+    """A node's tags as Headscale lists them: `tags` from 0.28 (its identity), `forced_tags` before."""
+    return sorted(node.get("tags") or node.get("forced_tags") or [])
+
+
+def start_headscale(
+    client, image: str, network: str, ip: str, server_ip: str, policy_text: str, version: str = HEADSCALE_VERSION
+) -> Headscale:
+    """Headscale (`image`, of release `version`) attached to `network` at `ip` as HEADSCALE_NAME (its
+    certificate's name), serving https://HEADSCALE_NAME:8080 to every node; `server_ip`: where the
+    stack's nodes will reach it (attach() puts it there)."""
     container = client.containers.create(
         image,
         name=f"tm-test-headscale-{uuid.uuid4().hex[:6]}",
         network=network,
         networking_config={network: client.api.create_endpoint_config(ipv4_address=ip, aliases=[HEADSCALE_NAME])},
     )
-    upload(container, CONFIG_PATH, headscale_config())
+    upload(container, CONFIG_PATH, headscale_config(version=version))
     upload(container, TLS_CERT, TEST_SERVER.certificate)
     upload(container, TLS_KEY, TEST_SERVER.key, mode=0o600)
     upload(container, POLICY_PATH, policy_text)

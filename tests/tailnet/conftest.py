@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.tailnet import CLIENT_CONTEXT, HEADSCALE_CONTEXT, build
+from tests.support.tailnet import CLIENT_CONTEXT, build, build_headscale
 
 
 @pytest.fixture(scope="package")
@@ -13,6 +13,6 @@ def images(docker_client, goproxy):
     """Headscale (images/headscale) and the test client (tests/images/tailnet-client)."""
     # goproxy: its fixture has made the golang builder base both Dockerfiles start from.
     return {
-        "headscale": build(docker_client, HEADSCALE_CONTEXT, "tailscale-timemachine/headscale"),
+        "headscale": build_headscale(docker_client),
         "client": build(docker_client, CLIENT_CONTEXT, "tailscale-timemachine/tailnet-client-test"),
     }

@@ -29,7 +29,7 @@ from tests.support.project import PROJECT, ROOT
 from tests.support.proxy_path import caddy_config_of
 from tests.support.pulumi_cli import PulumiError, plan
 from tests.support.smb import GuestClient, MiB, read_file, write_file
-from tests.support.tailnet import Headscale, run, start_client
+from tests.support.tailnet import Headscale, key_matches, node_tags, run, start_client
 from timemachine.headscale.tls import der, issue_authority, issue_server
 from timemachine.planning import names
 
@@ -52,7 +52,8 @@ def local_config(storage, network: str, subnet: str, build_args: dict) -> dict:
     config["proxy"] = {**config["proxy"], "buildArgs": build_args, "firstNodePort": 47100}
     alice, *others = config["shares"]
     config["shares"] = [
-        {**alice, "macs": [*alice["macs"], "alice-mbp"]},
+        # A quota this machine's disk holds (the stack checks the quotas' sum against it).
+        {**alice, "macs": [*alice["macs"], "alice-mbp"], "quota": "4G"},
         *others,
         {"name": "bob", "owner": "bob@", "quota": "1G"},
     ]
@@ -90,7 +91,19 @@ def headscale_of(local) -> Headscale:
 
 def keys_of(headscale: Headscale, user: str) -> list[dict]:
     user_id = {u["name"]: u["id"] for u in headscale.cli_json("users", "list")}[user]
-    return headscale.cli_json("preauthkeys", "list", "--user", str(user_id)) or []
+    return headscale.keys(user_id)
+
+
+def state_keys(stack) -> list[str]:
+    """The pre-auth keys in the stack's state, in full (Headscale lists only their prefixes)."""
+    deployment = json.loads(stack.export(show_secrets=True))["deployment"]
+    keys = [
+        r["outputs"]["key"]
+        for r in deployment.get("resources") or []
+        if r["urn"].split("::")[2].endswith(":HeadscalePreAuthKey")
+    ]
+    # A secret in the export: {<signature>: …, "plaintext": <the value as JSON>}.
+    return [json.loads(k["plaintext"]) if isinstance(k, dict) else k for k in keys]
 
 
 def stack_ca(local) -> str:
@@ -140,7 +153,8 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
     assert outputs["macs"]["alice-mbp"] == {"owner": "alice@", "shares": ["alice"]}
     # One Headscale user per owner, and the tag owner the share nodes register under.
     assert {u["name"] for u in headscale.cli_json("users", "list")} == {"admin", "alice", "bob"}
-    share_keys = keys_of(headscale, "admin")
+    # The share nodes' keys (the status page's node, when on, has one of its own under the same user).
+    share_keys = [k for k in keys_of(headscale, "admin") if "tag:tm-status" not in k["acl_tags"]]
     assert sorted(tuple(sorted(k["acl_tags"])) for k in share_keys) == [
         ("tag:timemachine", "tag:tm-alice"),
         ("tag:timemachine", "tag:tm-bob"),
@@ -160,12 +174,14 @@ def test_up_from_empty_state_makes_users_keys_and_join_commands(local):
     nodes = headscale.wait_online(["tm-alice", "tm-bob"])
     caddy = local["client"].containers.get(CADDY)
     assert caddy.attrs["RestartCount"] == 0, caddy.logs(tail=80).decode()
-    assert sorted(nodes["tm-alice"].get("forced_tags", [])) == ["tag:timemachine", "tag:tm-alice"]
+    assert node_tags(nodes["tm-alice"]) == ["tag:timemachine", "tag:tm-alice"]
     assert all(k.get("used") for k in keys_of(headscale, "admin"))
-    # Key material is in the state only as secrets, the CA's and the server's keys included.
-    export = stack.export()
-    assert not any(k["key"] in export for k in share_keys + join_keys)
-    assert all(k["key"] in stack.export(show_secrets=True) for k in share_keys)
+    # Key material is in the state only as secrets, the CA's and the server's keys included: each of
+    # the keys Headscale has is there in full.
+    export, full = stack.export(), state_keys(stack)
+    assert all(any(key_matches(k["key"], key) for key in full) for k in share_keys + join_keys)
+    assert not any(key in export for key in full)
+    assert all(key in stack.export(show_secrets=True) for key in full)
     assert "PRIVATE KEY" not in export and "PRIVATE KEY" in stack.export(show_secrets=True)
 
 
@@ -218,7 +234,7 @@ def test_owner_joins_with_the_join_command_and_backs_up_to_her_share(local):
 def key_used(local, user: str, command: str) -> bool:
     """Whether Headscale has the key in `command` as used."""
     key = next(a.split("=", 1)[1] for a in shlex.split(command) if a.startswith("--auth-key="))
-    (found,) = [k for k in keys_of(headscale_of(local), user) if k["key"] == key]
+    (found,) = [k for k in keys_of(headscale_of(local), user) if key_matches(k["key"], key)]
     return bool(found.get("used"))
 
 
@@ -454,9 +470,12 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     ]
     assert not untouched, {n: steps[n] for n in untouched}
     # Besides dave's own resources: the config loaded into the running Caddy and the policy
-    # loaded into the running Headscale; no container is replaced.
+    # loaded into the running Headscale; no Samba, Caddy or Headscale container is replaced. The
+    # status container is (its share list is in its command; it keeps nothing), with its pids limit.
     others = {n: op for n, op in steps.items() if "dave" not in n and op != "same"}
+    status = {n: others.pop(n) for n in list(others) if n.startswith("status-collector")}
     assert others == {"proxy-config": "update", "headscale-policy": "update"}, others
+    assert set(status) <= {"status-collector", "status-collector-pids"} and "status-collector" in status, status
     headscale_id = headscale_of(local).container.id
     caddy, alice_ip = client.containers.get(CADDY).id, node_ip(headscale_of(local), "tm-alice")
     before = {k["id"] for k in keys_of(headscale_of(local), "admin")}
@@ -598,7 +617,8 @@ def test_a_node_that_lost_its_state_is_reported_and_rekeyed_under_its_hostname(l
     # The old device is gone and the new one has the share's own hostname (not tm-alice-<suffix>).
     assert sorted(name for name in nodes if name.startswith("tm-alice")) == ["tm-alice"], sorted(nodes)
     assert nodes["tm-alice"]["id"] != before["id"], "a new device, registered with the new key"
-    assert caddy_health(client, "healthy").count(": registered") == len(local["config"]["shares"])
+    # Every share's node and the status page's (on by default).
+    assert caddy_health(client, "healthy").count(": registered") == len(local["config"]["shares"]) + 1
     # alice's Mac reaches her share again by its name, and the data written before is there.
     alice = local["macs"]["alice-macbook"]
     alice.ping_direct("tm-alice")
@@ -645,9 +665,9 @@ def test_a_reinstalled_mac_gets_a_fresh_key_and_reads_back_what_it_wrote(local):
     stack.up(*command[4:])
     new_command = join_command(local, "alice-macbook")
     assert new_command != old_command
-    keys = {k["key"]: k for k in keys_of(headscale_of(local), "alice")}
     old_key = next(a.split("=", 1)[1] for a in shlex.split(old_command) if a.startswith("--auth-key="))
-    assert keys[old_key]["expiration"]["seconds"] <= time.time() + 5, "the old key is expired"
+    (old_listed,) = [k for k in keys_of(headscale_of(local), "alice") if key_matches(k["key"], old_key)]
+    assert old_listed["expiration"]["seconds"] <= time.time() + 5, "the old key is expired"
     headscale = headscale_of(local)
     old_node = headscale.nodes()["alice-macbook"]
     headscale.cli("nodes", "delete", "--identifier", str(old_node["id"]), "--force")

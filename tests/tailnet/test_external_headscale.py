@@ -83,9 +83,11 @@ def dynamic_resources(stack) -> dict[str, str]:
 
 def test_a_wrong_api_key_stops_before_any_user_with_a_clear_error(external):
     stack, headscale = external["stack"], external["headscale"]
-    prefix, _ = external["api_key"].split(".", 1)
-    # Well-formed, of a real key's prefix, with the wrong secret.
-    stack.set_secrets({"tailnet.headscaleApiKey": f"{prefix}.{'x' * 64}"})
+    # Well-formed, of a real key's prefix, with the wrong secret: `<prefix>.<secret>` before 0.28,
+    # `hskey-api-<12 characters>-<secret>` from 0.28 (URL-safe characters, "-" among them).
+    key = external["api_key"]
+    cut = len("hskey-api-") + 12 if key.startswith("hskey-api-") else key.index(".")
+    stack.set_secrets({"tailnet.headscaleApiKey": f"{key[: cut + 1]}{'x' * len(key[cut + 1 :])}"})
     failed = stack.up(check=False)
     assert failed.code != 0
     assert "refused the API key (401 Unauthorized)" in failed.output, failed.output[-3000:]
@@ -99,10 +101,17 @@ def test_the_right_key_makes_users_and_keys_a_mac_can_join_with(external):
     stack.set_secrets({"tailnet.headscaleApiKey": external["api_key"]})
     stack.up()
     made = dynamic_resources(stack)
-    assert set(made) == {"headscale-user-admin", "headscale-user-alice", "alice-key", "join-alice-mac"}
+    # (The status page's key too where the status page is on.)
+    assert set(made) - {"status-page-key"} == {
+        "headscale-user-admin",
+        "headscale-user-alice",
+        "alice-key",
+        "join-alice-mac",
+    }
     users = {u["name"]: str(u["id"]) for u in headscale.cli_json("users", "list")}
     assert made["headscale-user-alice"] == users["alice"] and made["headscale-user-admin"] == users["admin"]
-    share_key = headscale.cli_json("preauthkeys", "list", "--user", users["admin"])
+    share_key = headscale.keys(users["admin"])
+    share_key = [k for k in share_key if "tag:tm-status" not in k["acl_tags"]]  # the status page's, if on
     assert [sorted(k["acl_tags"]) for k in share_key] == [["tag:timemachine", "tag:tm-alice"]]
     command = stack.outputs(show_secrets=True)["joinCommands"]["alice-mac"]
     ip = str(ipaddress.IPv4Network(external["control_net"].attrs["IPAM"]["Config"][0]["Subnet"]).network_address + 20)

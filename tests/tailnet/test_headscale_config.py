@@ -1,7 +1,7 @@
-"""Headscale v0.27.1 itself accepts the config the stack renders in each TLS and relay mode
-(`headscale configtest`: it loads the config and the certificate files and sets up the server,
-relay included, without serving). ACME and the public DERP map need the internet to be used; this
-is as far as they are checked here."""
+"""Headscale itself (the default release, tailnet.headscale.version) accepts the config the stack
+renders in each TLS and relay mode (`headscale configtest`: it loads the config and the certificate
+files and sets up the server, relay included, without serving). ACME and the public DERP map need
+the internet to be used; this is as far as they are checked here."""
 
 from __future__ import annotations
 

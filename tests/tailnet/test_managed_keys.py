@@ -25,7 +25,7 @@ from tests.support.deploy import mark_storage, new_stack, teardown
 from tests.support.network import unique_subnet
 from tests.support.project import PROJECT, ROOT
 from tests.support.pulumi_runner import run_program
-from tests.support.tailnet import HEADSCALE_NAME, PORT, TEST_CA, Headscale, start_headscale
+from tests.support.tailnet import HEADSCALE_NAME, PORT, TEST_CA, Headscale, node_tags, start_headscale
 from tests.tailscale_api import ApiUser, HeadscaleKeys, OAuthClient, TailscaleApi
 from tests.tailscale_api.policy import tailscale_tag_owners
 from tests.tailscale_api.server import Minted
@@ -187,7 +187,7 @@ def minted_keys(headscale: Headscale) -> list[dict]:
     users = {u["name"]: str(u["id"]) for u in headscale.cli_json("users", "list") or []}
     if "admin" not in users:
         return []
-    return headscale.cli_json("preauthkeys", "list", "--user", users["admin"]) or []
+    return headscale.keys(users["admin"])
 
 
 def key_requests(api: TailscaleApi) -> list[tuple[str, str]]:
@@ -365,7 +365,7 @@ def test_up_makes_one_tagged_single_use_key_per_share_and_the_nodes_register(man
     nodes = headscale.wait_online(["tm-alice", "tm-bob"])
     for share, key_id in ids.items():
         node = nodes[f"tm-{share}"]
-        assert sorted(node.get("forced_tags", [])) == ["tag:timemachine", f"tag:tm-{share}"]
+        assert node_tags(node) == ["tag:timemachine", f"tag:tm-{share}"]
         assert str(node["pre_auth_key"]["id"]) == api.keys[key_id].minted.id
 
 

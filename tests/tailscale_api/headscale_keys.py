@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from tests.tailscale_api.server import Minted
+from timemachine.headscale.versions import keys_by_id
 
 
 class HeadscaleKeys:
@@ -17,7 +18,15 @@ class HeadscaleKeys:
         self.container = container
         self.user = user
         self._user_id: str | None = None
+        self._version: str | None = None
         self._lock = threading.Lock()
+
+    def by_id(self) -> bool:
+        """Whether its Headscale lists and expires keys by id (0.28 and later)."""
+        if self._version is None:
+            code, output = self.container.exec_run(["headscale", "version"])
+            self._version = output.decode().strip().splitlines()[0].removeprefix("headscale version").strip()
+        return keys_by_id(self._version)
 
     def _cli(self, *args: str) -> Any:
         code, output = self.container.exec_run(["headscale", *args, "-o", "json"], demux=True)
@@ -45,14 +54,17 @@ class HeadscaleKeys:
         return Minted(str(made["id"]), made["key"])
 
     def _listed(self, minted: Minted) -> dict:
-        keys = self._cli("preauthkeys", "list", "--user", self.user_id()) or []
+        keys = self._cli("preauthkeys", "list", *([] if self.by_id() else ["--user", self.user_id()])) or []
         return next((k for k in keys if str(k["id"]) == minted.id), {})
 
     def used(self, minted: Minted) -> bool:
         return bool(self._listed(minted).get("used"))
 
     def revoke(self, minted: Minted) -> None:
-        self._cli("preauthkeys", "expire", "--user", self.user_id(), minted.key)
+        if self.by_id():
+            self._cli("preauthkeys", "expire", "--id", minted.id)
+        else:
+            self._cli("preauthkeys", "expire", "--user", self.user_id(), minted.key)
 
     def add_members(self, logins: list[str]) -> None:
         """The tailnet's members as Headscale users: `alice` with the email alice@example.com, which

@@ -98,7 +98,9 @@ def test_minimal_config_takes_documented_defaults():
     # The names a stack deployed before namePrefix existed has: renaming them would orphan its volumes.
     assert (c.name_prefix, c.network_name, str(c.network.subnet)) == ("tm", "timemachine", "172.24.0.0/24")
     assert (c.tailnet.hostname_prefix, c.tailnet.tags, c.tailnet.key_expiry_days) == ("tm-", ["tag:timemachine"], 90)
-    assert (c.tailnet.auth_keys, c.proxy.network_mode, c.proxy.first_node_port) == ("managed", "host", 41641)
+    assert (c.tailnet.auth_keys, c.proxy.network_mode, c.proxy.first_node_port) == ("managed", "bridge", 41641)
+    # Backup health on; its page on where the stack can give its node a key and knows its admins.
+    assert c.status.enabled and c.status.page is None
     assert (c.samba.model, c.samba.data_uid, c.shares) == ("TimeCapsule8,119", 1000, [])
 
 
@@ -175,7 +177,9 @@ BAD = {
             "shares": [{"name": f"u{i}", "owner": "a@x.com"} for i in range(5)],
         },
         "network.subnet",
-        "172.24.0.0/29 is full: 5 new share(s) need an address and 4 are left",
+        # The status container (on by default) holds one of the four.
+        "172.24.0.0/29 is full: 5 new share(s) need an address and 3 are left of its 4 share addresses "
+        "(0 kept by deployed or pinned shares, 1 is the status container's (status.ip))",
     ),
     "subnet too small": (with_(("network", "subnet"), "172.24.0.0/30"), "network.subnet", "too small"),
     "subnet with host bits": (with_(("network", "subnet"), "172.24.0.7/24"), "network.subnet", "host bits"),
@@ -186,7 +190,7 @@ BAD = {
         "not normalised",
     ),
     "storageRoot is /": (with_(("storageRoot",), "/"), "storageRoot", "must not be /"),
-    "missing storageRoot": (with_(("storageRoot",), DELETE), "storageRoot", "pulumi config set"),
+    "missing storageRoot": (with_(("storageRoot",), DELETE), "storage.root", "pulumi config set --path storage.root"),
     "keyExpiryDays zero": (
         with_(("tailnet", "keyExpiryDays"), 0),
         "tailnet.keyExpiryDays",
@@ -375,7 +379,7 @@ def test_limits_parse_sizes_to_mib_and_default_for_one_client_per_share():
     assert (config.samba.memory_limit, config.samba.process_limit) == (1024, 100)
     assert load(with_(("proxy", "memoryLimit"), "768MiB")).config.proxy.memory_limit == 768
     defaults = load(GOOD).config
-    assert (defaults.samba.memory_limit, defaults.samba.process_limit) == (256, 64)
+    assert (defaults.samba.memory_limit, defaults.samba.process_limit) == (256, 128)
 
 
 def test_at_least_25_distinct_bad_configs():

@@ -185,7 +185,7 @@ class FakeHeadscale:
             raise NotFound("user not found")
         return self.key
 
-    def expire_key(self, user_id: str, key: str) -> None:
+    def expire_key(self, user_id: str, key_id: str, key: str) -> None:
         if self.missing_user:
             raise NotFound("user not found")
         self.expired.append(key)
@@ -292,7 +292,12 @@ OWN_TYPES = {
     "headscale-tls": "VolumeFiles",
     "proxy-control-ca": "VolumeFiles",
     "alice-storage": "ShareStorage",
+    "alice-quota": "ShareQuota",
+    "storage": "StorageCapacity",
     "alice-samba-pids": "ProcessLimit",
+    # The status container and its page's node (on by default).
+    "status-collector-pids": "ProcessLimit",
+    "status-page-key": "HeadscalePreAuthKey",
 }
 
 

@@ -97,10 +97,35 @@ def test_status_ip_can_be_pinned_but_not_onto_a_reserved_address():
     assert found == ["status.ip: 172.24.0.254 is not a free host of 172.24.0.0/24; omit it (default 172.24.0.252)"]
 
 
-def test_off_by_default_no_address():
+def test_on_by_default_and_off_takes_no_address():
     raw = config()
     del raw["status"]
-    assert load(raw).status_ip is None
+    assert load(raw).status_ip == IP("172.24.0.252")
+    assert load(config(status={"enabled": False})).status_ip is None
+
+
+@pytest.mark.parametrize(
+    ("tailnet", "reason"),
+    [
+        ({"tagOwners": ["tag:ci"]}, "set status.admins"),
+        (
+            {"authKeys": "provided", "tagOwners": ["admin@example.com"]},
+            "pulumi config set --secret --path status.authKey",
+        ),
+    ],
+    ids=["no admins", "provided keys"],
+)
+def test_left_unset_the_page_is_off_where_it_could_not_run_and_says_why(tailnet, reason):
+    shares = [{"name": "alice", "owner": "alice@example.com"}]
+    if tailnet.get("authKeys") == "provided":
+        shares[0]["authKey"] = "tskey-auth-" + "a" * 30
+    loaded = load({**config(tailnet=tailnet, shares=shares), "status": {}})
+    assert loaded.config.status.enabled and not loaded.config.status_page
+    assert loaded.status_ip is not None, "the metrics stay on"
+    off = loaded.config.status_page_off_reason
+    assert off is not None and off.startswith("the status page is off:") and reason in off
+    # Asked for explicitly, the page's needs are errors naming the field.
+    assert problems({**config(tailnet=tailnet, shares=shares), "status": {"page": True}})
 
 
 def test_admins_default_to_the_users_and_groups_among_the_tag_owners():
@@ -116,7 +141,7 @@ BAD = {
         "status.hostname (e.g. tm-backup-status)",
     ),
     "no admin among the tag owners": (
-        config(tailnet={"tagOwners": ["tag:ci"]}),
+        config(tailnet={"tagOwners": ["tag:ci"]}, status={"page": True}),
         "status.admins: missing: no user or group among tailnet.tagOwners may open the status page; give the "
         "admins, e.g. status.admins: [admin@example.com]",
     ),
@@ -127,6 +152,7 @@ BAD = {
     "provided keys without the page's": (
         config(
             tailnet={"authKeys": "provided", "tagOwners": ["admin@example.com"]},
+            status={"page": True},
             shares=[{"name": "alice", "owner": "alice@example.com", "authKey": "tskey-auth-" + "a" * 30}],
         ),
         "status.authKey: missing: with tailnet.authKeys = provided the status page's node needs its key; run "

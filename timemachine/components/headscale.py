@@ -11,7 +11,7 @@ import pulumi_docker as docker
 
 from timemachine.components import hardening
 from timemachine.components.labels import container_labels, volume_labels
-from timemachine.config.models import HeadscaleConfig, is_address
+from timemachine.config.models import DEFAULT_HEADSCALE_VERSION, HeadscaleConfig, is_address
 from timemachine.dynamic.certificates import ControlCertificates, VolumeFiles
 from timemachine.dynamic.headscale import HeadscalePolicy
 from timemachine.dynamic.process_limit import ProcessLimit
@@ -27,7 +27,9 @@ from timemachine.headscale.config import (
     Tls,
     render_headscale_config,
 )
+from timemachine.headscale.versions import VERSION_LABEL
 from timemachine.planning import names
+from timemachine.planning.labels import PREFIX
 from timemachine.planning.limits import Limits
 
 # The default stack's; a stack's own is names.headscale_container(namePrefix).
@@ -45,6 +47,9 @@ class HeadscaleServerArgs:
     port: int | None
     stun_port: int | None
     base_domain: str = "tailnet.internal"
+    # The Headscale release the image runs (tailnet.headscale.version): its config's form, and a label
+    # the next run reads from the state to check the upgrade step.
+    version: str = DEFAULT_HEADSCALE_VERSION
     docker_host: str | None = None
     limits: Limits | None = None
     # namePrefix: the container's and the volume's names derive from it.
@@ -76,7 +81,12 @@ class HeadscaleServer(pulumi.ComponentResource):
         super().__init__("timemachine:index:HeadscaleServer", name, None, opts)
         host = urlsplit(args.control_url).hostname or ""
         self.config_yaml = render_headscale_config(
-            args.control_url, args.base_domain, tls=args.tls, derp=args.derp, acme_email=args.acme_email
+            args.control_url,
+            args.base_domain,
+            tls=args.tls,
+            derp=args.derp,
+            acme_email=args.acme_email,
+            version=args.version,
         )
         self.state_volume = docker.Volume(
             f"{name}-data",
@@ -156,7 +166,7 @@ class HeadscaleServer(pulumi.ComponentResource):
             # Users and keys are made right after: the engine waits until Headscale answers.
             wait=True,
             wait_timeout=120,
-            labels=container_labels(role="headscale"),
+            labels=container_labels(role="headscale", **{VERSION_LABEL.removeprefix(f"{PREFIX}."): args.version}),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=needs),
             **hardening.for_headscale(limits := args.limits or HeadscaleConfig()),
         )

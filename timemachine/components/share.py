@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
-import pulumi_tailscale as tailscale
 
 from timemachine.caddy.config import route_fragment
 from timemachine.components import hardening
 from timemachine.components.labels import container_labels, volume_labels
+from timemachine.components.node_key import node_key
 from timemachine.config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 from timemachine.dynamic.certificates import VolumeFiles
-from timemachine.dynamic.headscale import HeadscalePreAuthKey
 from timemachine.dynamic.process_limit import ProcessLimit
 from timemachine.dynamic.share_password import SharePassword
+from timemachine.dynamic.share_quota import ShareQuota
 from timemachine.dynamic.share_storage import MARKER_PATH, ShareStorage, marker_path
 from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
@@ -62,6 +62,10 @@ class TimeMachineShareArgs:
     auth: Auth = "guest"
     # Further addresses smbd admits: the status container's (its probe is an SMB session).
     also_allow: tuple[str, ...] = ()
+    # storage.quotaEnforcement (auto | required | advisory) and what the share's storage waits for
+    # (the capacity check of the whole disk).
+    quota_enforcement: str = "auto"
+    storage_checked: pulumi.Resource | None = None
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -82,44 +86,20 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.tags = share_tags(args.tailnet.tags, self.hostname)
         self.ip = str(args.ip)
 
-        self.tailnet_key: tailscale.TailnetKey | None = None
         # The key resource a re-key replaces; None for provided keys (a new authKey re-keys).
-        self.key_urn: pulumi.Output[str] | None = None
-        if args.tailnet.auth_keys == "managed":
-            self.tailnet_key = tailscale.TailnetKey(
-                f"{name}-key",
-                reusable=False,
-                ephemeral=False,
-                preauthorized=True,
-                tags=self.tags,
-                expiry=args.tailnet.key_expiry_days * 86400,
-                description=f"timemachine share {share.name}"[:50],
-                opts=child,
-            )
-            # The provider marks `key` secret through additional_secret_outputs; wrapping it again keeps
-            # it secret even where that option is not honoured (mocks, older engines).
-            self.auth_key = pulumi.Output.secret(self.tailnet_key.key)
-            self.key_urn = self.tailnet_key.urn
-        elif args.tailnet.auth_keys == "headscale":
-            assert args.headscale_user_id is not None and args.headscale_access is not None
-            self.headscale_key = HeadscalePreAuthKey(
-                f"{name}-key",
-                user_id=args.headscale_user_id,
-                tags=self.tags,
-                expiry_days=args.tailnet.key_expiry_days,
-                reusable=False,
-                description=f"share node {self.hostname}",
-                access=args.headscale_access,
-                # A re-key (`pulumi up --replace` of this key) removes the old device before the new
-                # key exists, so the node registers again under its own hostname.
-                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-            )
-            self.auth_key = pulumi.Output.secret(self.headscale_key.key)
-            self.key_urn = self.headscale_key.urn
-        else:
-            # The config check guarantees a provided key for every share.
-            assert share.auth_key is not None
-            self.auth_key = pulumi.Output.secret(share.auth_key.get_secret_value())
+        key = node_key(
+            name,
+            self.tags,
+            args.tailnet,
+            parent=self,
+            tailscale_description=f"timemachine share {share.name}",
+            headscale_description=f"share node {self.hostname}",
+            headscale_user_id=args.headscale_user_id,
+            headscale_access=args.headscale_access,
+            provided_key=share.auth_key.get_secret_value() if share.auth_key is not None else None,
+        )
+        self.auth_key = key.auth_key
+        self.key_urn = key.urn
 
         self.smb_conf = render_smb_conf(
             share.name,
@@ -144,8 +124,23 @@ class TimeMachineShare(pulumi.ComponentResource):
             data_uid=args.samba.data_uid,
             image=args.image,
             docker_host=args.docker_host,
-            opts=child,
+            quota_enforcement=args.quota_enforcement,
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[args.storage_checked] if args.storage_checked else None
+            ),
         )
+        # The quota as the filesystem enforces it (btrfs), or advisory with the reason, said at `up`.
+        self.quota = ShareQuota(
+            f"{name}-quota",
+            storage_root=args.storage_root,
+            share=share.name,
+            quota=share.quota,
+            quota_enforcement=args.quota_enforcement,
+            image=args.image,
+            docker_host=args.docker_host,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage]),
+        )
+        self.quota.warnings.apply(self._warn)
         # samba.auth: password — the user a Mac logs in as, and its password (None for guests).
         self.user = DATA_USER if args.auth == "password" else "guest"
         self.password: pulumi.Output[str] | None = None
@@ -222,7 +217,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             wait=True,
             wait_timeout=SAMBA_WAIT_SECONDS,
             labels=container_labels(share=share.name, owner=share.owner, role="samba"),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, *credentials_wait]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, self.quota, *credentials_wait]),
             **hardening.for_samba(args.samba),
         )
         ProcessLimit(f"{name}-samba-pids", self.container, args.samba, docker_host=args.docker_host, opts=child)
@@ -240,3 +235,8 @@ class TimeMachineShare(pulumi.ComponentResource):
                 "containerId": self.container.id,
             }
         )
+
+    def _warn(self, warnings: list[str] | None) -> None:
+        """The quota step's warnings (advisory quota, no quota, over it already), said by `pulumi up`."""
+        for warning in warnings or []:
+            pulumi.log.warn(warning, resource=self)

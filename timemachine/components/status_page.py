@@ -7,11 +7,10 @@ import ipaddress
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_tailscale as tailscale
 
 from timemachine.caddy.config import status_route_fragment
+from timemachine.components.node_key import node_key
 from timemachine.config.models import TailnetConfig
-from timemachine.dynamic.headscale import HeadscalePreAuthKey
 from timemachine.planning.ipplan import node_port
 from timemachine.tailnet.policy import share_tags
 
@@ -42,41 +41,20 @@ class StatusPage(pulumi.ComponentResource):
         super().__init__("timemachine:index:StatusPage", name, None, opts)
         self.hostname = args.hostname
         self.tags = share_tags(args.tailnet.tags, self.hostname)
-        # The key resource a re-key replaces; None for a provided key (a new status.authKey re-keys).
-        self.key_urn: pulumi.Output[str] | None = None
-        # The same kinds of key as a share node's (components/share.py): single-use, not ephemeral, tagged.
-        if args.tailnet.auth_keys == "managed":
-            key = tailscale.TailnetKey(
-                f"{name}-key",
-                reusable=False,
-                ephemeral=False,
-                preauthorized=True,
-                tags=self.tags,
-                expiry=args.tailnet.key_expiry_days * 86400,
-                description=f"timemachine status page {self.hostname}"[:50],
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            self.auth_key = pulumi.Output.secret(key.key)
-            self.key_urn = key.urn
-        elif args.tailnet.auth_keys == "headscale":
-            assert args.headscale_user_id is not None and args.headscale_access is not None
-            headscale_key = HeadscalePreAuthKey(
-                f"{name}-key",
-                user_id=args.headscale_user_id,
-                tags=self.tags,
-                expiry_days=args.tailnet.key_expiry_days,
-                reusable=False,
-                description=f"status page node {self.hostname}",
-                access=args.headscale_access,
-                # As a share's: a re-key removes the old device first, so the node keeps its hostname.
-                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-            )
-            self.auth_key = pulumi.Output.secret(headscale_key.key)
-            self.key_urn = headscale_key.urn
-        else:
-            # The config check guarantees status.authKey with provided keys.
-            assert args.provided_key is not None
-            self.auth_key = pulumi.Output.secret(args.provided_key)
+        # The same kind of key as a share node's; the resource a re-key replaces (None for status.authKey).
+        key = node_key(
+            name,
+            self.tags,
+            args.tailnet,
+            parent=self,
+            tailscale_description=f"timemachine status page {self.hostname}",
+            headscale_description=f"status page node {self.hostname}",
+            headscale_user_id=args.headscale_user_id,
+            headscale_access=args.headscale_access,
+            provided_key=args.provided_key,
+        )
+        self.auth_key = key.auth_key
+        self.key_urn = key.urn
 
         self.node_port = (
             node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None

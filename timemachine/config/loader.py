@@ -22,8 +22,19 @@ from timemachine.planning.ipplan import (
 )
 
 PROJECT = "tailscale-timemachine"
-KEYS = ("storageRoot", "namePrefix", "network", "tailnet", "proxy", "samba", "status", "images", "shares")
-OBJECT_KEYS = ("network", "tailnet", "proxy", "samba", "status", "images", "shares")
+KEYS = (
+    "storageRoot",
+    "storage",
+    "namePrefix",
+    "network",
+    "tailnet",
+    "proxy",
+    "samba",
+    "status",
+    "images",
+    "shares",
+)
+OBJECT_KEYS = ("storage", "network", "tailnet", "proxy", "samba", "status", "images", "shares")
 
 
 class ConfigError(ValueError):
@@ -59,7 +70,7 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         return "unknown key; remove it or fix its spelling (keys are camelCase, e.g. hostnamePrefix)"
     if kind == "missing" and error["loc"] == ("storageRoot",):
-        return f"missing; run pulumi config set {PROJECT}:storageRoot /srv/timemachine"
+        return "missing; run pulumi config set --path storage.root /srv/timemachine (the backup disk's mount point)"
     if kind == "missing":
         return "missing; it is required"
     if kind == "value_error":
@@ -67,14 +78,19 @@ def _describe(error: ErrorDetails) -> str:
     return f"{message} (got {error.get('input')!r})"
 
 
-def _validation_problems(error: ValidationError) -> list[str]:
+def _validation_problems(error: ValidationError, root_key: str = "storageRoot") -> list[str]:
+    """One line per problem; `root_key`: where the config gave the storage root (storage.root, or the
+    older storageRoot), which the model checks as storageRoot."""
     problems = []
     for item in error.errors():
         cause = (item.get("ctx") or {}).get("error")
         if isinstance(cause, CrossCheckError):
             problems += [f"{_path(loc)}: {message}" for loc, message in cause.problems]
         else:
-            problems.append(f"{_path(item['loc']) or '(stack)'}: {_describe(item)}")
+            path = _path(item["loc"]) or "(stack)"
+            if path == "storageRoot":
+                path = "storage.root" if item["type"] == "missing" else root_key
+            problems.append(f"{path}: {_describe(item)}")
     return problems
 
 
@@ -110,7 +126,8 @@ def load(
     try:
         config = StackConfig.model_validate(data, context={"tailscale_api": tailscale_api})
     except ValidationError as exc:
-        problems += _validation_problems(exc)
+        given_as_storage = "storageRoot" not in data and isinstance(data.get("storage"), dict)
+        problems += _validation_problems(exc, "storage.root" if given_as_storage else "storageRoot")
     if problems:
         raise ConfigError(problems)
     headscale_ip = _headscale_ip(config)

@@ -84,6 +84,16 @@ def _positive(value: int) -> int:
 Quota = Annotated[int, BeforeValidator(_parse_quota), AfterValidator(_positive)]
 
 
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError("must not be negative (0 for none)")
+    return value
+
+
+# A size that may be zero (storage.reserve).
+Size = Annotated[int, BeforeValidator(_parse_quota), AfterValidator(_not_negative)]
+
+
 def _tag(value: str) -> str:
     if not TAG.fullmatch(value):
         raise ValueError(
@@ -182,12 +192,23 @@ class NetworkConfig(ConfigModel):
 
 
 HEADSCALE_USER = re.compile(r"[a-z][a-z0-9._-]*@")
+# The Headscale releases the stack builds (images/headscale), oldest first: an upgrade goes through
+# each minor version in turn (docs/operations.md).
+HEADSCALE_VERSIONS = ("v0.27.1", "v0.28.0", "v0.29.3")
+HeadscaleVersion = Literal["v0.27.1", "v0.28.0", "v0.29.3"]
+# Still the default: on v0.29.3 the share nodes (caddy-tailscale) of a new stack did not register with
+# their tagged keys in the tailnet tier (docs/operations.md, upgrading Headscale); stacks upgraded
+# from v0.27.1 keep working there.
+DEFAULT_HEADSCALE_VERSION: HeadscaleVersion = "v0.27.1"
 
 
 class HeadscaleConfig(ConfigModel):
     # The stack runs Headscale itself (images/headscale) at tailnet.controlUrl.
     embedded: bool = False
     image: str = ""
+    # The embedded Headscale's release (the policy is rendered for it too; with an external Headscale,
+    # the release that runs there). A deployed stack moves one minor version per `pulumi up`.
+    version: HeadscaleVersion = DEFAULT_HEADSCALE_VERSION
     # Its address on the stack's network; default: the address below the proxy's.
     ip: ipaddress.IPv4Address | None = None
     # Host ports published for Headscale's HTTP listener (control + DERP) and its STUN server.
@@ -326,8 +347,27 @@ class TailnetConfig(ConfigModel):
 BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# Caddy's memory limit when proxy.memoryLimit is unset (docs/benchmarks.md, "Scale"): idle, each
+# registered tsnet node added 9.4 MiB of RSS (10 → 50 nodes, scripts/bench_scale.py), so a flat 512M
+# would stop Caddy — every user's share — at about 50 nodes. A base for the data path plus 12 MiB
+# per node, rounded up to a power of two: headroom for nodes that carry backups, and a limit that
+# changes rarely as shares are added (a change is an in-place `docker update`, no restart). Never
+# below the 512M that small stacks always had.
+PROXY_MEMORY_FLOOR_MIB = 512
+PROXY_MEMORY_BASE_MIB = 128
+PROXY_MEMORY_PER_NODE_MIB = 12
+
+
+def proxy_memory_mib(nodes: int) -> int:
+    """Caddy's default memory limit (MiB) for `nodes` tailnet nodes."""
+    wanted = PROXY_MEMORY_BASE_MIB + PROXY_MEMORY_PER_NODE_MIB * nodes
+    return max(PROXY_MEMORY_FLOOR_MIB, 1 << (wanted - 1).bit_length())
+
+
 class ProxyConfig(ConfigModel):
-    network_mode: Literal["host", "bridge"] = "host"
+    # Bridge by default: host mode's tsnet nodes bind their sockets to the host's default-route
+    # interface (no CAP_NET_ADMIN) and cannot be tested on a tailnet here (docs/known-limits.md).
+    network_mode: Literal["host", "bridge"] = "bridge"
     first_node_port: int = 41641
     # Bridge mode: publish each node's UDP port on the host, for direct paths from peers behind
     # hard NATs. Docker cannot publish a port on a running container, so with this on, adding or
@@ -339,9 +379,10 @@ class ProxyConfig(ConfigModel):
     image: str = ""
     # Build args for images/caddy, e.g. GOPROXY for a company module proxy or other module pins.
     build_args: dict[str, str] = Field(default_factory=dict)
-    # Caddy's data path peaked at 52 MiB RSS, 7 threads (scripts/measure_limits.py); each share's
-    # tsnet node adds its own state on top (not measured offline): raise it for many shares.
-    memory_limit: MemoryLimit = 512
+    # Caddy's data path peaked at 52 MiB RSS, 7 threads (scripts/measure_limits.py); each tsnet node
+    # adds about 9.4 MiB (scripts/bench_scale.py). Unset, the limit follows the number of nodes
+    # (proxy_memory_mib, applied by StackConfig); this default is its floor. An explicit value wins.
+    memory_limit: MemoryLimit = PROXY_MEMORY_FLOOR_MIB
     process_limit: ProcessLimit = 256
 
     @field_validator("build_args")
@@ -369,9 +410,11 @@ class SambaConfig(ConfigModel):
     data_uid: int = Field(default=1000, ge=1, le=65533)
     # Per share container, sized for one Time Machine client from scripts/measure_limits.py: smbd
     # peaked at 64 MiB RSS (4 processes, 5 threads) during a 1 GiB backup; 4x that, and room for
-    # the few connections a Mac opens plus the healthcheck's.
+    # the few connections a Mac opens plus the healthcheck's. The pids limit counts smbd's I/O
+    # threads too, up to `aio max threads` (16) per connection: scripts/bench_smbd_load.py with
+    # many requests in flight (docs/benchmarks.md).
     memory_limit: MemoryLimit = 256
-    process_limit: ProcessLimit = 64
+    process_limit: ProcessLimit = 128
 
 
 # Section names smb.conf gives a meaning of their own (loadparm): a share named `global` would be
@@ -437,10 +480,31 @@ class ShareConfig(ConfigModel):
         return value
 
 
+# How a share's quota is kept (docs/configuration.md, storage). auto: by the filesystem where it can
+# (btrfs: a subvolume per share with a qgroup limit), else only told to the Mac, with a warning at
+# every `pulumi up` that changes it; required: refuse to deploy where the filesystem cannot enforce
+# it; advisory: only told to the Mac (fruit:time machine max size), nothing on the disk changes.
+QuotaEnforcement = Literal["auto", "required", "advisory"]
+# Kept free beyond the sum of the quotas: room for the filesystem's own metadata and for shares
+# without a quota.
+DEFAULT_RESERVE = 1024**3
+
+
+class StorageConfig(ConfigModel):
+    """The backup disk: where the shares' directories are and how their quotas are kept."""
+
+    # The storage root (the mount point of the backup disk, with the marker file); the older
+    # top-level key storageRoot says the same (StackConfig._root_from_storage).
+    root: str | None = None
+    quota_enforcement: QuotaEnforcement = "auto"
+    reserve: Size = DEFAULT_RESERVE
+
+
 class StatusConfig(ConfigModel):
     """The status container (backup health: /metrics and a status page) and its tailnet node."""
 
-    enabled: bool = False
+    # On by default: a backup server that cannot say whether backups happen is trusted blindly.
+    enabled: bool = True
     image: str = ""
     # Its address on the stack's network; default: the highest free host below the embedded
     # Headscale's default address (planning/ipplan.py, status_address).
@@ -449,7 +513,9 @@ class StatusConfig(ConfigModel):
     # Collect (walk the shares, probe each smbd) at most this often, however often it is scraped.
     collect_interval: Duration = 60.0
     # The page on the tailnet: a node of its own in the stack's Caddy, reachable by the admins only.
-    page: bool = True
+    # Unset: on where the stack can give its node a key and knows its admins (StackConfig.status_page),
+    # otherwise off, and `pulumi up` says why (the metrics stay on).
+    page: bool | None = None
     # Its node's hostname; default <tailnet.hostnamePrefix>status.
     hostname: str | None = None
     # Who may open the page; default: the users and groups among the tag owners.
@@ -517,7 +583,9 @@ class ImagesConfig(ConfigModel):
 
 
 class StackConfig(ConfigModel):
+    # storage.root, or this older key: either one (the loader names whichever was given).
     storage_root: str
+    storage: StorageConfig = StorageConfig()
     # Every Docker object name derives from it (components/names.py): two stacks on one engine need two.
     name_prefix: str = names.DEFAULT_PREFIX
     network: NetworkConfig = NetworkConfig()
@@ -527,6 +595,29 @@ class StackConfig(ConfigModel):
     status: StatusConfig = StatusConfig()
     images: ImagesConfig = ImagesConfig()
     shares: list[ShareConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _root_from_storage(cls, data: object) -> object:
+        """storage.root is the storage root when storageRoot is not given (both given: _storage_problems)."""
+        if isinstance(data, dict):
+            storage = data.get("storage")
+            root = storage.get("root") if isinstance(storage, dict) else None
+            if root is not None and data.get("storageRoot", data.get("storage_root")) is None:
+                return {**data, "storageRoot": root}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _proxy_memory_from_nodes(cls, data: object) -> object:
+        """proxy.memoryLimit unset: derived from the number of nodes Caddy serves (each share's, and
+        one for the status page's), proxy_memory_mib."""
+        if not isinstance(data, dict) or not isinstance(data.get("shares"), list):
+            return data
+        proxy = {} if data.get("proxy") is None else data["proxy"]
+        if not isinstance(proxy, dict) or "memoryLimit" in proxy or "memory_limit" in proxy:
+            return data
+        return {**data, "proxy": {**proxy, "memoryLimit": f"{proxy_memory_mib(len(data['shares']) + 1)}M"}}
 
     @field_validator("storage_root")
     @classmethod
@@ -554,6 +645,32 @@ class StackConfig(ConfigModel):
     def status_hostname(self) -> str:
         """The status page's node: status.hostname, else <hostnamePrefix>status."""
         return self.status.hostname or self.tailnet.hostname_prefix + "status"
+
+    @property
+    def status_page(self) -> bool:
+        """Whether the status page's node is declared: status.page, else on unless status_page_off_reason."""
+        if not self.status.enabled:
+            return False
+        if self.status.page is not None:
+            return self.status.page
+        return self.status_page_off_reason is None
+
+    @property
+    def status_page_off_reason(self) -> str | None:
+        """Why the page stays off when status.page is unset: what it would need and how to give it."""
+        if not self.status.enabled or self.status.page is not None:
+            return None
+        if self.tailnet.auth_keys == "provided" and self.status.auth_key is None:
+            return (
+                "the status page is off: with tailnet.authKeys = provided its node needs a key of its own; run "
+                "pulumi config set --secret --path status.authKey tskey-… to turn it on (the metrics are on)"
+            )
+        if not self.status_admins:
+            return (
+                "the status page is off: no user or group among tailnet.tagOwners may open it; set "
+                "status.admins (e.g. [admin@example.com]) to turn it on (the metrics are on)"
+            )
+        return None
 
     @property
     def status_admins(self) -> list[str]:
@@ -690,6 +807,7 @@ class StackConfig(ConfigModel):
                     ),
                 )
             )
+        problems += self._storage_problems()
         problems += self._headscale_problems()
         problems += self._control_plane_problems()
         problems += self._mac_problems()
@@ -711,11 +829,41 @@ class StackConfig(ConfigModel):
             raise CrossCheckError(problems)
         return self
 
+    def _storage_problems(self) -> list[tuple[tuple, str]]:
+        """One storage root, and with quotaEnforcement: required a quota on every share."""
+        problems: list[tuple[tuple, str]] = []
+        storage = self.storage
+        if storage.root is not None and storage.root != self.storage_root:
+            problems.append(
+                (
+                    ("storage", "root"),
+                    f"{storage.root!r} differs from storageRoot {self.storage_root!r}; give the storage root once, "
+                    "as storage.root (pulumi config rm storageRoot)",
+                )
+            )
+        if storage.quota_enforcement == "required":
+            for index, share in enumerate(self.shares):
+                if share.quota is None:
+                    problems.append(
+                        (
+                            ("shares", index, "quota"),
+                            f"missing: storage.quotaEnforcement is required, so share {share.name!r} needs a quota "
+                            f"the filesystem enforces; run pulumi config set --path 'shares[{index}].quota' 500G "
+                            "(or set storage.quotaEnforcement: auto)",
+                        )
+                    )
+        return problems
+
+    @property
+    def total_quota(self) -> int:
+        """The sum of the shares' quotas (those without one count nothing)."""
+        return sum(share.quota or 0 for share in self.shares)
+
     def _status_problems(self) -> list[tuple[tuple, str]]:
         """The status page's node: a hostname of its own, admins, and a key where keys are provided."""
         status = self.status
         problems: list[tuple[tuple, str]] = []
-        if not status.enabled or not status.page:
+        if not self.status_page:
             if status.auth_key is not None:
                 problems.append((("status", "authKey"), "given, but there is no status page node; remove it"))
             return problems

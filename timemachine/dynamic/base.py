@@ -63,6 +63,12 @@ class Provider(ResourceProvider):
     the preview would take the resource's computed outputs (a Headscale user's id) from its inputs
     and show what depends on them (that user's keys) as replaced."""
 
+    # The SDK stores the pickled provider (PROVIDER_KEY) as a secret unless told otherwise, for
+    # providers that capture secrets. These capture nothing (made without arguments, no instance
+    # state: the pickle is the class path), and each secret costs the engine an encryption on every
+    # snapshot it serialises, during a preview too: about 9 % of a 100-share preview
+    # (docs/benchmarks.md). A provider that did capture a secret Output would still be stored secret.
+    serialize_as_secret_always = False
     # The properties whose change replaces the resource; any other change updates it in place.
     replace_props: ClassVar[tuple[str, ...]] = ()
     # Never diffed: outputs the provider fills in, and inputs that only say how a new one is made.

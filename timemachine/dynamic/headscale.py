@@ -3,13 +3,23 @@ loads into the embedded one: dynamic resources over the Headscale client (timema
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
 
 from timemachine.dynamic.base import Provider, Resource
-from timemachine.headscale.api import ContainerHeadscale, NotFound, UserExists, UserHasNodes, connect, same_instant
+from timemachine.headscale.api import (
+    ContainerHeadscale,
+    NotFound,
+    UserExists,
+    UserHasNodes,
+    connect,
+    field,
+    same_instant,
+)
 from timemachine.headscale.config import HEADSCALE_POLICY_PATH, HEADSCALE_STATE
+from timemachine.tailnet.policy import applicable_tests
 
 
 class _UserProvider(Provider):
@@ -78,7 +88,7 @@ class _PreAuthKeyProvider(Provider):
     def remove(self, id_: str, props: dict[str, Any]) -> None:
         headscale = connect(props["access"])
         try:
-            headscale.expire_key(props["user_id"], props["key"])
+            headscale.expire_key(props["user_id"], id_, props["key"])
         except NotFound:
             pass  # its user is gone, and the key with it
         if not props.get("tags"):
@@ -145,36 +155,76 @@ class HeadscalePreAuthKey(Resource, type_name="HeadscalePreAuthKey"):
         super().__init__(_PreAuthKeyProvider(), name, props, opts, secret_outputs=["key"])
 
 
-def load_policy(props: dict[str, Any]) -> None:
-    """Write the policy into the running Headscale, check it with Headscale's own parser, then
-    SIGHUP: Headscale reloads its policy file without a restart. A policy Headscale refuses is
-    an error and the running one stays."""
+def devices(container: ContainerHeadscale) -> tuple[set[str], set[str]]:
+    """Who has a device in Headscale: the users with an untagged one (`alice@`, and their e-mail),
+    and the tags some device carries (0.28 and later: `tags`, a tagged device's identity)."""
+    users: set[str] = set()
+    tags: set[str] = set()
+    for node in container.nodes():
+        what = f"node {field(node, ('id',), 'a node')}"
+        carried = field(node, ("tags",), what, default=None) or []
+        if carried:
+            tags.update(carried)
+            continue
+        user = field(node, ("user",), what, default=None) or {}
+        users.add(f"{field(user, ('name',), f'the user of {what}')}@")
+        if user.get("email"):
+            users.add(user["email"])
+    return users, tags
+
+
+def policy_for_devices(container: ContainerHeadscale, policy: str) -> str:
+    """The policy as it is loaded now: its `tests` narrowed to those Headscale can evaluate with the
+    devices it has (tailnet/policy.py, applicable_tests); a policy without tests as it is."""
+    parsed = json.loads(policy)
+    if "tests" not in parsed:
+        return policy
+    users, tags = devices(container)
+    return json.dumps(applicable_tests(parsed, users, tags), indent=2, sort_keys=True)
+
+
+def load_policy(props: dict[str, Any]) -> str:
+    """Write the policy into the running Headscale, check it with Headscale's own parser (0.29: and
+    its `tests`, against its users and devices), then SIGHUP: Headscale reloads its policy file
+    without a restart. A policy Headscale refuses is an error and the running one stays. Returns the
+    text loaded."""
     container = ContainerHeadscale(props["container"], props.get("docker_host"))
+    text = policy_for_devices(container, props["policy"])
     candidate = f"{HEADSCALE_STATE}/policy.next.hujson"
-    container.write(candidate, props["policy"])
+    container.write(candidate, text)
     container.run_plain("policy", "check", "--file", candidate)
     container.exec_plain("mv", candidate, HEADSCALE_POLICY_PATH)
     since = container.signal("SIGHUP")
     container.wait_log("reloading ACL policy", since)
+    return text
 
 
 class _PolicyProvider(Provider):
     """Updated in place, never replaced: Headscale is never restarted for it. Read: the policy file
-    on Headscale's volume, as found."""
+    on Headscale's volume, as found; it differs from the stack's when edited by hand, or when tests
+    that waited for a device can now be loaded (`pulumi up --refresh` loads them)."""
+
+    # What was written (the policy with the tests Headscale could evaluate then): an output.
+    excluded_props = ("loaded",)
 
     def subject(self, props) -> str:
         return f"the tailnet policy in {props.get('container')!r}"
 
     def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        load_policy(props)
-        return props["container"], props
+        return props["container"], {**props, "loaded": load_policy(props)}
 
     def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
-        found = ContainerHeadscale(props["container"], props.get("docker_host")).read(HEADSCALE_POLICY_PATH)
+        container = ContainerHeadscale(props["container"], props.get("docker_host"))
+        found = container.read(HEADSCALE_POLICY_PATH)
         if found is None:
-            return {**props, "container_id": "", "policy": ""}
-        container_id, policy = found
-        return {**props, "container_id": container_id, "policy": policy or ""}
+            return {**props, "container_id": "", "policy": "", "loaded": ""}
+        container_id, text = found
+        try:
+            expected = policy_for_devices(container, props["policy"])
+        except Exception:  # noqa: BLE001 - Headscale stopped: what it would load cannot be known; the file is what it is
+            expected = props.get("loaded", props["policy"])
+        policy = props["policy"] if text == expected else (text or "")
+        return {**props, "container_id": container_id, "policy": policy, "loaded": text or ""}
 
 
 class HeadscalePolicy(Resource, type_name="HeadscalePolicy"):
@@ -188,5 +238,11 @@ class HeadscalePolicy(Resource, type_name="HeadscalePolicy"):
         docker_host: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        props = {"container": container, "container_id": container_id, "policy": policy, "docker_host": docker_host}
+        props = {
+            "container": container,
+            "container_id": container_id,
+            "policy": policy,
+            "docker_host": docker_host,
+            "loaded": None,
+        }
         super().__init__(_PolicyProvider(), name, props, opts)

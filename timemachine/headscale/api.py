@@ -24,6 +24,7 @@ from timemachine.engine.containers import (
     upload,
 )
 from timemachine.engine.polling import poll
+from timemachine.headscale.versions import SUPPORTED_TEXT, VersionError, check_supported, keys_by_id
 
 EMBEDDED = "the embedded Headscale container"
 
@@ -68,28 +69,96 @@ class Headscale(Protocol):
     def create_user(self, name: str) -> str: ...
     def destroy_user(self, user_id: str) -> None: ...
     def create_key(self, user_id: str, tags: list[str], hours: int, reusable: bool) -> NewKey: ...
-    def expire_key(self, user_id: str, key: str) -> None: ...
+    def expire_key(self, user_id: str, key_id: str, key: str) -> None: ...
     def find_key(self, user_id: str, key_id: str) -> FoundKey | None: ...
     def nodes_of_key(self, key_id: str) -> dict[str, str]: ...
     def delete_node(self, node_id: str) -> None: ...
 
 
-def _found_key(keys: list[dict], key_id: str) -> FoundKey | None:
-    """Key `key_id` among Headscale's answer for a user's keys (the CLI's JSON or the REST API's)."""
+class FormatError(HeadscaleError):
+    """Headscale answered in a form this client does not know (a field missing or renamed)."""
+
+
+# Absent means empty: the CLI's JSON (Go's encoding/json over the API's messages, `omitempty`) leaves
+# out false, zero and unset fields; the REST API (grpc-gateway) gives every field, unset as null.
+MISSING = object()
+
+
+def field(item: Any, names: tuple[str, ...], what: str, default: Any = MISSING) -> Any:
+    """The first of `names` (one field in its CLI and REST spellings) in Headscale's answer for
+    `what`. Missing, and no `default` (the CLI's omitted empty value): a FormatError naming the field,
+    what it found instead, and the fix."""
+    if not isinstance(item, Mapping):
+        raise FormatError(f"Headscale's answer for {what} is {type(item).__name__}, not an object: {str(item)[:200]}")
+    for name in names:
+        if name in item:
+            return item[name]
+    if default is not MISSING:
+        return default
+    raise FormatError(
+        f"Headscale's answer for {what} has no field {' / '.join(repr(n) for n in names)} (it has "
+        f"{', '.join(sorted(map(str, item))) or 'none'}): this Headscale answers in a form this stack does not "
+        f"know; run a supported release ({SUPPORTED_TEXT})"
+    )
+
+
+def listed(answer: Any, names: tuple[str, ...], what: str) -> list:
+    """The list under `names` in an answer (the CLI gives the list itself, `null` when empty)."""
+    if answer is None:
+        return []
+    if isinstance(answer, list):
+        return answer
+    items = field(answer, names, what)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise FormatError(f"Headscale's answer for {what}: {names[0]!r} is {type(items).__name__}, not a list")
+    return items
+
+
+def _found_key(keys: list[dict], key_id: str, strict: bool) -> FoundKey | None:
+    """Key `key_id` among Headscale's answer for keys (the CLI's JSON or, `strict`, the REST API's,
+    which gives every field)."""
+    optional = MISSING if strict else None
     for key in keys:
-        if str(key.get("id", "")) == str(key_id):
-            return FoundKey(bool(key.get("used")), _timestamp(key.get("expiration")))
+        if str(field(key, ("id",), "a pre-auth key")) == str(key_id):
+            used = field(key, ("used",), f"pre-auth key {key_id}", default=MISSING if strict else False)
+            expiration = field(key, ("expiration",), f"pre-auth key {key_id}", default=optional)
+            return FoundKey(bool(used), _timestamp(expiration))
     return None
 
 
-def _registered_with(nodes: list[dict], key_id: str) -> dict[str, str]:
-    """Node id → name of the nodes that registered with pre-auth key `key_id`."""
+KEY_OF_NODE = ("pre_auth_key", "preAuthKey")
+
+
+def _registered_with(nodes: list[dict], key_id: str, strict: bool = False) -> dict[str, str]:
+    """Node id → name of the nodes that registered with pre-auth key `key_id` (`strict`: the REST
+    API's answer, which gives every field)."""
+    # The CLI leaves the key out of a node that registered without one, but every node of this stack
+    # registers with a key: nodes none of which has it are an answer in another form.
+    if not strict and nodes and not any(name in node for node in nodes for name in KEY_OF_NODE):
+        field(nodes[0], KEY_OF_NODE, f"node {nodes[0].get('id')} (no node has it)")
     found = {}
     for node in nodes:
-        key = node.get("pre_auth_key") or node.get("preAuthKey") or {}
-        if str(key.get("id", "")) == str(key_id):
-            found[str(node["id"])] = node.get("given_name") or node.get("givenName") or node.get("name", "")
+        node_id = str(field(node, ("id",), "a node"))
+        key = field(node, KEY_OF_NODE, f"node {node_id}", default=MISSING if strict else None)
+        if key is None:
+            continue
+        if str(field(key, ("id",), f"the pre-auth key of node {node_id}")) == str(key_id):
+            found[node_id] = field(node, ("given_name", "givenName"), f"node {node_id}")
     return found
+
+
+def _user_ids(users: list[dict]) -> dict[str, str]:
+    return {field(u, ("name",), "a user"): str(field(u, ("id",), "a user")) for u in users}
+
+
+def _new_key(made: Any) -> NewKey:
+    return NewKey(
+        str(field(made, ("id",), "the new pre-auth key")),
+        field(made, ("key",), "the new pre-auth key"),
+        _timestamp(field(made, ("expiration",), "the new pre-auth key", default=None)),
+    )
 
 
 def connect(access: Mapping[str, Any]) -> Headscale:
@@ -113,6 +182,19 @@ class ContainerHeadscale:
     def __init__(self, container: str, docker_host: str | None = None):
         self.container_name = container
         self.docker_host = docker_host
+        self._version: str | None = None
+
+    @property
+    def version(self) -> str:
+        """The release the container runs (`headscale version`), which decides the CLI's form."""
+        if self._version is None:
+            text = self.exec_plain("headscale", "version")[1]
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            try:
+                self._version = check_supported(first.removeprefix("headscale version").strip(), EMBEDDED)
+            except VersionError as exc:
+                raise HeadscaleError(str(exc)) from None
+        return self._version
 
     def _container(self):
         try:
@@ -193,10 +275,10 @@ class ContainerHeadscale:
             raise HeadscaleError(f"Headscale did not load the policy: {errors[-1]}")
 
     def users(self) -> dict[str, str]:
-        return {u["name"]: str(u["id"]) for u in self._run("users", "list") or []}
+        return _user_ids(listed(self._run("users", "list"), ("users",), "the users"))
 
     def create_user(self, name: str) -> str:
-        return str(self._run("users", "create", name)["id"])
+        return str(field(self._run("users", "create", name), ("id",), f"the new user {name!r}"))
 
     def destroy_user(self, user_id: str) -> None:
         self._run("users", "destroy", "--identifier", user_id, "--force")
@@ -207,20 +289,37 @@ class ContainerHeadscale:
             args.append("--reusable")
         if tags:
             args += ["--tags", ",".join(tags)]
-        made = self._run(*args)
-        return NewKey(str(made["id"]), made["key"], _timestamp(made.get("expiration")))
+        return _new_key(self._run(*args))
 
-    def expire_key(self, user_id: str, key: str) -> None:
-        self._run("preauthkeys", "expire", "--user", user_id, key)
+    def expire_key(self, user_id: str, key_id: str, key: str) -> None:
+        """Expire a key; one Headscale no longer has counts as expired."""
+        by_id = keys_by_id(self.version)
+        args = ["--id", key_id] if by_id else ["--user", user_id, key]
+        try:
+            self._run("preauthkeys", "expire", *args)
+        except NotFound:
+            return
+
+    def keys(self, user_id: str) -> list[dict]:
+        """The pre-auth keys (from 0.28 every user's: they are listed by id, not by user)."""
+        by_user = [] if keys_by_id(self.version) else ["--user", user_id]
+        return listed(self._run("preauthkeys", "list", *by_user), ("pre_auth_keys",), "the pre-auth keys")
 
     def find_key(self, user_id: str, key_id: str) -> FoundKey | None:
-        return _found_key(self._run("preauthkeys", "list", "--user", user_id) or [], key_id)
+        return _found_key(self.keys(user_id), key_id, strict=False)
+
+    def nodes(self) -> list[dict]:
+        return listed(self._run("nodes", "list"), ("nodes",), "the nodes")
 
     def nodes_of_key(self, key_id: str) -> dict[str, str]:
-        return _registered_with(self._run("nodes", "list") or [], key_id)
+        return _registered_with(self.nodes(), key_id)
 
     def delete_node(self, node_id: str) -> None:
-        self._run("nodes", "delete", "--identifier", node_id, "--force")
+        """Delete a node; one Headscale no longer has counts as deleted."""
+        try:
+            self._run("nodes", "delete", "--identifier", node_id, "--force")
+        except NotFound:
+            return
 
 
 class ApiHeadscale:
@@ -234,10 +333,28 @@ class ApiHeadscale:
         self.tls = ssl.create_default_context()
         if ca:
             self.tls.load_verify_locations(cadata=ca)
+        self._version: str | None = None
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
+    @property
+    def version(self) -> str:
+        """Its release, from its public `/version` endpoint (0.27 and later), checked against the
+        range this client speaks; it decides how keys are listed and expired."""
+        if self._version is None:
+            answer = self._call("GET", "/version", api=False)
+            found = field(answer, ("version",), f"GET {self.url}/version")
+            try:
+                self._version = check_supported(str(found), f"Headscale at {self.url}")
+            except VersionError as exc:
+                raise HeadscaleError(str(exc)) from None
+        return self._version
+
+    def _call(self, method: str, path: str, body: dict | None = None, api: bool = True) -> Any:
+        if api and self._version is None:
+            # Its release first: one outside the range this client speaks is refused before any change.
+            _ = self.version
+        url = f"{self.url}/api/v1/{path}" if api else f"{self.url}{path}"
         request = urllib.request.Request(
-            f"{self.url}/api/v1/{path}",
+            url,
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
@@ -247,27 +364,38 @@ class ApiHeadscale:
                 text = response.read().decode()
         except urllib.error.HTTPError as exc:
             answer = _error_text(exc.read().decode(errors="replace"))
+            if exc.code == 404 and not api:
+                raise HeadscaleError(
+                    f"Headscale at {self.url} has no {path} endpoint (404): it is not a Headscale, or older "
+                    f"than this stack works with ({SUPPORTED_TEXT}); check tailnet.controlUrl"
+                ) from None
             if exc.code == 401:
                 raise HeadscaleError(
                     f"Headscale at {self.url} refused the API key (401 Unauthorized): make a key with "
                     "`headscale apikeys create` and set it with pulumi config set --secret --path "
                     "tailnet.headscaleApiKey <key>"
                 ) from None
-            raise _refined(
-                HeadscaleError(f"Headscale at {self.url}: {method} /api/v1/{path} answered {exc.code}: {answer}")
-            ) from None
+            error = _refined(HeadscaleError(f"Headscale at {self.url}: {method} {url} answered {exc.code}: {answer}"))
+            raise (NotFound(str(error)) if exc.code == 404 else error) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise HeadscaleError(
                 f"Headscale at {self.url} does not answer ({reason}); check tailnet.controlUrl and that it runs"
             ) from None
-        return json.loads(text) if text else {}
+        try:
+            return json.loads(text) if text else {}
+        except ValueError:
+            raise FormatError(
+                f"Headscale at {self.url}: {method} {url} answered with no JSON ({text[:200]!r}); check "
+                "tailnet.controlUrl names the Headscale server itself"
+            ) from None
 
     def users(self) -> dict[str, str]:
-        return {u["name"]: str(u["id"]) for u in self._call("GET", "user").get("users", [])}
+        return _user_ids(listed(self._call("GET", "user"), ("users",), "the users"))
 
     def create_user(self, name: str) -> str:
-        return str(self._call("POST", "user", {"name": name})["user"]["id"])
+        made = field(self._call("POST", "user", {"name": name}), ("user",), f"the new user {name!r}")
+        return str(field(made, ("id",), f"the new user {name!r}"))
 
     def destroy_user(self, user_id: str) -> None:
         self._call("DELETE", f"user/{user_id}")
@@ -280,25 +408,34 @@ class ApiHeadscale:
             "expiration": _expiry(hours).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "aclTags": tags,
         }
-        made = self._call("POST", "preauthkey", body)["preAuthKey"]
-        return NewKey(str(made["id"]), made["key"], _timestamp(made.get("expiration")))
+        return _new_key(field(self._call("POST", "preauthkey", body), ("preAuthKey",), "the new pre-auth key"))
 
-    def expire_key(self, user_id: str, key: str) -> None:
-        self._call("POST", "preauthkey/expire", {"user": user_id, "key": key})
+    def expire_key(self, user_id: str, key_id: str, key: str) -> None:
+        """Expire a key; one Headscale no longer has counts as expired."""
+        body = {"id": key_id} if keys_by_id(self.version) else {"user": user_id, "key": key}
+        try:
+            self._call("POST", "preauthkey/expire", body)
+        except NotFound:
+            return
 
     def find_key(self, user_id: str, key_id: str) -> FoundKey | None:
-        return _found_key(self._call("GET", f"preauthkey?user={user_id}").get("preAuthKeys", []), key_id)
+        path = "preauthkey" if keys_by_id(self.version) else f"preauthkey?user={user_id}"
+        return _found_key(listed(self._call("GET", path), ("preAuthKeys",), "the pre-auth keys"), key_id, strict=True)
 
     def nodes_of_key(self, key_id: str) -> dict[str, str]:
-        return _registered_with(self._call("GET", "node").get("nodes", []), key_id)
+        return _registered_with(listed(self._call("GET", "node"), ("nodes",), "the nodes"), key_id, strict=True)
 
     def delete_node(self, node_id: str) -> None:
-        self._call("DELETE", f"node/{node_id}")
+        """Delete a node; one Headscale no longer has counts as deleted."""
+        try:
+            self._call("DELETE", f"node/{node_id}")
+        except NotFound:
+            return
 
 
 # Headscale's answers for what it does not have (0.27: "user not found", "AuthKey not found",
-# "node not found"); a missing command or file says otherwise.
-NOT_FOUND = re.compile(r"\b(user|authkey|pre-?auth ?key|node|record) not found", re.IGNORECASE)
+# "node not found"; 0.28: "auth-key not found"); a missing command or file says otherwise.
+NOT_FOUND = re.compile(r"\b(user|auth-?key|pre-?auth ?key|node|record) not found", re.IGNORECASE)
 
 
 def _refined(error: HeadscaleError) -> HeadscaleError:

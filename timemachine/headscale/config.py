@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from timemachine.config.models import DEFAULT_HEADSCALE_VERSION
+from timemachine.headscale.versions import has_client_port_setting
+
 HEADSCALE_PORT = 8080
 STUN_PORT = 3478
 HEADSCALE_STATE = "/var/lib/headscale"
@@ -44,8 +47,9 @@ def render_headscale_config(
     tls: Tls = "none",
     derp: Derp = "embedded",
     acme_email: str | None = None,
+    version: str = DEFAULT_HEADSCALE_VERSION,
 ) -> str:
-    """Headscale serving `server_url` (what Macs and the share nodes use as --login-server).
+    """Headscale `version` serving `server_url` (what Macs and the share nodes use as --login-server).
 
     TLS terminates in Headscale itself, on its one listener: control (`/key`, the Noise upgrade)
     and the embedded DERP relay share the certificate, and no proxy sits in front (docs/security.md
@@ -101,8 +105,10 @@ def render_headscale_config(
         "unix_socket_permission": "0770",
         # No log upload to Tailscale's log service from the control server.
         "logtail": {"enabled": False},
-        "randomize_client_port": False,
     }
+    if has_client_port_setting(version):
+        # 0.29 moved it into the policy (`randomizeClientPort`, false when absent) and refuses the key.
+        config["randomize_client_port"] = False
     if tls == "internal":
         config |= {"tls_cert_path": TLS_CERT_PATH, "tls_key_path": TLS_KEY_PATH}
     elif tls == "acme":

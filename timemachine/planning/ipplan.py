@@ -190,6 +190,7 @@ def plan_ips(
         leaving = len(set(holder_of) - set(plan.values()))
         bigger = fitting_subnet(subnet, len(shares) + leaving + len(extra))
         held_note = f", {leaving} held until this update has removed or moved the shares on them" if leaving else ""
+        held_note += "".join(f", 1 is {why}" for why in extra.values())
         problems.append(
             PlanProblem(
                 None,

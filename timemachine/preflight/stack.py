@@ -12,7 +12,7 @@ import pulumi
 from timemachine.config.loader import ConfigError, LoadedStack, load, raw_from_pulumi, tailscale_api_from_pulumi
 from timemachine.planning import labels
 from timemachine.preflight import guard
-from timemachine.preflight.state import read_state, share_addresses
+from timemachine.preflight.state import proxy_network_mode, read_state, share_addresses
 
 
 def stack_id() -> str:
@@ -31,6 +31,20 @@ def load_stack_config() -> LoadedStack:
     return replace(load(raw_from_pulumi(), deployed, tailscale_api_from_pulumi()), deployed=state)
 
 
+def mode_change(stack: LoadedStack) -> str | None:
+    """A stack deployed in host mode (the default before bridge) whose config does not name a mode:
+    the new default would replace Caddy, the network and every Samba container, so ask instead."""
+    proxy = stack.config.proxy
+    if "network_mode" in proxy.model_fields_set or proxy_network_mode(stack.deployed) != "host":
+        return None
+    return (
+        "invalid stack config (1 problem):\n  - proxy.networkMode: this stack runs Caddy in host mode, the "
+        "default before bridge mode became it; run pulumi config set --path proxy.networkMode host to keep "
+        "it, or set bridge to move (Caddy, the network and each Samba container are replaced, the data "
+        "stays; docs/operations.md, Upgrades)"
+    )
+
+
 def preflight(docker_host: str | None, find: guard.EngineObjects | None = None) -> LoadedStack:
     """Everything checked before any resource is declared: a bad config, or a clash with another
     stack's containers on the same engine, stops here with a RunError (the engine prints the
@@ -39,6 +53,8 @@ def preflight(docker_host: str | None, find: guard.EngineObjects | None = None) 
         stack = load_stack_config()
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
+    if problem := mode_change(stack):
+        raise pulumi.RunError(problem)
     if clash := guard.check(stack.config, stack_id(), docker_host, stack.deployed, find):
         raise pulumi.RunError(clash)
     return stack

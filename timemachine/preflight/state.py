@@ -46,6 +46,19 @@ def share_addresses(resources: Mapping[str, Any]) -> dict[str, ipaddress.IPv4Add
     return found
 
 
+# The stack's Caddy container, by the type chain in its URN.
+PROXY_CONTAINER = "timemachine:index:CaddyProxy$docker:index/container:Container"
+
+
+def proxy_network_mode(resources: Mapping[str, Any]) -> str | None:
+    """The network mode of the deployed Caddy container ("host" or "bridge"), None before the first up."""
+    for urn, resource in sorted(resources.items()):
+        if urn.split("::")[2].endswith(PROXY_CONTAINER):
+            outputs = resource.get("outputs") or {}
+            return "host" if outputs.get("networkMode") == "host" else "bridge"
+    return None
+
+
 READ_ATTEMPTS = 10
 READ_RETRY_SECONDS = 0.3
 

@@ -25,6 +25,12 @@ CREDENTIALS_PATH = f"{STATE_PATH}/{CREDENTIALS_FILE}"
 
 Auth = Literal["guest", "password"]
 
+# smbd hands each read, write and flush to a thread of a pool per connection, up to this many
+# (Samba's default is 100). Every thread counts against the container's pids limit (samba.processLimit),
+# so a Mac keeping many requests in flight could use the whole limit, and a fork (the healthcheck,
+# a reconnect) would fail. 16 keeps a disk busy (scripts/bench_smbd_load.py: docs/benchmarks.md).
+AIO_MAX_THREADS = 16
+
 
 def credentials_file(password: str) -> str:
     """The content of CREDENTIALS_PATH (smbclient --authentication-file's format)."""
@@ -72,6 +78,8 @@ def render_smb_conf(
         "printing": "bsd",
         "printcap name": "/dev/null",
         "disable spoolss": "yes",
+        # Bounded, so that one Mac's burst stays far below the pids limit (AIO_MAX_THREADS).
+        "aio max threads": str(AIO_MAX_THREADS),
         # smbd runs in the foreground with --debug-stdout: the log is the container's output.
         "log level": "1",
         **_global_auth(auth),

@@ -1,8 +1,10 @@
 """Renders the tailnet policy fragment that lets each owner reach only their own share on tcp:445, and the
 administrators (only) the status page on tcp:80.
 
-The form loads in both control planes: Tailscale and Headscale 0.27 both know `tagOwners` and
-`acls` (Headscale rejects `grants`). Deny by default: one accept rule per share.
+The form loads in both control planes: Tailscale and Headscale (0.27 to 0.29) all know `tagOwners`
+and `acls`. Deny by default: one accept rule per share. `tests` (each owner accepted on their own share,
+denied on every other) make the control plane refuse a policy edit that widens access: Tailscale always,
+Headscale from 0.29, which evaluates them against the devices it has (see `applicable_tests`).
 """
 
 from __future__ import annotations
@@ -44,14 +46,15 @@ def render_policy(
     base_tags: Sequence[str],
     self_hosted: bool,
     status: StatusPolicy | None = None,
+    headscale_tests: bool = False,
 ) -> dict:
     """tagOwners for every tag used, an accept rule per share (and one for the status page's admins)
-    and, for Tailscale, `tests`.
+    and, for Tailscale and for Headscale with `headscale_tests` (0.29 and later), `tests`.
 
     - Tailscale: each per-share tag is also owned by the base tags, because keys minted through an
       OAuth client may only carry tags owned by the client's own tag. The `tests` section makes
       Tailscale refuse any later policy edit that lets an owner into another owner's share.
-    - Headscale (`self_hosted`): tag owners must be users or groups, and `tests` is unknown to it.
+    - Headscale (`self_hosted`): tag owners must be users or groups; before 0.29 `tests` is unknown to it.
     """
     shares = sorted(shares, key=lambda s: s.hostname)
     status_tags = set(status.tags) if status else set()
@@ -71,7 +74,7 @@ def render_policy(
         policy["acls"].append(
             {"action": "accept", "src": list(status.admins), "dst": [f"{node_tag(status.hostname)}:{STATUS_PAGE_PORT}"]}
         )
-    if not self_hosted:
+    if not self_hosted or headscale_tests:
         # A test's src is one identity: a login, not a group (its members are not known here).
         policy["tests"] = [_test(share, shares) for share in shares if is_login(share.owner)]
         if status is not None:
@@ -97,3 +100,33 @@ def _test(share: SharePolicy, shares: Sequence[SharePolicy]) -> dict:
     if others:
         test["deny"] = others
     return test
+
+
+def applicable_tests(policy: dict, users: set[str], tags: set[str]) -> dict:
+    """`policy` with only the tests Headscale can evaluate now: Headscale (0.29) resolves a test's
+    source and destinations to its devices' addresses and fails a test whose source or destination has
+    none, so a test waits until its owner's device (`users`: `alice@`, or a login, with an untagged
+    device) and its share's node (`tags`: tags some device carries) are registered. The rest are
+    kept, each with the destinations that resolve; a policy without `tests` is returned as it is."""
+    if "tests" not in policy:
+        return policy
+
+    def resolves(target: str) -> bool:
+        alias = target.rsplit(":", 1)[0]
+        return alias in tags if alias.startswith("tag:") else alias in users
+
+    kept = []
+    for test in policy["tests"]:
+        if not resolves(test["src"]):
+            continue
+        narrowed = {
+            **test,
+            **{side: [d for d in test[side] if resolves(d)] for side in ("accept", "deny") if side in test},
+        }
+        for side in ("accept", "deny"):
+            if side in narrowed and not narrowed[side]:
+                del narrowed[side]
+        if "accept" in narrowed or "deny" in narrowed:
+            kept.append(narrowed)
+    found = {key: value for key, value in policy.items() if key != "tests"}
+    return {**found, "tests": kept} if kept else found

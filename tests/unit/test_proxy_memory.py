@@ -1,0 +1,55 @@
+"""Caddy's memory limit follows the number of tailnet nodes it serves when proxy.memoryLimit is
+unset (scripts/bench_scale.py measured about 9.4 MiB per idle node); an explicit value wins."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.stack_configs import generated
+from timemachine.config.loader import load
+from timemachine.config.models import PROXY_MEMORY_FLOOR_MIB, proxy_memory_mib
+
+# What scripts/bench_scale.py measured (docs/benchmarks.md, "Scale"): Caddy's RSS per idle node, and
+# its data path's peak (scripts/measure_limits.py).
+MEASURED_MIB_PER_NODE = 9.4
+DATA_PATH_MIB = 52.4
+
+
+def config(shares: int, **proxy) -> dict:
+    # Host mode: no node port per address, whatever the subnet.
+    return generated(shares, network={"name": "tm", "subnet": "10.77.0.0/20"}, proxy={"networkMode": "host", **proxy})
+
+
+@pytest.mark.parametrize(("shares", "mib"), [(1, 512), (10, 512), (30, 512), (50, 1024), (100, 2048), (500, 8192)])
+def test_the_default_follows_the_shares(shares, mib):
+    assert load(config(shares)).config.proxy.memory_limit == mib
+
+
+def test_an_explicit_limit_wins_even_below_the_derived_one():
+    assert load(config(100, memoryLimit="768M")).config.proxy.memory_limit == 768
+
+
+def test_the_other_proxy_settings_are_kept():
+    proxy = load(config(100, firstNodePort=42000)).config.proxy
+    assert (proxy.first_node_port, proxy.network_mode, proxy.memory_limit) == (42000, "host", 2048)
+
+
+def test_a_proxy_given_as_json_text_as_pulumi_passes_it():
+    raw = {**config(100), "proxy": json.dumps({"networkMode": "host"})}
+    assert load(raw).config.proxy.memory_limit == 2048
+
+
+def test_the_limit_covers_the_measured_need_and_never_falls():
+    limits = [proxy_memory_mib(nodes) for nodes in range(1, 1001)]
+    assert all(b >= a for a, b in zip(limits, limits[1:], strict=False))
+    assert min(limits) == PROXY_MEMORY_FLOOR_MIB
+    for nodes, limit in enumerate(limits, start=1):
+        assert limit >= DATA_PATH_MIB + MEASURED_MIB_PER_NODE * nodes * 1.25, nodes
+
+
+def test_adding_shares_changes_the_limit_rarely():
+    """Powers of two: from 100 to 1000 shares the limit changes three times (each an in-place update)."""
+    changes = {proxy_memory_mib(n + 1) for n in range(100, 1001)}
+    assert len(changes) == 4
