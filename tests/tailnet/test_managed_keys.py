@@ -49,7 +49,7 @@ CONTROL_URL = f"https://{HEADSCALE_NAME}:{PORT}"
 
 
 def dev_config(storage, subnet: str, prefix: str, build_args: dict, control_url: str, api_url: str) -> dict:
-    """Pulumi.dev.yaml as shipped, with what a test must change: its own storage, namePrefix and
+    """Pulumi.dev.yaml as shipped, with what a test must change: its own storage (quotas it holds), namePrefix and
     subnet (bob's pinned address moved into it), an internal network in bridge mode (nothing leaves
     the machine), the Caddy build's Go proxy; the nodes' control server is the test's Headscale
     (tailnet.controlUrl, which needs tagOwners) and the provider's API the stand-in (baseUrl)."""
@@ -72,6 +72,8 @@ def dev_config(storage, subnet: str, prefix: str, build_args: dict, control_url:
         {**share, "ip": str(network.network_address + int(share["ip"].rsplit(".", 1)[1]))} if "ip" in share else share
         for share in config["shares"]
     ]
+    # Quotas this machine's disk holds (the stack checks the quotas' sum against the disk's size).
+    config["shares"] = [{**share, "quota": "1G"} for share in config["shares"]]
     config["tailscale:baseUrl"] = api_url
     return config
 
