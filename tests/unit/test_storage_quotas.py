@@ -7,8 +7,9 @@ import pytest
 
 from timemachine.config.loader import ConfigError, load
 from timemachine.dynamic.share_quota import MIN_HEADROOM, QuotaRefused, decide, enforced_limit
-from timemachine.dynamic.share_storage import Found, human
+from timemachine.dynamic.share_storage import Found
 from timemachine.dynamic.storage_capacity import over_committed, report
+from timemachine.planning.units import human_size as human
 from timemachine.samba.smbconf import format_size, render_smb_conf
 
 GiB = 1024**3

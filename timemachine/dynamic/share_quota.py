@@ -15,10 +15,10 @@ from timemachine.dynamic.share_storage import (
     Found,
     MissingRoot,
     StorageError,
-    human,
     inspect,
     run_helper,
 )
+from timemachine.planning.units import human_size as human
 
 MIGRATION = "docs/operations.md, Quotas: moving a share into a subvolume"
 # Room above the quota in the enforced limit: btrfs counts a subvolume's metadata in its qgroup, and

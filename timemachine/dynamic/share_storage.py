@@ -187,16 +187,6 @@ def inspect(props: dict[str, Any], share: str = "", *, admin: bool = False) -> F
     )
 
 
-def human(size: int) -> str:
-    """Bytes for people: 1.5 GiB, 300.0 MiB, 512 B."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def prepare(props: dict[str, Any]) -> None:
     """`<storage_root>/<share>` exists afterwards, made 0700 and owned by data_uid if it was new (on
     btrfs, unless quotas are advisory, as a subvolume); a storage root that is missing or lacks the

@@ -8,7 +8,8 @@ from typing import Any
 import pulumi
 
 from timemachine.dynamic.base import Provider, Resource
-from timemachine.dynamic.share_storage import Found, StorageError, human, inspect
+from timemachine.dynamic.share_storage import Found, StorageError, inspect
+from timemachine.planning.units import human_size as human
 
 
 class OverCommitted(StorageError):

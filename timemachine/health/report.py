@@ -8,21 +8,14 @@ import html
 from timemachine.health.assess import Finding, age, findings
 from timemachine.health.bundle import BundleHealth
 from timemachine.health.collector import HealthSnapshot, ShareHealth
+from timemachine.planning.units import human_size
 
 MAC_COLUMNS = ("share", "machine", "last backup", "snapshots", "size", "verification", "quota headroom", "status")
 SHARE_COLUMNS = ("share", "macs", "used", "quota", "headroom", "stale after", "up", "node", "status")
 
 
 def size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        # 1023.96 MiB would print as "1024.0 MiB": move up a unit before rounding does.
-        if abs(value) < 1023.95 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "-" if n is None else human_size(n)
 
 
 def when(timestamp: float | None) -> str:
