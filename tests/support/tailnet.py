@@ -356,9 +356,10 @@ CLIENT_COMMAND = [
 
 
 def free_addresses(config: dict, count: int) -> list[str]:
-    """Addresses in the stack's subnet that are neither a share's, the gateway nor the proxy's."""
+    """Addresses in the stack's subnet that are neither a share's, the status container's, the
+    gateway nor the proxy's."""
     loaded = load(config)
-    taken = {str(ip) for ip in loaded.ips.values()}
+    taken = {str(ip) for ip in [*loaded.ips.values(), loaded.status_ip] if ip is not None}
     hosts = list(ipaddress.IPv4Network(config["network"]["subnet"]).hosts())[1:-1]
     return [str(ip) for ip in reversed(hosts) if str(ip) not in taken][:count]
 

@@ -79,10 +79,11 @@ def dev_config(storage, subnet: str, prefix: str, build_args: dict, control_url:
 
 
 def free_address(config: dict) -> str:
-    """An address of the stack's subnet that no share (carol included), the gateway or the proxy has."""
+    """An address of the stack's subnet that no share (carol included), the status container, the
+    gateway or the proxy has."""
     project = {k: v for k, v in config.items() if ":" not in k}
     loaded = load({**project, "shares": [*config["shares"], CAROL]}, tailscale_api=config["tailscale:baseUrl"])
-    taken = {str(ip) for ip in loaded.ips.values()}
+    taken = {str(ip) for ip in [*loaded.ips.values(), loaded.status_ip] if ip is not None}
     hosts = list(ipaddress.IPv4Network(config["network"]["subnet"]).hosts())[2:-1]
     return next(str(ip) for ip in reversed(hosts) if str(ip) not in taken)
 
@@ -176,9 +177,10 @@ def managed(request, pulumi_env, docker_client, goproxy, images, tmp_path_factor
 
 
 def key_resources(stack) -> dict[str, str]:
-    """Share → the id of its TailnetKey in the stack's state."""
+    """Node (share name, or "status" for the status page's node tm-status, on by default) → the id of
+    its TailnetKey in the stack's state."""
     return {
-        r["urn"].rsplit("::", 1)[1].removesuffix("-key"): r["id"]
+        r["urn"].rsplit("::", 1)[1].removesuffix("-key").replace("status-page", "status"): r["id"]
         for r in stack.resources()
         if r["type"] == "tailscale:index/tailnetKey:TailnetKey"
     }
@@ -325,8 +327,9 @@ def test_up_makes_one_tagged_single_use_key_per_share_and_the_nodes_register(man
     api.clear()
     done = stack.up()
     managed["up_output"] = done.output
-    assert sorted(key_requests(api)) == [("POST", "/api/v2/tailnet/example.com/keys")] * 2
-    for share in ("alice", "bob"):
+    # One key per share and one for the status page's node.
+    assert sorted(key_requests(api)) == [("POST", "/api/v2/tailnet/example.com/keys")] * 3
+    for share in ("alice", "bob", "status"):
         made = created_for(api, share)
         assert made["request"] == {
             "capabilities": {
@@ -340,7 +343,7 @@ def test_up_makes_one_tagged_single_use_key_per_share_and_the_nodes_register(man
                 }
             },
             "expirySeconds": EXPIRY,
-            "description": f"timemachine share {share}",
+            "description": "timemachine status page tm-status" if share == "status" else f"timemachine share {share}",
         }
         if kind == "api-key":
             assert made["caller"] == "api-key:admin@example.com"
@@ -356,7 +359,7 @@ def test_up_makes_one_tagged_single_use_key_per_share_and_the_nodes_register(man
         )
     # The keys in the state are the ones the API made; Headscale holds them, tagged, single-use, used.
     ids = key_resources(stack)
-    assert ids == {share: created_for(api, share)["answer"]["id"] for share in ("alice", "bob")}
+    assert ids == {share: created_for(api, share)["answer"]["id"] for share in ("alice", "bob", "status")}
     minted = {str(k["id"]): k for k in minted_keys(headscale)}
     for share, key_id in ids.items():
         entry = minted[api.keys[key_id].minted.id]
@@ -364,7 +367,7 @@ def test_up_makes_one_tagged_single_use_key_per_share_and_the_nodes_register(man
         # Headscale's JSON leaves out what is false.
         assert [entry.get(flag, False) for flag in ("reusable", "ephemeral", "used")] == [False, False, True]
     # `up` waited for the nodes (proxy.waitForNodes, as shipped); each registered with its own key.
-    nodes = headscale.wait_online(["tm-alice", "tm-bob"])
+    nodes = headscale.wait_online(["tm-alice", "tm-bob", "tm-status"])
     for share, key_id in ids.items():
         node = nodes[f"tm-{share}"]
         assert node_tags(node) == ["tag:timemachine", f"tag:tm-{share}"]
@@ -374,10 +377,10 @@ def test_up_makes_one_tagged_single_use_key_per_share_and_the_nodes_register(man
 def test_each_key_is_only_in_the_state_and_in_caddys_key_file(managed):
     stack, api, client, prefix = managed["stack"], managed["api"], managed["client"], managed["prefix"]
     keys = {api.keys[key_id].minted.key: share for share, key_id in key_resources(stack).items()}
-    assert len(keys) == 2
+    assert len(keys) == 3
     exported, revealed = stack.export(), stack.export(show_secrets=True)
     caddy = client.containers.get(names.caddy_container(prefix))
-    containers = [client.containers.get(name) for name in names.containers(prefix, ["alice", "bob"], False)]
+    containers = [client.containers.get(name) for name in names.containers(prefix, ["alice", "bob"], False, True)]
     for key, share in keys.items():
         assert key in revealed and key not in exported, "a secret in the state"
         assert key not in managed["up_output"]
@@ -446,7 +449,7 @@ def test_removing_a_share_deletes_its_key(managed):
     api.clear()
     stack.up()
     assert key_requests(api) == [("DELETE", f"/api/v2/tailnet/example.com/keys/{carol}")]
-    assert api.keys[carol].revoked is not None and set(key_resources(stack)) == {"alice", "bob"}
+    assert api.keys[carol].revoked is not None and set(key_resources(stack)) == {"alice", "bob", "status"}
     # The managed path calls no device endpoint: on Tailscale the device stays until its admin removes it.
     assert "tm-carol" in managed["headscale"].nodes()
     refresh_plans_nothing(managed)
