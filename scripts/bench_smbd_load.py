@@ -37,7 +37,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smbprotocol.connection import Connection
 from smbprotocol.open import (
     CreateDisposition,
     CreateOptions,
@@ -47,12 +46,11 @@ from smbprotocol.open import (
     Open,
     ShareAccess,
 )
-from smbprotocol.session import Session
-from smbprotocol.tree import TreeConnect
 
 from tests.support.containers import samba_volumes
 from tests.support.docker_engine import docker_client_for
 from tests.support.network import unique_subnet, wait_port
+from tests.support.smb import guest_tree
 from timemachine.components import hardening
 from timemachine.config.models import SambaConfig
 from timemachine.samba.smbconf import AIO_MAX_THREADS, SMB_CONF_ENV, render_smb_conf
@@ -95,13 +93,9 @@ class Sampler(threading.Thread):
 
 def load(host: str, args) -> tuple[int, float]:
     """Write --size-mib with --in-flight requests outstanding; bytes written and seconds."""
-    connection = Connection(uuid.uuid4(), host, 445, require_signing=False)
-    connection.connect(timeout=10)
-    try:
-        session = Session(connection, username="guest", password="", require_encryption=False, auth_protocol="ntlm")
-        session.connect()
-        tree = TreeConnect(session, rf"\\{host}\{SHARE}")
-        tree.connect(require_secure_negotiate=False)
+    # The guest session and tree connect the tests use (tests/support/smb.py); the writes go on its connection.
+    with guest_tree(host, SHARE) as (session, tree):
+        connection = session.connection
         files = []
         for index in range(args.files):
             handle = Open(tree, f"band-{index}")
@@ -153,8 +147,6 @@ def load(host: str, args) -> tuple[int, float]:
         for handle in files:
             handle.close()
         return written, seconds
-    finally:
-        connection.disconnect(True)
 
 
 def main() -> None:
