@@ -25,7 +25,8 @@ from timemachine.dynamic.storage_capacity import StorageCapacity
 from timemachine.headscale.config import tls_mode
 from timemachine.headscale.versions import deployed_version, has_policy_tests, upgrade_problem
 from timemachine.planning import names
-from timemachine.planning.ipplan import gateway, proxy_address
+from timemachine.planning.ipplan import gateway
+from timemachine.planning.shards import STATUS_SHARD
 from timemachine.samba.smbconf import format_size
 from timemachine.tailnet.enrolment import ca_profile
 from timemachine.tailnet.policy import SharePolicy, StatusPolicy, render_policy, share_tags
@@ -140,9 +141,13 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
         config.proxy.image or local_image("caddy-image", "caddy", config.proxy.build_args, rebuild=rebuild).image_name
     )
     bridge = config.proxy.network_mode == "bridge"
-    # The one address smbd accepts: the proxy's as smbd sees it — the Caddy container's own in bridge
-    # mode; in host mode the network's gateway, the address the host's traffic comes from.
-    smbd_allow_from = str(proxy_address(config.network.subnet) if bridge else gateway(config.network.subnet))
+    shard_count = config.proxy.shards
+
+    def smbd_allow_from(shard: int) -> str:
+        """The one address smbd accepts: the proxy's as smbd sees it — its shard's Caddy container's own
+        in bridge mode; in host mode the network's gateway, the address the host's traffic comes from."""
+        return str(stack.proxy_ips[shard] if bridge else gateway(config.network.subnet))
+
     # The status container probes each smbd over SMB from its own address.
     status_ip = stack.status_ip if config.status.enabled else None
     smbd_also_allow = (str(status_ip),) if status_ip is not None else ()
@@ -168,7 +173,7 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 image=samba_image,
                 storage_root=config.storage_root,
                 samba=config.samba,
-                allow_from=smbd_allow_from,
+                allow_from=smbd_allow_from(stack.proxy_shards[share.name]),
                 tailnet=config.tailnet,
                 first_node_port=config.proxy.first_node_port if bridge else None,
                 headscale_user_id=headscale_users[config.tailnet.key_user or ""].user_id if headscale_users else None,
@@ -179,6 +184,7 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 also_allow=smbd_also_allow,
                 quota_enforcement=config.storage.quota_enforcement,
                 storage_checked=capacity,
+                proxy_shard=stack.proxy_shards[share.name],
             ),
         )
         for share in config.shares
@@ -200,33 +206,28 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 provided_key=config.status.auth_key.get_secret_value() if config.status.auth_key else None,
             ),
         )
-    nodes: list[TimeMachineShare | StatusPage] = [*shares, *([status_page] if status_page else [])]
-    proxy = CaddyProxy(
-        "proxy",
-        CaddyProxyArgs(
-            route_fragments=[n.route_fragment for n in nodes],
-            auth_keys={n.hostname: n.auth_key for n in nodes},
-            image=caddy_image,
-            network_mode=config.proxy.network_mode,
-            network_name=network.name,
-            subnet=config.network.subnet,
-            # An internal network publishes nothing: its nodes reach only peers on the network itself.
-            node_ports=[n.node_port for n in nodes if n.node_port is not None]
-            if config.proxy.publish_node_ports and not config.internal
-            else [],
-            docker_host=docker_host,
-            self_hosted=config.tailnet.self_hosted,
-            control_ca=control_ca,
-            # The embedded Headscale by its name (which its certificate carries) at its address,
-            # whatever DNS the Docker host has.
-            control_hosts={control_host: str(stack.headscale_ip)}
-            if headscale_server is not None and control_host and not is_address(control_host)
-            else {},
-            limits=config.proxy,
-            wait_for_nodes=config.proxy.wait_for_nodes,
-            name_prefix=config.name_prefix,
-        ),
-    )
+    # Each Caddy shard serves its shares' nodes; the status page's is on shard 0. Shard 0 is the one
+    # Caddy of a stack without shards, with its names.
+    shard_nodes: list[list[TimeMachineShare | StatusPage]] = [
+        [s for s in shares if s.proxy_shard == shard] for shard in range(shard_count)
+    ]
+    if status_page is not None:
+        shard_nodes[STATUS_SHARD].append(status_page)
+    proxies = [
+        _proxy(shard, nodes, stack, caddy_image, network.name, headscale_server, control_ca, control_host, docker_host)
+        for shard, nodes in enumerate(shard_nodes)
+    ]
+    proxy = proxies[0]
+    exports["proxyShards"] = [
+        {
+            "shard": shard,
+            "container": p.container_name,
+            "ip": str(p.ip) if bridge else None,
+            "nodes": sorted(n.hostname for n in nodes),
+            "memoryLimit": f"{p.memory_limit}M",
+        }
+        for shard, (p, nodes) in enumerate(zip(proxies, shard_nodes, strict=True))
+    ]
 
     if status_ip is not None:
         status_image = (
@@ -248,10 +249,12 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                         address=s.ip,
                         node=s.hostname,
                         state_volume=s.state_volume.name if s.password is not None else None,
+                        proxy_shard=s.proxy_shard,
                     )
                     for c, s in zip(config.shares, shares, strict=True)
                 ],
                 caddy_volume=proxy.state_volume.name,
+                shard_volumes={shard: p.state_volume.name for shard, p in enumerate(proxies) if shard},
                 port=config.status.port,
                 collect_interval_seconds=config.status.collect_interval,
                 limits=config.status,
@@ -280,6 +283,8 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
             "ip": share.ip,
             "owner": share_config.owner,
             "quota": format_size(share_config.quota) if share_config.quota else "unlimited",
+            # The Caddy shard serving its node (proxy.shards; `proxyShards` lists them).
+            "proxyShard": share.proxy_shard,
         }
         if config.tailnet.dns_suffix:
             out["fqdn"] = share_host(share)
@@ -356,3 +361,52 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
         if headscale_server.certificates is not None:
             exports["headscale"]["certificateExpires"] = headscale_server.certificates.not_after
     return exports
+
+
+def _proxy(
+    shard: int,
+    nodes: list[TimeMachineShare | StatusPage],
+    stack: LoadedStack,
+    caddy_image: pulumi.Input[str],
+    network_name: pulumi.Input[str],
+    headscale_server: HeadscaleServer | None,
+    control_ca: pulumi.Input[str] | None,
+    control_host: str,
+    docker_host: str | None,
+) -> CaddyProxy:
+    """Caddy shard `shard` serving `nodes`: shard 0 is `proxy`, a further one `proxy-<shard>`."""
+    config = stack.config
+    # Each shard's memory limit follows its own nodes (the status page's counted on shard 0, as the
+    # one Caddy of a stack without shards counts it), unless proxy.memoryLimit is set.
+    shard_shares = sum(1 for n in nodes if isinstance(n, TimeMachineShare))
+    limits = config.proxy.model_copy(
+        update={"memory_limit": config.proxy.memory_limit_for(shard_shares + (1 if shard == STATUS_SHARD else 0))}
+    )
+    return CaddyProxy(
+        "proxy" if shard == 0 else f"proxy-{shard}",
+        CaddyProxyArgs(
+            route_fragments=[n.route_fragment for n in nodes],
+            auth_keys={n.hostname: n.auth_key for n in nodes},
+            image=caddy_image,
+            network_mode=config.proxy.network_mode,
+            network_name=network_name,
+            subnet=config.network.subnet,
+            # An internal network publishes nothing: its nodes reach only peers on the network itself.
+            node_ports=[n.node_port for n in nodes if n.node_port is not None]
+            if config.proxy.publish_node_ports and not config.internal
+            else [],
+            docker_host=docker_host,
+            self_hosted=config.tailnet.self_hosted,
+            control_ca=control_ca,
+            # The embedded Headscale by its name (which its certificate carries) at its address,
+            # whatever DNS the Docker host has.
+            control_hosts={control_host: str(stack.headscale_ip)}
+            if headscale_server is not None and control_host and not is_address(control_host)
+            else {},
+            limits=limits,
+            wait_for_nodes=config.proxy.wait_for_nodes,
+            name_prefix=config.name_prefix,
+            shard=shard,
+            ip=stack.proxy_ips[shard] if stack.proxy_ips else None,
+        ),
+    )

@@ -64,6 +64,7 @@ def test_dev_exports_list_both_shares_with_hostnames_and_urls(dev):
             "ip": shares["alice"]["ip"],
             "owner": "alice@example.com",
             "quota": "1T",
+            "proxyShard": 0,
         },
         "bob": {
             "hostname": "tm-bob",
@@ -72,6 +73,7 @@ def test_dev_exports_list_both_shares_with_hostnames_and_urls(dev):
             "ip": "172.24.0.20",
             "owner": "bob@example.com",
             "quota": "500G",
+            "proxyShard": 0,
         },
     }
     assert (

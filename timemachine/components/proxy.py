@@ -1,4 +1,5 @@
-"""CaddyProxy: one Caddy container (caddy-tailscale + caddy-l4) serving every share's route."""
+"""CaddyProxy: one Caddy container (caddy-tailscale + caddy-l4) serving the routes of its shard's shares
+(every share's without proxy.shards)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ class CaddyProxyArgs:
     wait_for_nodes: bool = True
     # namePrefix: the container's and the volume's names derive from it.
     name_prefix: str = names.DEFAULT_PREFIX
+    # Which Caddy shard (proxy.shards) this is, and its address on the stack's network in bridge mode
+    # (None: the proxy's, the last host). Shard 0 has the names of the one Caddy of a stack without shards.
+    shard: int = 0
+    ip: ipaddress.IPv4Address | None = None
 
 
 # The control CA on Caddy's volume, in a directory of its own that SSL_CERT_DIR names.
@@ -69,13 +74,16 @@ class CaddyProxy(pulumi.ComponentResource):
         super().__init__("timemachine:index:CaddyProxy", name, None, opts)
         self.config = assemble(args.route_fragments)
         self.config_json = render(self.config)
+        self.container_name = names.caddy_container(args.name_prefix, args.shard)
+        self.ip = args.ip or proxy_address(args.subnet)
+        shard_label = {"shard": str(args.shard)} if args.shard else {}
 
         # tsnet node state: losing it means every node needs a fresh auth key, so it is protected
         # and kept even if the resource is deleted.
         self.state_volume = docker.Volume(
             f"{name}-data",
-            name=names.caddy_volume(args.name_prefix),
-            labels=volume_labels(role="proxy"),
+            name=names.caddy_volume(args.name_prefix, args.shard),
+            labels=volume_labels(role="proxy", **shard_label),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
         envs: list[pulumi.Input[str]] = ["TS_NO_LOGS_NO_SUPPORT=true"] if args.self_hosted else []
@@ -108,23 +116,21 @@ class CaddyProxy(pulumi.ComponentResource):
             network["network_mode"] = "host"
         else:
             network["networks_advanced"] = [
-                docker.ContainerNetworksAdvancedArgs(
-                    name=args.network_name, ipv4_address=str(proxy_address(args.subnet))
-                )
+                docker.ContainerNetworksAdvancedArgs(name=args.network_name, ipv4_address=str(self.ip))
             ]
             network["ports"] = [
                 docker.ContainerPortArgs(internal=p, external=p, protocol="udp") for p in sorted(args.node_ports)
             ]
         self.container = docker.Container(
             f"{name}-caddy",
-            name=names.caddy_container(args.name_prefix),
+            name=self.container_name,
             image=args.image,
             restart="unless-stopped",
             # Neither the config nor a key is an input of the container: both reach the running
             # Caddy through `config` below, so a changed share list never replaces it.
             envs=envs,
             mounts=[docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=CADDY_DATA_PATH)],
-            labels=container_labels(role="proxy"),
+            labels=container_labels(role="proxy", **shard_label),
             # Unhealthy while Caddy is not running a config or a node has no tailnet identity; the
             # check's output names each node's state (`docker inspect`: .State.Health.Log).
             healthcheck=docker.ContainerHealthcheckArgs(
@@ -146,9 +152,10 @@ class CaddyProxy(pulumi.ComponentResource):
             # A read-only root: the admin socket is on a tmpfs (/run), config and keys on the volume.
             **hardening.for_proxy(limits := args.limits or ProxyConfig()),
         )
+        self.memory_limit = limits.memory_limit
         self.caddy_config = CaddyConfig(
             f"{name}-config",
-            container=names.caddy_container(args.name_prefix),
+            container=self.container_name,
             container_id=self.container.id,
             config=self.config_json,
             keys=pulumi.Output.secret(pulumi.Output.all(**args.auth_keys)),

@@ -45,7 +45,7 @@ class TimeMachineShareArgs:
     image: pulumi.Input[str]
     storage_root: str
     samba: SambaConfig
-    # The one address smbd accepts (hosts allow): the proxy's, as smbd sees it.
+    # The one address smbd accepts (hosts allow): the proxy's (its shard's Caddy), as smbd sees it.
     allow_from: str
     tailnet: TailnetConfig
     # Bridge mode only: the first tsnet UDP port; None in host mode.
@@ -66,6 +66,9 @@ class TimeMachineShareArgs:
     # (the capacity check of the whole disk).
     quota_enforcement: str = "auto"
     storage_checked: pulumi.Resource | None = None
+    # The Caddy shard serving its node (proxy.shards): a label on its container beyond shard 0, which
+    # is how the next plan finds it (timemachine/preflight/state.py).
+    proxy_shard: int = 0
 
 
 def data_dir(storage_root: str, share: str) -> str:
@@ -85,6 +88,7 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.hostname = args.tailnet.hostname_prefix + share.name
         self.tags = share_tags(args.tailnet.tags, self.hostname)
         self.ip = str(args.ip)
+        self.proxy_shard = args.proxy_shard
 
         # The key resource a re-key replaces; None for provided keys (a new authKey re-keys).
         key = node_key(
@@ -216,7 +220,12 @@ class TimeMachineShare(pulumi.ComponentResource):
             # `pulumi up` fails when smbd does not come up, instead of reporting success.
             wait=True,
             wait_timeout=SAMBA_WAIT_SECONDS,
-            labels=container_labels(share=share.name, owner=share.owner, role="samba"),
+            labels=container_labels(
+                share=share.name,
+                owner=share.owner,
+                role="samba",
+                **({"shard": str(args.proxy_shard)} if args.proxy_shard else {}),
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, self.quota, *credentials_wait]),
             **hardening.for_samba(args.samba),
         )

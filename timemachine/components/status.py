@@ -41,6 +41,8 @@ class StatusShare:
     node: str
     # A password share's Samba state volume (its credentials file); None for a guest share.
     state_volume: pulumi.Input[str] | None = None
+    # The Caddy shard whose volume holds its node's state (proxy.shards).
+    proxy_shard: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,17 @@ class StatusServiceArgs:
     name_prefix: str = names.DEFAULT_PREFIX
     docker_host: str | None = None
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    # The data volumes of Caddy shards beyond 0 (proxy.shards), by shard, read-only as shard 0's.
+    shard_volumes: dict[int, pulumi.Input[str]] = field(default_factory=dict)
+
+
+def shard_mount(shard: int) -> str:
+    """Where Caddy shard `shard`'s volume is in the status container: shard 0's at CADDY_MOUNT."""
+    return CADDY_MOUNT if shard == 0 else f"{CADDY_MOUNT}-{shard}"
+
+
+def node_state_dir(shard: int) -> str:
+    return TAILSCALE_STATE_ROOT.replace(CADDY_DATA_PATH, shard_mount(shard), 1)
 
 
 def shares_json(shares: list[StatusShare]) -> str:
@@ -75,11 +88,11 @@ def shares_json(shares: list[StatusShare]) -> str:
             entry["quota"] = share.quota
         if share.state_volume is not None:
             entry["credentialsFile"] = credentials_file(share.name)
+        if share.proxy_shard:
+            # A node on another shard: its state is on that shard's volume.
+            entry["caddyStateDir"] = node_state_dir(share.proxy_shard)
         entries.append(entry)
-    return json.dumps(
-        {"shares": entries, "caddyStateDir": TAILSCALE_STATE_ROOT.replace(CADDY_DATA_PATH, CADDY_MOUNT, 1)},
-        sort_keys=True,
-    )
+    return json.dumps({"shares": entries, "caddyStateDir": node_state_dir(0)}, sort_keys=True)
 
 
 def credentials_file(share: str) -> str:
@@ -116,6 +129,10 @@ class StatusService(pulumi.ComponentResource):
             # storage root stops the container instead of Docker creating an empty directory there.
             docker.ContainerMountArgs(type="bind", source=args.storage_root, target=STORAGE_MOUNT, read_only=True),
             docker.ContainerMountArgs(type="volume", source=args.caddy_volume, target=CADDY_MOUNT, read_only=True),
+            *(
+                docker.ContainerMountArgs(type="volume", source=volume, target=shard_mount(shard), read_only=True)
+                for shard, volume in sorted(args.shard_volumes.items())
+            ),
         ]
         mounts += [
             docker.ContainerMountArgs(

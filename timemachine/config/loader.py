@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +18,10 @@ from timemachine.planning.ipplan import (
     headscale_address,
     plan_ips,
     reserved_addresses,
+    shard_addresses,
     status_address,
 )
+from timemachine.planning.shards import NO_SHARDS_DEPLOYED, DeployedShards, ShardPlanError, plan_shards
 
 PROJECT = "tailscale-timemachine"
 KEYS = (
@@ -56,6 +58,10 @@ class LoadedStack:
     deployed: Mapping[str, Any] = field(default_factory=dict)
     # The status container's address on the stack's network; None without one (status.enabled).
     status_ip: ipaddress.IPv4Address | None = None
+    # Share name → the Caddy shard serving its node (proxy.shards; all 0 without shards).
+    proxy_shards: dict[str, int] = field(default_factory=dict)
+    # Each shard's address on the stack's network, by shard (bridge mode; empty in host mode).
+    proxy_ips: tuple[ipaddress.IPv4Address, ...] = ()
 
 
 def _path(loc: tuple) -> str:
@@ -98,13 +104,19 @@ def nothing_deployed() -> dict[str, ipaddress.IPv4Address]:
     return {}
 
 
+def no_shards_deployed() -> DeployedShards:
+    return NO_SHARDS_DEPLOYED
+
+
 def load(
     raw: Mapping[str, Any],
     read_deployed: Callable[[], Mapping[str, ipaddress.IPv4Address]] = nothing_deployed,
     tailscale_api: str | None = None,
+    read_shards: Callable[[], DeployedShards] = no_shards_deployed,
 ) -> LoadedStack:
     """Validate raw config values (camelCase keys without the project prefix) and plan the IPs
-    around the share addresses `read_deployed` returns (called only for a valid config).
+    around the share addresses `read_deployed` returns, and the Caddy shards around the shards
+    `read_shards` returns (both called only for a valid config).
     `tailscale_api`: the Tailscale API the tailscale provider calls when it is not Tailscale's own
     (`tailscale_api_from_pulumi`); only with one are managed keys given a controlUrl.
 
@@ -133,31 +145,62 @@ def load(
     headscale_ip = _headscale_ip(config)
     reserved = {headscale_ip: "the embedded Headscale's (tailnet.headscale.ip)"} if headscale_ip else {}
     deployed = read_deployed()
-    status_ip = _status_ip(config, deployed, headscale_ip)
+    shards_deployed = read_shards()
+    # A deployed shard's address stays its own: the status container does not take it.
+    status_ip = _status_ip(config, deployed, headscale_ip, shards_deployed.addresses.values())
     if status_ip is not None:
         reserved[status_ip] = "the status container's (status.ip)"
+    index = {share.name: i for i, share in enumerate(config.shares)}
+    proxy_ips: tuple[ipaddress.IPv4Address, ...] = ()
+    if config.proxy.network_mode == "bridge":
+        taken = {*deployed.values(), *(s.ip for s in config.shares if s.ip is not None), *reserved}
+        try:
+            proxy_ips = tuple(
+                shard_addresses(config.network.subnet, config.proxy.shards, shards_deployed.addresses, taken)
+            )
+        except IpPlanError as exc:
+            raise ConfigError([f"{p.field}: {p.message}" for p in exc.problems]) from None
+        for shard, ip in enumerate(proxy_ips[1:], start=1):
+            reserved[ip] = f"Caddy shard {shard}'s (proxy.shards)"
     try:
-        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, deployed, reserved)
-    except IpPlanError as exc:
-        index = {share.name: i for i, share in enumerate(config.shares)}
+        proxy_shards = plan_shards(
+            [(s.name, s.proxy_shard) for s in config.shares],
+            config.proxy.shards,
+            shards_deployed.shares,
+            status_node=config.status_page,
+        )
+    except ShardPlanError as exc:
         raise ConfigError(
             [
                 (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
                 for p in exc.problems
             ]
         ) from None
-    return LoadedStack(config, ips, headscale_ip, status_ip=status_ip)
+    try:
+        ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, deployed, reserved)
+    except IpPlanError as exc:
+        raise ConfigError(
+            [
+                (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
+                for p in exc.problems
+            ]
+        ) from None
+    return LoadedStack(config, ips, headscale_ip, status_ip=status_ip, proxy_shards=proxy_shards, proxy_ips=proxy_ips)
 
 
 def _status_ip(
-    config: StackConfig, deployed: Mapping[str, ipaddress.IPv4Address], headscale_ip: ipaddress.IPv4Address | None
+    config: StackConfig,
+    deployed: Mapping[str, ipaddress.IPv4Address],
+    headscale_ip: ipaddress.IPv4Address | None,
+    shard_ips: Iterable[ipaddress.IPv4Address] = (),
 ) -> ipaddress.IPv4Address | None:
-    """status.ip, else a free address that no deployed or pinned share holds (no share moves for it)."""
+    """status.ip, else a free address that no deployed or pinned share and no deployed Caddy shard
+    holds (nothing moves for it)."""
     status = config.status
     if not status.enabled:
         return None
     subnet = config.network.subnet
-    taken = {*deployed.values(), *(s.ip for s in config.shares if s.ip is not None)}
+    taken = {*deployed.values(), *(s.ip for s in config.shares if s.ip is not None), *shard_ips}
     taken |= {headscale_ip} if headscale_ip else set()
     if status.ip is None:
         try:

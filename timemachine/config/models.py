@@ -384,6 +384,14 @@ class ProxyConfig(ConfigModel):
     # (proxy_memory_mib, applied by StackConfig); this default is its floor. An explicit value wins.
     memory_limit: MemoryLimit = PROXY_MEMORY_FLOOR_MIB
     process_limit: ProcessLimit = 256
+    # How many Caddy containers serve the nodes (timemachine/planning/shards.py): a crash of one is
+    # an outage for its shares only. Shard 0 is the one Caddy of a stack without shards.
+    shards: int = Field(default=1, ge=1)
+
+    def memory_limit_for(self, nodes: int) -> int:
+        """One shard's memory limit (MiB) for the `nodes` it serves: memoryLimit when set, else
+        derived (proxy_memory_mib). With one shard StackConfig has already derived it."""
+        return self.memory_limit if "memory_limit" in self.model_fields_set else proxy_memory_mib(nodes)
 
     @field_validator("build_args")
     @classmethod
@@ -438,6 +446,9 @@ class ShareConfig(ConfigModel):
     macs: list[str] | None = None
     # The status container counts a Mac's backups as stale when the last one completed longer ago.
     stale_after: Duration = DEFAULT_STALE_AFTER_SECONDS
+    # The Caddy shard (0..proxy.shards-1) that serves this share's node when it is first deployed;
+    # unset: the shard with the fewest nodes. A deployed share stays on its shard.
+    proxy_shard: int | None = Field(default=None, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -616,6 +627,9 @@ class StackConfig(ConfigModel):
             return data
         proxy = {} if data.get("proxy") is None else data["proxy"]
         if not isinstance(proxy, dict) or "memoryLimit" in proxy or "memory_limit" in proxy:
+            return data
+        if proxy.get("shards") not in (None, 1):
+            # Each shard's limit follows its own nodes (ProxyConfig.memory_limit_for, in the program).
             return data
         return {**data, "proxy": {**proxy, "memoryLimit": f"{proxy_memory_mib(len(data['shares']) + 1)}M"}}
 
@@ -812,6 +826,7 @@ class StackConfig(ConfigModel):
         problems += self._control_plane_problems()
         problems += self._mac_problems()
         problems += self._status_problems()
+        problems += self._shard_problems()
         if self.proxy.network_mode == "bridge":
             last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
             if self.proxy.first_node_port < 1024 or last > 65535:
@@ -828,6 +843,40 @@ class StackConfig(ConfigModel):
         if problems:
             raise CrossCheckError(problems)
         return self
+
+    def _shard_problems(self) -> list[tuple[tuple, str]]:
+        """proxy.shards: bridge mode only, no more shards than nodes, and pins naming a shard."""
+        problems: list[tuple[tuple, str]] = []
+        shards = self.proxy.shards
+        nodes = len(self.shares) + (1 if self.status_page else 0)
+        if shards > 1 and self.proxy.network_mode == "host":
+            problems.append(
+                (
+                    ("proxy", "shards"),
+                    f"{shards} shards in host mode: every Caddy would share the host's network namespace and smbd "
+                    "would admit them all as the one gateway address; shards need bridge mode (run pulumi config "
+                    "set --path proxy.networkMode bridge) or set proxy.shards to 1",
+                )
+            )
+        elif shards > max(nodes, 1):
+            what = f"{len(self.shares)} share(s)" + (" and the status page" if self.status_page else "")
+            problems.append(
+                (
+                    ("proxy", "shards"),
+                    f"{shards} shards for {nodes} tailnet node(s) ({what}) would leave a Caddy serving nothing; "
+                    f"set proxy.shards to at most {max(nodes, 1)}",
+                )
+            )
+        for index, share in enumerate(self.shares):
+            if share.proxy_shard is not None and share.proxy_shard >= shards:
+                problems.append(
+                    (
+                        ("shares", index, "proxyShard"),
+                        f"shard {share.proxy_shard}, but proxy.shards is {shards} (shards 0..{shards - 1}); "
+                        "pin a shard below it, or raise proxy.shards",
+                    )
+                )
+        return problems
 
     def _storage_problems(self) -> list[tuple[tuple, str]]:
         """One storage root, and with quotaEnforcement: required a quota on every share."""

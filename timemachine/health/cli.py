@@ -101,7 +101,9 @@ def _inputs(args: argparse.Namespace) -> ShareInputs:
 def probed(inputs: ShareInputs) -> ShareInputs:
     """The inputs with what the probes found now: each share's smbd over SMB, each node's state in Caddy's."""
     results = probe_shares(inputs.smb_targets)
-    registered = nodes_registered(inputs.caddy_state_dir, inputs.nodes) if inputs.caddy_state_dir else {}
+    registered = (
+        nodes_registered(inputs.caddy_state_dir, inputs.nodes, inputs.node_state_dirs) if inputs.caddy_state_dir else {}
+    )
     return dataclasses.replace(
         inputs,
         up={**inputs.up, **{share: r.up for share, r in results.items()}},

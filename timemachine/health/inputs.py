@@ -68,6 +68,8 @@ class ShareEntry(_Model):
     address: str | None = Field(default=None, min_length=1)
     credentials_file: str | None = Field(default=None, min_length=1)
     node: str | None = Field(default=None, min_length=1, pattern=r"^[^/]+$")
+    # Where this share's node state is, when not in the file's caddyStateDir (another Caddy shard's volume).
+    caddy_state_dir: str | None = Field(default=None, min_length=1)
 
 
 class SharesFile(_Model):
@@ -91,6 +93,8 @@ class ShareInputs:
     smb_targets: tuple[SmbTarget, ...] = ()
     nodes: dict[str, str] = field(default_factory=dict)
     caddy_state_dir: str | None = None
+    # share → its node's state directory, for the shares whose node is not in caddy_state_dir.
+    node_state_dirs: dict[str, str] = field(default_factory=dict)
 
 
 def load_shares_file(path: str) -> ShareInputs:
@@ -119,4 +123,5 @@ def parse_shares_json(text: str, origin: str = "--shares-json") -> ShareInputs:
         smb_targets=tuple(SmbTarget(s.name, s.address, s.credentials_file) for s in parsed.shares if s.address),
         nodes={s.name: s.node for s in parsed.shares if s.node},
         caddy_state_dir=parsed.caddy_state_dir,
+        node_state_dirs={s.name: s.caddy_state_dir for s in parsed.shares if s.node and s.caddy_state_dir},
     )

@@ -132,7 +132,11 @@ def node_registered(state_dir: str, node: str) -> bool | None:
     return registered_node_id(state) is not None
 
 
-def nodes_registered(state_dir: str, nodes: Mapping[str, str]) -> dict[str, bool]:
-    """share → registered, for each share's node whose state could be read."""
-    found = {share: node_registered(state_dir, node) for share, node in nodes.items()}
+def nodes_registered(
+    state_dir: str, nodes: Mapping[str, str], state_dirs: Mapping[str, str] | None = None
+) -> dict[str, bool]:
+    """share → registered, for each share's node whose state could be read; `state_dirs`: the shares
+    whose node state is elsewhere than `state_dir` (on another Caddy shard's volume)."""
+    dirs = state_dirs or {}
+    found = {share: node_registered(dirs.get(share, state_dir), node) for share, node in nodes.items()}
     return {share: value for share, value in found.items() if value is not None}

@@ -44,6 +44,38 @@ def status_address(subnet: Net, taken: Iterable[IPv4] = ()) -> IPv4:
     )
 
 
+def shard_addresses(
+    subnet: Net, shards: int, deployed: Mapping[int, IPv4] | None = None, taken: Iterable[IPv4] = ()
+) -> list[IPv4]:
+    """Bridge mode: each Caddy shard's address (proxy.shards), by shard. Shard 0 has the proxy's
+    (the last host). A further shard keeps its `deployed` address while that is a free host (so its
+    shares' smbd keep admitting it); else it takes the highest host from the one below the embedded
+    Headscale's default down that nothing has — not a reserved address, none of `taken` (the embedded
+    Headscale's, the status container's, each deployed or pinned share's), no other shard's."""
+    used = set(taken) | set(reserved_addresses(subnet)) | {headscale_address(subnet)}
+    addresses: dict[int, IPv4] = {0: proxy_address(subnet)}
+    for shard, ip in sorted((deployed or {}).items()):
+        if 0 < shard < shards and ip in subnet and ip not in used:
+            addresses[shard] = ip
+            used.add(ip)
+    candidates = (subnet.broadcast_address - offset for offset in range(3, subnet.num_addresses))
+    for shard in range(1, shards):
+        if shard in addresses:
+            continue
+        free = next((c for c in candidates if c not in used), None)
+        if free is None:
+            raise IpPlanError(
+                [
+                    PlanProblem(
+                        None, SUBNET_FIELD, f"{subnet} has no address left for Caddy shard {shard}; use a larger subnet"
+                    )
+                ]
+            )
+        addresses[shard] = free
+        used.add(free)
+    return [addresses[shard] for shard in range(shards)]
+
+
 def share_capacity(subnet: Net) -> int:
     # network, gateway, proxy and broadcast are not for shares.
     return subnet.num_addresses - 4

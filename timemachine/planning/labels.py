@@ -9,3 +9,8 @@ STACK_LABEL = f"{PREFIX}.stack"
 
 def stack_id(project: str, stack: str) -> str:
     return f"{project}/{stack}"
+
+
+# The Caddy shard (proxy.shards) of a share's Samba container and of a Caddy container, on shards
+# beyond 0 only: a stack without shards keeps its labels (a changed label replaces a container).
+SHARD_LABEL = f"{PREFIX}.shard"

@@ -9,12 +9,14 @@ DEFAULT_PREFIX = "tm"
 DEFAULT_NETWORK = "timemachine"
 
 
-def caddy_container(prefix: str) -> str:
-    return f"{prefix}-caddy"
+def caddy_container(prefix: str, shard: int = 0) -> str:
+    """Caddy shard `shard`'s container (proxy.shards): shard 0 keeps the name of the one Caddy."""
+    return f"{prefix}-caddy" if shard == 0 else f"{prefix}-caddy-{shard}"
 
 
-def caddy_volume(prefix: str) -> str:
-    return f"{prefix}-caddy-data"
+def caddy_volume(prefix: str, shard: int = 0) -> str:
+    """Caddy shard `shard`'s data volume, where its nodes' tailnet state is."""
+    return f"{prefix}-caddy-data" if shard == 0 else f"{prefix}-caddy-{shard}-data"
 
 
 def headscale_container(prefix: str) -> str:
@@ -42,12 +44,16 @@ def network(prefix: str) -> str:
     return DEFAULT_NETWORK if prefix == DEFAULT_PREFIX else f"{prefix}-network"
 
 
-def containers(prefix: str, shares: list[str], headscale: bool, status: bool = False) -> list[str]:
+def containers(
+    prefix: str, shares: list[str], headscale: bool, status: bool = False, proxy_shards: int = 1
+) -> list[str]:
     """Every container name a stack with these shares declares."""
     names = [caddy_container(prefix), *(samba_container(prefix, share) for share in shares)]
+    names += [caddy_container(prefix, shard) for shard in range(1, proxy_shards)]
     return names + ([headscale_container(prefix)] if headscale else []) + ([status_container(prefix)] if status else [])
 
 
-def volumes(prefix: str, shares: list[str], headscale: bool) -> list[str]:
+def volumes(prefix: str, shares: list[str], headscale: bool, proxy_shards: int = 1) -> list[str]:
     names = [caddy_volume(prefix), *(samba_volume(prefix, share) for share in shares)]
+    names += [caddy_volume(prefix, shard) for shard in range(1, proxy_shards)]
     return names + ([headscale_volume(prefix)] if headscale else [])

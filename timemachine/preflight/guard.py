@@ -16,6 +16,8 @@ from timemachine.preflight.state import docker_ids
 
 # The proxy's container in a stack's state, by the type chain in its URN.
 PROXY_CONTAINER = "timemachine:index:CaddyProxy$docker:index/container:Container"
+# Shard 0's (the one Caddy of a stack without shards) by its resource name: its name says the prefix.
+FIRST_PROXY_CONTAINER = "proxy-caddy"
 
 # A preview on a machine without the engine (a CI runner) must not wait long for it.
 ENGINE_TIMEOUT_SECONDS = 5
@@ -32,7 +34,9 @@ class Found:
 def planned_names(config: StackConfig) -> tuple[list[str], str]:
     """The container names and the network name this stack declares."""
     shares = [share.name for share in config.shares]
-    containers = names.containers(config.name_prefix, shares, config.tailnet.headscale.embedded, config.status.enabled)
+    containers = names.containers(
+        config.name_prefix, shares, config.tailnet.headscale.embedded, config.status.enabled, config.proxy.shards
+    )
     return containers, config.network_name
 
 
@@ -99,7 +103,8 @@ def prefix_change(config: StackConfig, deployed: Mapping[str, Any]) -> str | Non
     containers are gone (measured with `up --skip-preview`)."""
     for urn, resource in sorted(deployed.items()):
         name = (resource.get("outputs") or {}).get("name")
-        if urn.split("::")[2].endswith(PROXY_CONTAINER) and name and name != names.caddy_container(config.name_prefix):
+        first = urn.split("::")[2].endswith(PROXY_CONTAINER) and urn.rsplit("::", 1)[-1] == FIRST_PROXY_CONTAINER
+        if first and name and name != names.caddy_container(config.name_prefix):
             old = name.removesuffix("-caddy")
             return (
                 f"namePrefix {config.name_prefix!r}: this stack is deployed with namePrefix {old!r} (its Caddy "

@@ -11,8 +11,9 @@ import pulumi
 
 from timemachine.config.loader import ConfigError, LoadedStack, load, raw_from_pulumi, tailscale_api_from_pulumi
 from timemachine.planning import labels
+from timemachine.planning.shards import DeployedShards
 from timemachine.preflight import guard
-from timemachine.preflight.state import proxy_network_mode, read_state, share_addresses
+from timemachine.preflight.state import deployed_shards, proxy_network_mode, read_state, share_addresses
 
 
 def stack_id() -> str:
@@ -23,12 +24,21 @@ def stack_id() -> str:
 def load_stack_config() -> LoadedStack:
     """The config, planned around this stack's state, which is read once (only for a valid config)."""
     state: dict[str, Any] = {}
+    read: list[bool] = []
+
+    def once() -> dict[str, Any]:
+        if not read:
+            state.update(read_state("the addresses this stack has deployed", "a share could move"))
+            read.append(True)
+        return state
 
     def deployed() -> dict[str, ipaddress.IPv4Address]:
-        state.update(read_state("the addresses this stack has deployed", "a share could move"))
-        return share_addresses(state)
+        return share_addresses(once())
 
-    return replace(load(raw_from_pulumi(), deployed, tailscale_api_from_pulumi()), deployed=state)
+    def shards() -> DeployedShards:
+        return deployed_shards(once())
+
+    return replace(load(raw_from_pulumi(), deployed, tailscale_api_from_pulumi(), shards), deployed=state)
 
 
 def mode_change(stack: LoadedStack) -> str | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pulumi
 
-from timemachine.planning.labels import PREFIX
+from timemachine.planning.labels import PREFIX, SHARD_LABEL
+from timemachine.planning.shards import DeployedShards
 
 # A built-in invoke of the Pulumi engine (no provider plugin): every live resource of a stack,
 # URN → type and outputs, as of its last checkpoint.
@@ -57,6 +58,41 @@ def proxy_network_mode(resources: Mapping[str, Any]) -> str | None:
             outputs = resource.get("outputs") or {}
             return "host" if outputs.get("networkMode") == "host" else "bridge"
     return None
+
+
+def _labels(outputs: Mapping[str, Any]) -> dict[str, str]:
+    return {item.get("label"): item.get("value") for item in outputs.get("labels") or []}
+
+
+def _shard(urn: str, labels: Mapping[str, str]) -> int:
+    """The shard label's value; none: shard 0 (the one Caddy of a stack without shards)."""
+    value = labels.get(SHARD_LABEL, "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise pulumi.RunError(
+            f"the state's container {urn} has the label {SHARD_LABEL}={value!r}, not a shard number; nothing was "
+            "planned. `pulumi refresh` may fix the state"
+        ) from None
+
+
+def deployed_shards(resources: Mapping[str, Any]) -> DeployedShards:
+    """The Caddy shard each deployed share is on (its Samba container's shard label; none: 0), and the
+    address of each deployed Caddy shard beyond 0, from a stack's resource outputs."""
+    shares: dict[str, int] = {}
+    addresses: dict[int, ipaddress.IPv4Address] = {}
+    for urn, resource in sorted(resources.items()):
+        chain = urn.split("::")[2]
+        outputs = resource.get("outputs") or {}
+        labels = _labels(outputs)
+        if chain.endswith(SHARE_CONTAINER) and labels.get(f"{PREFIX}.role", "samba") == "samba":
+            if share := labels.get(f"{PREFIX}.share"):
+                shares[share] = _shard(urn, labels)
+        elif chain.endswith(PROXY_CONTAINER) and (shard := _shard(urn, labels)) > 0:
+            found = [n.get("ipv4Address") for n in outputs.get("networksAdvanced") or [] if n.get("ipv4Address")]
+            if found:
+                addresses[shard] = ipaddress.IPv4Address(found[0])
+    return DeployedShards(shares, addresses)
 
 
 READ_ATTEMPTS = 10
