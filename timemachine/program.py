@@ -23,7 +23,7 @@ from timemachine.config.models import is_address
 from timemachine.dynamic.headscale import HeadscaleUser
 from timemachine.dynamic.storage_capacity import StorageCapacity
 from timemachine.headscale.config import tls_mode
-from timemachine.headscale.versions import deployed_version, has_policy_tests, upgrade_problem
+from timemachine.headscale.versions import deployed_version, has_policy_tests, kept_version, upgrade_problem
 from timemachine.planning import names
 from timemachine.planning.ipplan import gateway
 from timemachine.planning.shards import STATUS_SHARD
@@ -42,10 +42,18 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     if config.status_page_off_reason:
         pulumi.log.warn(config.status_page_off_reason)
     headscale = config.tailnet.headscale
-    # The embedded Headscale moves one minor version per `pulumi up`: a skipped one stops here, before
-    # any resource is declared, with the step to take.
-    if headscale.embedded and (problem := upgrade_problem(deployed_version(stack.deployed), headscale.version)):
-        raise pulumi.RunError(problem)
+    # A deployed stack keeps its Headscale release unless its config names one; it moves one minor
+    # version per `pulumi up`: a skipped one stops here, before any resource is declared, with the step.
+    headscale_version: str = headscale.version
+    if headscale.embedded:
+        deployed_release = deployed_version(stack.deployed)
+        headscale_version, kept = kept_version(
+            deployed_release, headscale.version, chosen="version" in headscale.model_fields_set
+        )
+        if kept:
+            pulumi.log.warn(kept)
+        if problem := upgrade_problem(deployed_release, headscale_version):
+            raise pulumi.RunError(problem)
     network = docker.Network(
         "network",
         name=config.network_name,
@@ -70,7 +78,7 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
             # Headscale evaluates `tests` from 0.29 against its devices, and refuses a policy whose tests
             # fail: the embedded one is loaded with those its devices resolve (dynamic/headscale.py); an
             # external Headscale's policy is its operator's, who adds tests once the devices exist.
-            headscale_tests=headscale.embedded and has_policy_tests(headscale.version),
+            headscale_tests=headscale.embedded and has_policy_tests(headscale_version),
             # The status page's node: only the admins reach it.
             status=StatusPolicy(
                 config.status_hostname,
@@ -93,9 +101,9 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                 policy=tailnet_policy,
                 image=headscale.image
                 or local_image(
-                    "headscale-image", "headscale", {"HEADSCALE_VERSION": headscale.version}, rebuild=rebuild
+                    "headscale-image", "headscale", {"HEADSCALE_VERSION": headscale_version}, rebuild=rebuild
                 ).image_name,
-                version=headscale.version,
+                version=headscale_version,
                 network_name=network.name,
                 ip=stack.headscale_ip,
                 # An internal network publishes nothing, as for the proxy.

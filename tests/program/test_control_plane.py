@@ -5,6 +5,7 @@ published ports, one join key per Mac and the outputs a Mac's owner uses."""
 from __future__ import annotations
 
 import copy
+import json
 import plistlib
 
 import yaml
@@ -136,3 +137,19 @@ def test_the_join_key_lifetime_is_the_configured_one():
     run = run_program(with_tailnet(LOCAL, joinKeyExpiryHours=2))
     assert run.named("join-alice-macbook").inputs["expiry_hours"] == 2
     assert run.named("alice-key").inputs["expiry_days"] == 90, "the nodes' keys keep their own lifetime"
+
+
+def test_share_nodes_ask_for_their_tags_on_tailscale_only_headscale_takes_them_from_the_key():
+    """Headscale 0.28+ refuses a new node that registers with a pre-auth key and also requests tags (it
+    never joins): on a self-hosted control plane a node's tags come from its key alone."""
+    external = with_tailnet(LOCAL, headscale={"embedded": False}, headscaleApiKey="hskey-api-x")
+    for config, self_hosted in ((LOCAL, True), (external, True), (DEV, False)):
+        run = run_program(config)
+        nodes = json.loads(run.named("proxy-config").inputs["config"])["apps"]["tailscale"]["nodes"]
+        keys = {r.name: r.inputs for r in run.resources if r.type.endswith(("HeadscalePreAuthKey", "TailnetKey"))}
+        assert set(nodes) >= {"tm-alice", "tm-status"}
+        for hostname, node in nodes.items():
+            tags = sorted(["tag:timemachine", f"tag:{hostname}"])
+            assert node["tags"] == ([] if self_hosted else tags), hostname
+            # The key carries them either way.
+            assert [k for k in keys.values() if k.get("tags") == tags], hostname

@@ -79,7 +79,7 @@ def test_a_deployed_stack_moves_one_minor_version_per_run():
         ("v0.27.1", "v0.29.3", r"v0\.29\.3 skips a minor version of the deployed v0\.27\.1.*version to v0\.28\.0"),
         ("v0.27.1", "v0.29.3", r"v0\.27\.1 → v0\.28\.0 → v0\.29\.3"),
         ("v0.29.3", "v0.28.0", r"older than the deployed v0\.29\.3.*version\s+to v0\.29\.3"),
-        ("v0.29.3", None, r"v0\.27\.1 is older than the deployed v0\.29\.3"),
+        ("v0.28.0", "v0.27.1", r"v0\.27\.1 is older than the deployed v0\.28\.0"),
     ],
 )
 def test_a_skipped_minor_or_a_step_back_stops_before_any_resource(deployed, wanted, says):
@@ -97,5 +97,22 @@ def test_a_stack_deployed_before_the_label_is_taken_for_0_27_1():
             ]
     with pytest.raises(pulumi.RunError, match="deployed v0.27.1"):
         run_program(at("v0.29.3"), deployed=first)
-    assert run_program(at(None), deployed=first).resources
+    kept = run_program(at(None), deployed=first)
+    assert labels(kept)["timemachine.headscale-version"] == "v0.27.1"
     assert run_program(at("v0.28.0"), deployed=first).resources
+
+
+@pytest.mark.parametrize(("deployed", "step"), [("v0.27.1", "v0.28.0"), ("v0.28.0", "v0.29.3")])
+def test_a_deployed_stack_whose_config_names_no_release_keeps_its_own_and_is_told_the_next_step(deployed, step):
+    first = run_program(at(deployed))
+    kept = run_program(at(None), deployed=first)
+    assert labels(kept)["timemachine.headscale-version"] == deployed
+    assert kept.named("headscale-image").inputs["build"]["args"] == {"HEADSCALE_VERSION": deployed}
+    assert [w for w in kept.warnings if f"keeps the Headscale {deployed}" in w and f"version {step}" in w], (
+        kept.warnings
+    )
+    # A new stack, and one already on the default, get the default without a word.
+    fresh = run_program(at(None))
+    assert labels(fresh)["timemachine.headscale-version"] == DEFAULT_HEADSCALE_VERSION == "v0.29.3"
+    again = run_program(at(None), deployed=fresh)
+    assert not [w for w in again.warnings if "tailnet.headscale.version" in w]

@@ -30,8 +30,8 @@ ENTRYPOINT = ROOT / "images" / "headscale" / "entrypoint.sh"
 def test_the_versions_offered_are_one_release_per_minor_oldest_first():
     minors = [tuple(int(p) for p in v.removeprefix("v").split(".")[:2]) for v in HEADSCALE_VERSIONS]
     assert minors == sorted(set(minors)) and [m[1] for m in minors] == [27, 28, 29]
-    # The default stays the release deployed stacks run until v0.29.3 passes the tailnet tier.
-    assert StackConfig(storage_root="/srv/tm").tailnet.headscale.version == DEFAULT_HEADSCALE_VERSION == "v0.27.1"
+    # New stacks get the newest (deployed ones keep theirs: kept_version).
+    assert StackConfig(storage_root="/srv/tm").tailnet.headscale.version == DEFAULT_HEADSCALE_VERSION == "v0.29.3"
 
 
 def test_a_version_the_stack_does_not_build_is_refused_naming_the_field():

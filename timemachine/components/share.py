@@ -31,7 +31,7 @@ from timemachine.samba.smbconf import (
     credentials_file,
     render_smb_conf,
 )
-from timemachine.tailnet.policy import share_tags
+from timemachine.tailnet.policy import advertised_tags, share_tags
 
 SAMBA_WAIT_SECONDS = 90
 
@@ -234,7 +234,12 @@ class TimeMachineShare(pulumi.ComponentResource):
         port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
         self.node_port = port
         self.route_fragment = route_fragment(
-            share.name, self.hostname, self.ip, tags=self.tags, control_url=args.tailnet.control_url, port=port
+            share.name,
+            self.hostname,
+            self.ip,
+            tags=advertised_tags(self.tags, self_hosted=args.tailnet.self_hosted),
+            control_url=args.tailnet.control_url,
+            port=port,
         )
         self.register_outputs(
             {

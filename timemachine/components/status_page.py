@@ -12,7 +12,7 @@ from timemachine.caddy.config import status_route_fragment
 from timemachine.components.node_key import node_key
 from timemachine.config.models import TailnetConfig
 from timemachine.planning.ipplan import node_port
-from timemachine.tailnet.policy import share_tags
+from timemachine.tailnet.policy import advertised_tags, share_tags
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class StatusPage(pulumi.ComponentResource):
             self.hostname,
             str(args.ip),
             args.port,
-            tags=self.tags,
+            tags=advertised_tags(self.tags, self_hosted=args.tailnet.self_hosted),
             control_url=args.tailnet.control_url,
             port=self.node_port,
         )

@@ -196,10 +196,9 @@ HEADSCALE_USER = re.compile(r"[a-z][a-z0-9._-]*@")
 # each minor version in turn (docs/operations.md).
 HEADSCALE_VERSIONS = ("v0.27.1", "v0.28.0", "v0.29.3")
 HeadscaleVersion = Literal["v0.27.1", "v0.28.0", "v0.29.3"]
-# Still the default: on v0.29.3 the share nodes (caddy-tailscale) of a new stack did not register with
-# their tagged keys in the tailnet tier (docs/operations.md, upgrading Headscale); stacks upgraded
-# from v0.27.1 keep working there.
-DEFAULT_HEADSCALE_VERSION: HeadscaleVersion = "v0.27.1"
+# New stacks get the newest; a deployed stack whose config names none keeps the release it runs
+# (headscale/versions.py kept_version) and moves one minor version per `pulumi up`.
+DEFAULT_HEADSCALE_VERSION: HeadscaleVersion = "v0.29.3"
 
 
 class HeadscaleConfig(ConfigModel):

@@ -105,3 +105,22 @@ def upgrade_problem(deployed: str | None, wanted: str) -> str | None:
             "pulumi up, then the next (docs/operations.md, upgrading Headscale)"
         )
     return None
+
+
+def kept_version(deployed: str | None, wanted: str, *, chosen: bool) -> tuple[str, str | None]:
+    """The release this run embeds, and a warning when it is not `wanted`. A deployed stack whose
+    config names no release (`chosen` False) keeps the one it runs: the default moves to newer
+    releases, and following it would skip a minor version or change the control server unasked. The
+    warning names the next step of the upgrade path."""
+    if chosen or deployed is None or parse(deployed)[:2] == parse(wanted)[:2]:
+        return wanted, None
+    later = [v for v in HEADSCALE_VERSIONS if parse(v)[:2] > parse(deployed)[:2]]
+    step = (
+        f"to upgrade, one minor version per pulumi up: pulumi config set --path tailnet.headscale.version {later[0]}"
+        if later and parse(deployed)[:2] < parse(wanted)[:2]
+        else f"to keep it so, pulumi config set --path tailnet.headscale.version {deployed}"
+    )
+    return deployed, (
+        f"tailnet.headscale.version is not set: this stack keeps the Headscale {deployed} it runs (new stacks "
+        f"get {wanted}); {step} (docs/operations.md, upgrading Headscale)"
+    )

@@ -39,6 +39,15 @@ def share_tags(base_tags: Iterable[str], hostname: str) -> list[str]:
     return sorted(set(base_tags) | {node_tag(hostname)})
 
 
+def advertised_tags(tags: Iterable[str], *, self_hosted: bool) -> list[str]:
+    """The tags a node asks for itself (caddy-tailscale's `tags`, tsnet's AdvertiseTags): none on a
+    self-hosted control server. Headscale 0.28 and later refuse a new node that registers with a
+    pre-auth key and also requests tags (hscontrol/state `createAndSaveNewNode`; the refusal is an
+    HTTP 200 whose error tsnet logs only at debug level, so the node just never joins), and there
+    the key carries the node's tags anyway. Tailscale takes both, and a provided untagged key needs them."""
+    return [] if self_hosted else sorted(tags)
+
+
 def render_policy(
     shares: Iterable[SharePolicy],
     *,
