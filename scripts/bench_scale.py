@@ -13,8 +13,7 @@ command, trusting the stack's CA, as a Mac). Across the sizes: Caddy's RSS per a
 least-squares slope). Last line: `scale <N>: up=<s> registered=<s> caddy_mib_per_node=<x>
 add_one=<s>` for the largest N.
 
-Headscale runs v0.27.1 unless `--headscale-version` says otherwise (a first run with v0.29.3 saw
-no node register; docs/benchmarks.md). Everything runs on the private engine (scripts/engine.sh)
+Headscale runs the stack's default release unless `--headscale-version` says otherwise. Everything runs on the private engine (scripts/engine.sh)
 on an internal network, with the stack's images built before any `up` is timed; the stack is
 destroyed and what it retained, the client and the storage root removed, whatever happens. Run it
 under `flock /tmp/tm-engine-tests.lock` (the Caddy build's module proxy has a fixed port). Proxy
@@ -51,6 +50,7 @@ from tests.support.smb import MiB, read_file, write_file
 from tests.support.tailnet import CLIENT_CONTEXT, Headscale, build, start_client
 from timemachine.components.images import local_image_name
 from timemachine.config.loader import load
+from timemachine.config.models import DEFAULT_HEADSCALE_VERSION
 from timemachine.planning import names
 from timemachine.planning.ipplan import proxy_address
 
@@ -61,9 +61,8 @@ FORWARD = 4450
 TRANSFER = 16 * MiB
 # Idle figures are read this long after the last node registered.
 SETTLE_SECONDS = 20
-# The Headscale release the stack runs here: the one the tailnet tier has registered caddy-tailscale
-# nodes with (--headscale-version to choose another).
-HEADSCALE_VERSION = "v0.27.1"
+# The Headscale release the stack runs here (--headscale-version to choose another).
+HEADSCALE_VERSION = DEFAULT_HEADSCALE_VERSION
 REGISTER_TIMEOUT = 600
 
 

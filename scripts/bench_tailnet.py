@@ -4,7 +4,7 @@ caddy-l4 → smbd) and, in the same run against the same smbd, through the usual
 plain tailscaled sidecar sharing the Samba container's network namespace.
 
 Everything runs on the private engine on internal networks (Headscale with its embedded DERP, the
-stack deployed by the real engine, tailscale v1.90.9 clients in userspace mode; no log upload).
+stack deployed by the real engine, tailscale v1.102.5 clients in userspace mode; no log upload).
 The client is the same for both paths: a tailnet client container whose `tailscale nc` carries
 smbclient's connection from the host, so the difference is the server side. Rounds alternate the
 paths; each writes and reads `--size-mib` in 8 MiB files. Prints MB/s per round and, as its last
