@@ -13,11 +13,12 @@ command, trusting the stack's CA, as a Mac). Across the sizes: Caddy's RSS per a
 least-squares slope). Last line: `scale <N>: up=<s> registered=<s> caddy_mib_per_node=<x>
 add_one=<s>` for the largest N.
 
-Headscale runs the stack's default release unless `--headscale-version` says otherwise. Everything runs on the private engine (scripts/engine.sh)
-on an internal network, with the stack's images built before any `up` is timed; the stack is
-destroyed and what it retained, the client and the storage root removed, whatever happens. Run it
-under `flock /tmp/tm-engine-tests.lock` (the Caddy build's module proxy has a fixed port). Proxy
-limits are set high (4 GiB, 4096 pids) so that the figures show what Caddy needs, not its cap.
+Headscale runs the stack's default release unless `--headscale-version` says otherwise. Everything
+runs on the private engine (scripts/engine.sh) on an internal network, with the stack's images built
+before any `up` is timed; the stack is destroyed and what it retained, the client and the storage
+root removed, whatever happens. Run it under `flock /tmp/tm-engine-tests.lock` (the Caddy build's
+module proxy has a fixed port). Proxy limits are set high (4 GiB, 4096 pids) so that the figures
+show what Caddy needs, not its cap.
 A measurement, not a test.
 """
 
