@@ -183,3 +183,16 @@ def test_config_refuses_bad_shard_settings_naming_the_field_and_the_fix(config, 
     with pytest.raises(ConfigError) as refused:
         load({**BASE, "shares": shares("alice", "bob"), **config})
     assert any(p.startswith(expected) for p in refused.value.problems), refused.value.problems
+
+
+def test_shard_names_shard_0_keeps_the_one_caddys_and_the_guard_plans_every_shard():
+    from timemachine.planning import names
+
+    assert [names.caddy_container("tm", k) for k in range(3)] == ["tm-caddy", "tm-caddy-1", "tm-caddy-2"]
+    assert [names.caddy_volume("tm", k) for k in range(2)] == ["tm-caddy-data", "tm-caddy-1-data"]
+    assert names.containers("tm", ["alice"], headscale=False, proxy_shards=2) == [
+        "tm-caddy",
+        "tm-alice-samba",
+        "tm-caddy-1",
+    ]
+    assert names.volumes("tm", [], headscale=False, proxy_shards=2) == ["tm-caddy-data", "tm-caddy-1-data"]
