@@ -68,13 +68,19 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+class _SharedPortServer(ThreadingHTTPServer):
+    # Another test session or benchmark on the same engine serves the same files on the same fixed
+    # port: both bind it (SO_REUSEPORT) instead of the later one failing, and either answers.
+    allow_reuse_port = True
+
+
 class GoProxy:
     """Serves the module tree on `host` (the private engine's bridge gateway, where build
     containers reach the host); anything else answers 404, so Go asks the next proxy."""
 
     def __init__(self, root: Path, host: str, port: int = PORT):
         write_module_tree(root)
-        self.server = ThreadingHTTPServer((host, port), partial(_Quiet, directory=str(root)))
+        self.server = _SharedPortServer((host, port), partial(_Quiet, directory=str(root)))
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
