@@ -102,7 +102,7 @@ def retained_volumes(client, name_prefix: str) -> list:
         share, role = labels.get(f"{PREFIX}.share"), labels.get(f"{PREFIX}.role")
         own = {
             names.samba_volume(name_prefix, share) if share else None,
-            names.caddy_volume(name_prefix) if role == "proxy" else None,
+            names.caddy_volume(name_prefix, int(labels.get(f"{PREFIX}.shard", "0"))) if role == "proxy" else None,
             names.headscale_volume(name_prefix) if role == "headscale" else None,
         }
         if volume.name in own:

@@ -1,6 +1,6 @@
 """A real tailnet on the private engine: Headscale (images/headscale) as control server over HTTPS
 with its embedded DERP behind the same TLS (a certificate from a test CA, for the name
-HEADSCALE_NAME, which Docker's DNS gives it on each network it joins), and tailscale v1.90.9 clients
+HEADSCALE_NAME, which Docker's DNS gives it on each network it joins), and tailscale v1.102.5 clients
 (tests/images/tailnet-client) in userspace networking, with no debug variable: each trusts the CA
 through its system trust store (update-ca-certificates), as a Mac trusts the stack's profile.
 Everything sits on `internal` Docker networks; log upload is off."""
@@ -357,9 +357,9 @@ CLIENT_COMMAND = [
 
 def free_addresses(config: dict, count: int) -> list[str]:
     """Addresses in the stack's subnet that are neither a share's, the status container's, the
-    gateway nor the proxy's."""
+    gateway nor a Caddy shard's."""
     loaded = load(config)
-    taken = {str(ip) for ip in [*loaded.ips.values(), loaded.status_ip] if ip is not None}
+    taken = {str(ip) for ip in [*loaded.ips.values(), loaded.status_ip, *loaded.proxy_ips] if ip is not None}
     hosts = list(ipaddress.IPv4Network(config["network"]["subnet"]).hosts())[1:-1]
     return [str(ip) for ip in reversed(hosts) if str(ip) not in taken][:count]
 
@@ -375,11 +375,12 @@ def deployed_tailnet(
     node_tags: dict[str, list[str]],
     users: dict[str, str],
     name_prefix: str = "tm-tailnet",
+    proxy: dict | None = None,
 ) -> Iterator[dict]:
     """Headscale with users and keys, the program's own policy loaded, the stack deployed by the
     real engine on an internal network (bridge mode, controlUrl = Headscale, `name_prefix` for its
-    Docker names), one logged-in client per entry of `users` (client name → Headscale user);
-    everything removed afterwards."""
+    Docker names, `proxy` keys beside the tests' own), one logged-in client per entry of `users`
+    (client name → Headscale user); everything removed afterwards."""
     storage = work / "storage"
     storage.mkdir(parents=True)
     network = f"{name_prefix}-{uuid.uuid4().hex[:6]}"
@@ -395,6 +396,7 @@ def deployed_tailnet(
         internal=True,
         control_url=f"https://{HEADSCALE_NAME}:{PORT}",
     )
+    provisional["proxy"].update(proxy or {})
     addresses = free_addresses({**provisional, "shares": [dict(s, authKey="0" * 48) for s in shares]}, 2 + len(users))
     hs_ip, spare_ip, client_ips = addresses[0], addresses[1], addresses[2:]
     control_ip = str(list(ipaddress.IPv4Network(control_subnet).hosts())[9])
@@ -424,6 +426,7 @@ def deployed_tailnet(
             internal=True,
             control_url=headscale.url,
         )
+        config["proxy"].update(proxy or {})
         # The nodes trust the test CA as the stack lets them trust an external control server's.
         config["tailnet"]["controlCaCertificate"] = headscale.ca_pem
         # The program's own policy, as a mock run of __main__.py renders it; checked against the
