@@ -283,6 +283,13 @@ class Client:
         self.container.exec_run(
             ["socat", f"TCP-LISTEN:{port},fork,reuseaddr", f"EXEC:tailscale nc {peer} {peer_port}"], detach=True
         )
+        # socat starts in the background: a connection made before it listens is refused (seen on a
+        # loaded machine), so return once the port is listening.
+        deadline = time.monotonic() + 20
+        while run(self.container, "sh", "-c", f"ss -Hltn 'sport = :{port}' | grep -q .", check=False)[0] != 0:
+            if time.monotonic() > deadline:
+                raise CommandFailed(f"socat is not listening on {port} in {self.container.name}")
+            time.sleep(0.2)
 
     def nc_fails(self, peer: str, port: int, seconds: int = 15) -> tuple[bool, str]:
         """Try to open peer:port over the tailnet; (True, why) when it cannot be opened."""
