@@ -21,6 +21,7 @@ from timemachine.planning.ipplan import (
     shard_addresses,
     status_address,
 )
+from timemachine.planning.problems import PlanError
 from timemachine.planning.shards import NO_SHARDS_DEPLOYED, DeployedShards, ShardPlanError, plan_shards
 
 PROJECT = "tailscale-timemachine"
@@ -170,22 +171,22 @@ def load(
             status_node=config.status_page,
         )
     except ShardPlanError as exc:
-        raise ConfigError(
-            [
-                (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
-                for p in exc.problems
-            ]
-        ) from None
+        raise _plan_error(exc, index) from None
     try:
         ips = plan_ips([(s.name, s.ip) for s in config.shares], config.network.subnet, deployed, reserved)
     except IpPlanError as exc:
-        raise ConfigError(
-            [
-                (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
-                for p in exc.problems
-            ]
-        ) from None
+        raise _plan_error(exc, index) from None
     return LoadedStack(config, ips, headscale_ip, status_ip=status_ip, proxy_shards=proxy_shards, proxy_ips=proxy_ips)
+
+
+def _plan_error(error: PlanError, index: dict[str, int]) -> ConfigError:
+    """A plan's problems at their config paths: a share's under shares[i], the rest at their own."""
+    return ConfigError(
+        [
+            (f"shares[{index[p.share]}].{p.field}" if p.share in index else p.field) + f": {p.message}"
+            for p in error.problems
+        ]
+    )
 
 
 def _status_ip(

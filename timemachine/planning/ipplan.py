@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+from timemachine.planning.problems import PlanError, PlanProblem
 
 IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network
@@ -108,17 +109,8 @@ def _share_slots_from(start: IPv4, subnet: Net) -> Iterable[IPv4]:
         yield IPv4(first + (offset + step) % capacity)
 
 
-@dataclass(frozen=True)
-class PlanProblem:
-    share: str | None  # None: a problem of the subnet as a whole
-    field: str  # "ip" (a share's pin) or SUBNET_FIELD
-    message: str
-
-
-class IpPlanError(ValueError):
-    def __init__(self, problems: list[PlanProblem]):
-        self.problems = problems
-        super().__init__("; ".join(f"{p.share or p.field}: {p.message}" for p in problems))
+class IpPlanError(PlanError):
+    """The IP plan's problems: a share's pin (field "ip") or the subnet (SUBNET_FIELD)."""
 
 
 def fitting_subnet(subnet: Net, needed: int) -> Net:

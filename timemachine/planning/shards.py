@@ -6,23 +6,16 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from timemachine.planning.problems import PlanError, PlanProblem
+
 # The status page's node is always on shard 0, the Caddy that a stack without shards has.
 STATUS_SHARD = 0
 # Where a problem with the shard count as a whole is reported.
 SHARDS_FIELD = "proxy.shards"
 
 
-@dataclass(frozen=True)
-class ShardProblem:
-    share: str | None  # None: a problem of the shard count as a whole
-    field: str  # "proxyShard" (a share's pin) or SHARDS_FIELD
-    message: str
-
-
-class ShardPlanError(ValueError):
-    def __init__(self, problems: list[ShardProblem]):
-        self.problems = problems
-        super().__init__("; ".join(f"{p.share or p.field}: {p.message}" for p in problems))
+class ShardPlanError(PlanError):
+    """The shard plan's problems: a share's pin (field "proxyShard") or the count (SHARDS_FIELD)."""
 
 
 def plan_shards(
@@ -46,7 +39,7 @@ def plan_shards(
     """
     shares = list(shares)
     deployed = dict(deployed or {})
-    problems: list[ShardProblem] = []
+    problems: list[PlanProblem] = []
     plan: dict[str, int] = {}
     beyond: list[tuple[str, int]] = []
     for name, pin in shares:
@@ -59,7 +52,7 @@ def plan_shards(
             beyond.append((name, kept))
         elif pin is not None and pin != kept:
             problems.append(
-                ShardProblem(
+                PlanProblem(
                     name,
                     "proxyShard",
                     f"{name!r} is deployed on shard {kept}, whose volume holds its node's tailnet state; on shard "
@@ -73,7 +66,7 @@ def plan_shards(
         listed = ", ".join(f"{name!r} on shard {shard}" for name, shard in beyond)
         needed = max(shard for _, shard in beyond) + 1
         problems.append(
-            ShardProblem(
+            PlanProblem(
                 None,
                 SHARDS_FIELD,
                 f"{shards} would drop the shard of deployed shares ({listed}), whose volume holds their nodes' "
