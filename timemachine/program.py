@@ -21,6 +21,7 @@ from timemachine.components.status_page import StatusPage, StatusPageArgs
 from timemachine.config.loader import LoadedStack
 from timemachine.config.models import is_address
 from timemachine.dynamic.headscale import HeadscaleUser
+from timemachine.dynamic.process_limit import ProcessLimits
 from timemachine.dynamic.storage_capacity import StorageCapacity
 from timemachine.headscale.config import tls_mode
 from timemachine.headscale.versions import deployed_version, has_policy_tests, kept_version, upgrade_problem
@@ -197,6 +198,9 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
         )
         for share in config.shares
     ]
+    # Every Samba container's pids limit (the docker provider has none), in one step for all shares.
+    if shares:
+        ProcessLimits("samba-pids", {s.share_name: s.container for s in shares}, config.samba, docker_host=docker_host)
     # The status page's tailnet node: its key made as a share node's, its route in the same Caddy.
     status_page: StatusPage | None = None
     if status_ip is not None and config.status_page:

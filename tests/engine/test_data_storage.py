@@ -22,7 +22,7 @@ from tests.support.deploy import deployed_stack, stack_config
 from tests.support.network import unique_subnet
 from tests.support.proxy_path import proxy_path
 from tests.support.smb import GuestClient, read_file, write_file
-from timemachine.dynamic.share_storage import MARKER_NAME
+from timemachine.dynamic.storage_helper import MARKER_NAME
 from timemachine.planning import names
 
 pytestmark = pytest.mark.engine

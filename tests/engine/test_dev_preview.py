@@ -38,14 +38,15 @@ def test_preview_of_the_dev_stack_plans_its_resources(pulumi_env, docker_client,
         "timemachine:index:CaddyProxy": 1,
         "timemachine:index:StatusService": 1,
         "timemachine:index:StatusPage": 1,
-        # The dynamic resources (timemachine/dynamic/), each of its own type: each container's pids
-        # limit, the Caddy config and keys loaded into the running container, each share's directory.
-        "pulumi-python:dynamic/timemachine:ProcessLimit": 4,
+        # The dynamic resources (timemachine/dynamic/), each of its own type: the pids limit of each
+        # container that is not a share's (Caddy, Headscale, status) and of all Samba containers in
+        # one, the Caddy config and keys loaded into the running container, each share's directory
+        # with its quota, and the disk's capacity checked against the quotas.
+        "pulumi-python:dynamic/timemachine:ProcessLimit": 2,
+        "pulumi-python:dynamic/timemachine:ProcessLimits": 1,
         "pulumi-python:dynamic/timemachine:CaddyConfig": 1,
         "pulumi-python:dynamic/timemachine:ShareStorage": 2,
-        # Each share's quota on the disk, and the disk's capacity checked against the quotas.
-        "pulumi-python:dynamic/timemachine:ShareQuota": 2,
         "pulumi-python:dynamic/timemachine:StorageCapacity": 1,
     }, planned
-    assert preview["changeSummary"] == {"create": 30}, preview["changeSummary"]
+    assert preview["changeSummary"] == {"create": 27}, preview["changeSummary"]
     assert not [s for s in preview["steps"] if s["op"] not in ("create", "same")]

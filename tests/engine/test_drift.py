@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 
 from tests.support.deploy import deployed_stack, mark_storage, new_stack, teardown
 from tests.support.network import unique_subnet
+from tests.support.old_program import program_at, run_program_from
 from tests.support.project import PROJECT, ROOT
 from tests.support.pulumi_cli import PROGRAM_FILES, Stack, step_name, step_type
 from tests.support.tailnet import build_headscale
@@ -155,12 +155,12 @@ def test_a_headscale_user_deleted_out_of_band_is_made_again(drift):
 
 def test_a_pids_limit_reset_is_seen_and_set_again(drift):
     stack, samba = drift["stack"], drift["samba"]
-    limit = state_of(stack, "alice-samba-pids")["inputs"]["limit"]
+    limit = state_of(stack, "samba-pids")["inputs"]["limits"]["alice"]
     subprocess.run(["docker", "update", "--pids-limit", "-1", samba.name], check=True, capture_output=True)
     samba.reload()
     assert not samba.attrs["HostConfig"].get("PidsLimit") or samba.attrs["HostConfig"]["PidsLimit"] < 0
-    assert refresh(stack) == {"alice-samba-pids": "update"}
-    assert state_of(stack, "alice-samba-pids")["outputs"]["limit"] == 0
+    assert refresh(stack) == {"samba-pids": "update"}
+    assert state_of(stack, "samba-pids")["outputs"]["limits"]["alice"] == 0
 
     stack.up()
     samba.reload()
@@ -172,33 +172,10 @@ def test_a_pids_limit_reset_is_seen_and_set_again(drift):
 # --- a stack deployed with the code before the dynamic resources had their own types ----------------
 
 
-def old_tree(folder: Path) -> Path:
-    """The repository at BEFORE_TYPES, unpacked (its program: __main__.py over components/ and config/)."""
-    folder.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_TYPES], capture_output=True)
-    if archive.returncode != 0:
-        message = f"commit {BEFORE_TYPES} is not in this clone: {archive.stderr.decode().strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
-
-
-def run_program_from(stack: Stack, entries: dict[str, Path]) -> None:
-    """The stack's project folder holds exactly `entries` (links) beside its stack file: the program
-    `pulumi` runs there, and the folder the dynamic provider imports the stored providers from."""
-    for entry in stack.project.iterdir():
-        if entry != stack.config_file:
-            entry.unlink()
-    for name, target in entries.items():
-        (stack.project / name).symlink_to(target)
-
-
 def test_a_stack_deployed_with_the_old_types_keeps_its_resources_and_deletes_them_cleanly(
     pulumi_env, docker_client, goproxy, tmp_path, drift
 ):
-    old = old_tree(tmp_path / "old")
+    old = program_at(BEFORE_TYPES, tmp_path / "old")
     prefix = "tm-upgrade"
     subnet = unique_subnet(docker_client)
     config = local_shape(old / "Pulumi.local.yaml", tmp_path / "storage", subnet, goproxy.build_args(), prefix)
@@ -246,7 +223,13 @@ def test_a_stack_deployed_with_the_old_types_keeps_its_resources_and_deletes_the
         # would plan the old resource's delete beside the new one's create); where nothing but the
         # type changed, nothing is planned.
         assert not deleted & {name for name, s in steps.items() if s["op"] != "delete"}, plan["changeSummary"]
-        assert "alice-storage" not in steps and "headscale-user-admin" not in steps, plan["changeSummary"]
+        assert "headscale-user-admin" not in steps, plan["changeSummary"]
+        # The share's storage step now holds its quota too: updated in place (its directory kept),
+        # once. The per-share pids limits give way to the one of all Samba containers.
+        assert steps["alice-storage"]["op"] == "update", steps["alice-storage"]
+        assert steps["alice-samba-pids"]["op"] == "delete" and steps["samba-pids"]["op"] == "create", plan[
+            "changeSummary"
+        ]
 
         # Whatever the current program changes besides (replaced containers take their pids limits
         # with them; resources it no longer declares are deleted) runs with the stored providers.

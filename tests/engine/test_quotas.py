@@ -14,6 +14,7 @@ import pytest
 import smbclient
 from smbprotocol.exceptions import SMBOSError, SMBResponseException
 
+from tests.support.btrfs import loop_btrfs, qgroup
 from tests.support.deploy import DATA_UID, deployed_stack, stack_config
 from tests.support.network import unique_subnet
 from tests.support.proxy_path import proxy_path
@@ -34,30 +35,11 @@ MIGRATE = ROOT / "scripts" / "migrate_share_to_subvolume.sh"
 FULL = {0xC000007F, 0xC0000044}
 
 
-def sh(*command: str) -> str:
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
 def btrfs_root(tmp_path_factory):
-    """A 768 MiB btrfs filesystem in a file, loop-mounted: the backup disk. Unmounted and detached
-    whatever happens."""
-    work = tmp_path_factory.mktemp("btrfs")
-    image, mount = work / "disk.img", work / "disk"
-    with open(image, "wb") as f:
-        f.truncate(DISK)
-    loop = sh("losetup", "--find", "--show", str(image)).strip()
-    try:
-        sh("mkfs.btrfs", "-q", loop)
-        mount.mkdir()
-        sh("mount", loop, str(mount))
-        try:
-            yield mount
-        finally:
-            subprocess.run(["umount", "--lazy", str(mount)], check=False)
-    finally:
-        subprocess.run(["losetup", "--detach", loop], check=False)
-        image.unlink(missing_ok=True)
+    """A 768 MiB btrfs filesystem in a file, loop-mounted: the backup disk."""
+    with loop_btrfs(tmp_path_factory.mktemp("btrfs"), DISK) as mount:
+        yield mount
 
 
 def plain_backup(root: Path, share: str) -> dict[str, str]:
@@ -100,15 +82,9 @@ def quota_stack(pulumi_env, docker_client, goproxy, btrfs_root, tmp_path_factory
         yield {"deployment": deployment, "root": btrfs_root, "client": docker_client, "up": first, "carol": carol}
 
 
-def qgroup(path: Path) -> tuple[int, str]:
-    """The subvolume's referenced bytes and limit, as btrfs reports them on the host."""
-    line = sh("btrfs", "qgroup", "show", "--raw", "-r", "-f", str(path)).splitlines()[-1].split()
-    return int(line[1]), line[3]
-
-
 def quota_outputs(stack, share: str) -> dict:
-    """The outputs of the share's quota step, as the stack's state holds them."""
-    [found] = [r for r in stack.resources() if r["urn"].endswith(f"::{share}-quota")]
+    """The outputs of the share's storage step (its quota), as the stack's state holds them."""
+    [found] = [r for r in stack.resources() if r["urn"].endswith(f"::{share}-storage")]
     return found["outputs"]
 
 

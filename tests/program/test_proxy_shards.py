@@ -141,12 +141,17 @@ def test_a_deployed_share_stays_on_its_shard_when_shares_and_shards_are_added(ru
         "172.24.0.249"
     ]
     assert after.outputs["shares"]["erin"]["proxyShard"] == 3
-    # A share removed elsewhere changes nothing of the others' inputs.
+    # A share removed elsewhere changes nothing of the others' inputs (the pids limits of all Samba
+    # containers, one resource, lose only its container).
     fewer = run_program({**SHARDED, "shares": SHARES[1:]}, deployed=run)
-    unchanged = {r.urn: r.inputs for r in run.resources if "alice" not in r.name and "proxy" not in r.name}
+    unchanged = {
+        r.urn: r.inputs for r in run.resources if not any(part in r.name for part in ("alice", "proxy", "samba-pids"))
+    }
     for urn, inputs in {r.urn: r.inputs for r in fewer.resources}.items():
         if urn in unchanged and "status" not in urn:
             assert inputs == unchanged[urn], urn
+    limits = fewer.named("samba-pids").inputs
+    assert set(limits["containers"]) == set(limits["limits"]) == {s["name"] for s in SHARES[1:]}
 
 
 def test_without_shards_the_one_caddy_keeps_its_names_address_and_labels():

@@ -342,11 +342,18 @@ def test_with_the_deployed_state_a_change_touches_no_remaining_share(change):
         for urn in before_inputs.keys() & after_inputs.keys()
         if before_inputs[urn] != after_inputs[urn]
     }
-    # Only the config loaded into the running Caddy, never the Caddy container itself; and the
-    # status container, whose share list is in its command (it keeps nothing: replacing it is a restart).
-    assert differing <= {"proxy-config", "status-collector"}, differing
+    # Only the config loaded into the running Caddy, never the Caddy container itself; the status
+    # container, whose share list is in its command (it keeps nothing: replacing it is a restart);
+    # and the Samba containers' pids limits (one resource for all), only by the shares added or removed.
+    assert differing <= {"proxy-config", "status-collector", "samba-pids"}, differing
     if change != "reorder":
-        assert differing == {"proxy-config", "status-collector"}
+        assert differing == {"proxy-config", "status-collector", "samba-pids"}
+    pids_urn = next(urn for urn in before_inputs if urn.endswith("::samba-pids"))
+    for key in ("containers", "limits"):
+        old, new = before_inputs[pids_urn][key], after_inputs[pids_urn][key]
+        remaining = old.keys() & new.keys()
+        assert {n: old[n] for n in remaining} == {n: new[n] for n in remaining}, key
+        assert set(new) == set(after.outputs["shares"]), key
     ips = [s["ip"] for s in after.outputs["shares"].values()]
     assert len(set(ips)) == len(ips)
 
@@ -500,7 +507,6 @@ def test_image_builds_name_no_checkout_path(dev):
 
 
 PIDS = {
-    "alice-samba-pids": 128,
     "proxy-caddy-pids": 256,
     "headscale-headscale-pids": 256,
     "status-collector-pids": 64,
@@ -509,8 +515,9 @@ PIDS = {
 
 def test_every_container_is_hardened_with_its_limits(local):
     """Each docker.Container the stack declares: all capabilities dropped but its own, no new
-    privileges, a read-only root with tmpfs where it writes, a memory limit, and a ProcessLimit
-    resource (its pids limit) whose container is that container."""
+    privileges, a read-only root with tmpfs where it writes, a memory limit, and a pids limit: a
+    ProcessLimit resource whose container is that container, or, for the Samba containers, their
+    entry in the one ProcessLimits resource of all shares."""
     containers = {r.name: r for r in local.resources if r.type == CONTAINER_T}
     assert set(containers) == {"alice-samba", "proxy-caddy", "headscale-headscale", "status-collector"}
     caps = {
@@ -541,6 +548,10 @@ def test_every_container_is_hardened_with_its_limits(local):
     for name, limit in limits.items():
         container = containers[name.removesuffix("-pids")]
         assert limit.inputs["container_id"] == mock_id(container), name
+    samba = local.named("samba-pids")
+    assert samba.type == dynamic_t("ProcessLimits")
+    assert samba.inputs["containers"] == {"alice": mock_id(containers["alice-samba"])}
+    assert samba.inputs["limits"] == {"alice": 128}
 
 
 def mock_id(resource) -> str:
@@ -562,12 +573,8 @@ def test_limits_come_from_the_config():
         "status-collector": 256,
     }
     limits = {r.name: r.inputs["limit"] for r in run.resources if r.type == dynamic_t("ProcessLimit")}
-    assert limits == {
-        "alice-samba-pids": 100,
-        "bob-samba-pids": 100,
-        "proxy-caddy-pids": 300,
-        "status-collector-pids": 64,
-    }
+    assert limits == {"proxy-caddy-pids": 300, "status-collector-pids": 64}
+    assert run.named("samba-pids").inputs["limits"] == {"alice": 100, "bob": 100}
 
 
 THREE_SHARES_BRIDGE = {

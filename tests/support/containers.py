@@ -24,7 +24,7 @@ def wait_healthy(container, timeout: float = 90) -> None:
 def samba_volumes(data: Path) -> dict:
     """Docker SDK `volumes` for running the Samba image by hand as the stack runs it: the share's
     directory at /data and the marker of the storage root beside it (made here), read-only."""
-    from timemachine.dynamic.share_storage import MARKER_NAME, MARKER_PATH
+    from timemachine.dynamic.storage_helper import MARKER_NAME, MARKER_PATH
     from timemachine.samba.smbconf import DATA_PATH
 
     marker = data.parent / MARKER_NAME

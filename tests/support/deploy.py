@@ -17,7 +17,7 @@ from tests.support.containers import remove_containers
 from tests.support.network import wait_port
 from tests.support.project import PROJECT
 from tests.support.pulumi_cli import Stack
-from timemachine.dynamic.share_storage import MARKER_NAME
+from timemachine.dynamic.storage_helper import MARKER_NAME
 from timemachine.planning import names
 from timemachine.planning.labels import PREFIX, STACK_LABEL, stack_id
 

@@ -18,7 +18,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from tests.support.project import ROOT
 from tests.support.pulumi_runner import RecordingMonitor, run_program
-from timemachine.dynamic import caddy_config, headscale, process_limit, share_storage
+from timemachine.dynamic import caddy_config, headscale, process_limit, share_quota, share_storage
 from timemachine.dynamic.base import PROVIDER_KEY, UNTYPED, Provider, ResourceError, partial_diff
 from timemachine.engine import client, containers, polling
 from timemachine.headscale.api import FoundKey, NotFound
@@ -164,7 +164,9 @@ def test_providers_pickle_by_reference_and_the_same_every_time():
         headscale._PreAuthKeyProvider(),
         headscale._PolicyProvider(),
         share_storage._ShareStorageProvider(),
+        share_quota._ShareQuotaProvider(),
         process_limit._ProcessLimitProvider(),
+        process_limit._ProcessLimitsProvider(),
     ):
         pickled = serialize_provider(provider)
         assert pickled == serialize_provider(type(provider)())
@@ -292,9 +294,9 @@ OWN_TYPES = {
     "headscale-tls": "VolumeFiles",
     "proxy-control-ca": "VolumeFiles",
     "alice-storage": "ShareStorage",
-    "alice-quota": "ShareQuota",
     "storage": "StorageCapacity",
-    "alice-samba-pids": "ProcessLimit",
+    # Every share's Samba container's pids limit, in one resource.
+    "samba-pids": "ProcessLimits",
     # The status container and its page's node (on by default).
     "status-collector-pids": "ProcessLimit",
     "status-page-key": "HeadscalePreAuthKey",

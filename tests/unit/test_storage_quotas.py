@@ -7,8 +7,9 @@ import pytest
 
 from timemachine.config.loader import ConfigError, load
 from timemachine.dynamic.share_quota import MIN_HEADROOM, QuotaRefused, decide, enforced_limit
-from timemachine.dynamic.share_storage import Found
+from timemachine.dynamic.share_storage import _ShareStorageProvider
 from timemachine.dynamic.storage_capacity import over_committed, report
+from timemachine.dynamic.storage_helper import Found
 from timemachine.planning.units import human_size as human
 from timemachine.samba.smbconf import format_size, render_smb_conf
 
@@ -163,3 +164,33 @@ def test_the_mac_is_told_the_quota_and_the_limit_lies_just_above_it():
     assert enforced_limit(quota) == quota + quota // 100
     # Small quotas get at least MIN_HEADROOM (64 MiB) of room.
     assert enforced_limit(32 * 1024**2) == 32 * 1024**2 + MIN_HEADROOM == 96 * 1024**2
+
+
+def test_a_storage_step_stored_before_it_held_the_quota_is_updated_once():
+    """A share's storage step from before the quota moved into it (no `enforced` in its state) is
+    updated, so its quota is decided and set there; once it holds one, the same inputs are no change."""
+    provider = _ShareStorageProvider()
+    inputs = {
+        "storage_root": "/srv/tm",
+        "share": "alice",
+        "data_uid": 1000,
+        "image": "samba@sha256:1",
+        "quota": None,
+        "quota_enforcement": "auto",
+        "docker_host": "",
+        "filesystem": None,
+        "enforced": None,
+        "limit": None,
+        "warnings": None,
+    }
+    # As stored since quotas (the quota then a ShareQuota of its own): the directory's inputs only.
+    stored_before = {
+        k: inputs[k] for k in ("storage_root", "share", "data_uid", "image", "quota_enforcement", "docker_host")
+    }
+    before = provider.diff("/srv/tm/alice", stored_before, inputs)
+    assert before.changes is True and not before.replaces
+    stored_now = {**inputs, "filesystem": "btrfs", "enforced": False, "limit": None, "warnings": ["no quota"]}
+    assert provider.diff("/srv/tm/alice", stored_now, inputs).changes is False
+    # A new quota updates in place; a new place replaces.
+    assert provider.diff("/srv/tm/alice", stored_now, {**inputs, "quota": 2**30}).changes is True
+    assert provider.diff("/srv/tm/alice", stored_now, {**inputs, "share": "bob"}).replaces == ["share"]

@@ -14,10 +14,9 @@ from timemachine.components.labels import container_labels, volume_labels
 from timemachine.components.node_key import node_key
 from timemachine.config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 from timemachine.dynamic.certificates import VolumeFiles
-from timemachine.dynamic.process_limit import ProcessLimit
 from timemachine.dynamic.share_password import SharePassword
-from timemachine.dynamic.share_quota import ShareQuota
-from timemachine.dynamic.share_storage import MARKER_PATH, ShareStorage, marker_path
+from timemachine.dynamic.share_storage import ShareStorage
+from timemachine.dynamic.storage_helper import MARKER_PATH, marker_path
 from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
 from timemachine.samba.smbconf import (
@@ -88,6 +87,7 @@ class TimeMachineShare(pulumi.ComponentResource):
         self.hostname = args.tailnet.hostname_prefix + share.name
         self.tags = share_tags(args.tailnet.tags, self.hostname)
         self.ip = str(args.ip)
+        self.share_name = share.name
         self.proxy_shard = args.proxy_shard
 
         # The key resource a re-key replaces; None for provided keys (a new authKey re-keys).
@@ -120,31 +120,22 @@ class TimeMachineShare(pulumi.ComponentResource):
             labels=volume_labels(share=share.name),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
-        # The share's directory, made only on a storage root that carries the marker (never by Docker).
+        # The share's directory, made only on a storage root that carries the marker (never by Docker),
+        # and its quota as the filesystem enforces it (btrfs), or advisory with the reason, said at `up`.
         self.storage = ShareStorage(
             f"{name}-storage",
             storage_root=args.storage_root,
             share=share.name,
             data_uid=args.samba.data_uid,
             image=args.image,
+            quota=share.quota,
             docker_host=args.docker_host,
             quota_enforcement=args.quota_enforcement,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[args.storage_checked] if args.storage_checked else None
             ),
         )
-        # The quota as the filesystem enforces it (btrfs), or advisory with the reason, said at `up`.
-        self.quota = ShareQuota(
-            f"{name}-quota",
-            storage_root=args.storage_root,
-            share=share.name,
-            quota=share.quota,
-            quota_enforcement=args.quota_enforcement,
-            image=args.image,
-            docker_host=args.docker_host,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage]),
-        )
-        self.quota.warnings.apply(self._warn)
+        self.storage.warnings.apply(self._warn)
         # samba.auth: password — the user a Mac logs in as, and its password (None for guests).
         self.user = DATA_USER if args.auth == "password" else "guest"
         self.password: pulumi.Output[str] | None = None
@@ -226,10 +217,9 @@ class TimeMachineShare(pulumi.ComponentResource):
                 role="samba",
                 **({"shard": str(args.proxy_shard)} if args.proxy_shard else {}),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, self.quota, *credentials_wait]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, *credentials_wait]),
             **hardening.for_samba(args.samba),
         )
-        ProcessLimit(f"{name}-samba-pids", self.container, args.samba, docker_host=args.docker_host, opts=child)
 
         port = node_port(args.ip, args.subnet, args.first_node_port) if args.first_node_port is not None else None
         self.node_port = port
@@ -251,6 +241,6 @@ class TimeMachineShare(pulumi.ComponentResource):
         )
 
     def _warn(self, warnings: list[str] | None) -> None:
-        """The quota step's warnings (advisory quota, no quota, over it already), said by `pulumi up`."""
+        """The storage step's quota warnings (advisory quota, no quota, over it already), said by `pulumi up`."""
         for warning in warnings or []:
             pulumi.log.warn(warning, resource=self)

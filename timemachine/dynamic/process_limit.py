@@ -89,3 +89,66 @@ class ProcessLimit(Resource, type_name="ProcessLimit"):
             "docker_host": docker_host or "",
         }
         super().__init__(_ProcessLimitProvider(), name, props, opts)
+
+
+class _ProcessLimitsProvider(Provider):
+    """One pids limit on many containers (`limits`: each one's, by name; `containers`: their ids): the
+    Samba containers of every share, set after the docker provider made them. One resource for all,
+    not one per share: each resource costs every share a step in every preview (docs/benchmarks.md).
+
+    A changed container (a new id) or limit updates it, and the update sets the limit on every
+    container it names (the same limit again is no change to a running one). Read: the limit each
+    container runs with; a container gone is left out, so that the next `up` sets the limit on the
+    one that replaces it. Deleting the resource leaves the limits: their containers are going away."""
+
+    def subject(self, props) -> str:
+        return f"the pids limits of the containers of {', '.join(sorted(props.get('containers') or {}))}"
+
+    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        api = docker_client(props["docker_host"]).api
+        kept: list[str] = []
+        for name, container_id in sorted(props["containers"].items()):
+            # Numbers cross the engine as floats; the Docker API wants an integer.
+            limit = int(props["limits"][name])
+            _set_pids_limit(api, container_id, limit)
+            if _found_limit(api.inspect_container(container_id)["HostConfig"]) != limit:
+                kept.append(name)
+        if kept:
+            raise RuntimeError(
+                f"the Docker engine did not keep the pids limit of {', '.join(kept)}; check that it supports pids "
+                "limits (cgroup pids controller) and run pulumi up again"
+            )
+        return "process-limits", props
+
+    def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
+        api = docker_client(props["docker_host"]).api
+        containers: dict[str, str] = {}
+        limits: dict[str, int] = {}
+        for name, container_id in props["containers"].items():
+            try:
+                host_config = api.inspect_container(container_id)["HostConfig"]
+            except NotFound:
+                continue
+            containers[name], limits[name] = container_id, _found_limit(host_config)
+        return {**props, "containers": containers, "limits": limits}
+
+
+class ProcessLimits(Resource, type_name="ProcessLimits"):
+    """`limits.process_limit` as the pids limit (Docker's --pids-limit) of each of `containers`."""
+
+    def __init__(
+        self,
+        name: str,
+        containers: dict[str, docker.Container],
+        limits: Limits,
+        *,
+        docker_host: str | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        props = {
+            "containers": {key: container.id for key, container in containers.items()},
+            "limits": {key: limits.process_limit for key in containers},
+            # The engine the docker provider uses ("": DOCKER_HOST).
+            "docker_host": docker_host or "",
+        }
+        super().__init__(_ProcessLimitsProvider(), name, props, opts)

@@ -1,23 +1,16 @@
-"""ShareQuota: a share's quota as the filesystem enforces it (btrfs: the qgroup limit of the share's
-subvolume), or, where it cannot, as advisory with the reason — refused with storage.quotaEnforcement:
-required. Also the warning for a share without a quota."""
+"""A share's quota as the filesystem enforces it (btrfs: the qgroup limit of the share's subvolume),
+or, where it cannot, as advisory with the reason — refused with storage.quotaEnforcement: required.
+Also the warning for a share without a quota. The share's storage step (share_storage.py) applies
+and reads it; stacks deployed before that kept it as a ShareQuota resource of its own, whose
+provider stays here for them (_ShareQuotaProvider)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-import pulumi
-
-from timemachine.dynamic.base import Provider, Resource
-from timemachine.dynamic.share_storage import (
-    STORAGE_PATH,
-    Found,
-    MissingRoot,
-    StorageError,
-    inspect,
-    run_helper,
-)
+from timemachine.dynamic.base import Provider
+from timemachine.dynamic.storage_helper import STORAGE_PATH, Found, StorageError, inspect, run_helper
 from timemachine.planning.units import human_size as human
 
 MIGRATION = "docs/operations.md, Quotas: moving a share into a subvolume"
@@ -128,107 +121,58 @@ def _limit_of(props: dict[str, Any]) -> int | None:
     return int(quota) if quota is not None else None
 
 
+def apply_quota(props: dict[str, Any]) -> dict[str, Any]:
+    """Read the filesystem, decide (decide()), set the qgroup limit where it is enforced (turning btrfs
+    quotas on first, once per filesystem); `props` with the outcome: `filesystem`, `enforced`,
+    `limit` (the enforced bytes, or None) and `warnings`."""
+    root, share, quota, mode = props["storage_root"], props["share"], _limit_of(props), props["quota_enforcement"]
+    found = inspect(props, share, admin=mode != "advisory")
+    decision = decide(root, share, quota, mode, found)
+    if decision.enforce:
+        assert decision.limit is not None
+        environment = {"SHARE": share, "LIMIT": decision.limit, "ENABLE": "0" if found.quotas_on else "1"}
+        status, _out, error = run_helper(props, APPLY_SCRIPT, environment, admin=True)
+        if status != 0:
+            raise StorageError(f"cannot set the quota of {root}/{share} ({decision.limit}): {error}")
+    return {
+        **props,
+        "filesystem": found.filesystem,
+        "enforced": decision.enforce and quota is not None,
+        "limit": enforced_limit(quota) if decision.enforce and quota is not None else None,
+        "warnings": decision.warnings,
+    }
+
+
+def observe_quota(props: dict[str, Any], found: Found) -> dict[str, Any]:
+    """`props` as the state has them, with the limit `found` on the share's existing directory, where
+    the state says it is enforced — so a limit changed by hand shows as drift; a plain directory
+    since moved into a subvolume (the migration) reads as enforced once its limit is the quota."""
+    if props.get("quota_enforcement") == "advisory":
+        return dict(props)
+    if found.filesystem != "btrfs" or found.kind != "subvolume" or not found.quotas_on:
+        return dict(props)
+    quota = _limit_of(props)
+    wanted = enforced_limit(quota) if quota is not None else None
+    enforced = found.limit is not None and (bool(props.get("enforced")) or found.limit == wanted)
+    out = {**props, "enforced": enforced, "limit": found.limit if enforced else None}
+    if enforced and not props.get("enforced"):
+        # Enforced since the last step (the migration): its warnings as the step would give them now.
+        out["warnings"] = decide(
+            props["storage_root"], props["share"], quota, props["quota_enforcement"], found
+        ).warnings
+    if props.get("enforced") and found.limit != wanted:
+        # What is really there, so that a limit changed by hand shows as drift (the next `up` sets it
+        # again): the quota whose limit it would be, else the bytes themselves.
+        out["quota"] = found.limit
+    return out
+
+
 class _ShareQuotaProvider(Provider):
-    """Create and update: read the filesystem, decide (decide()), set the qgroup limit where it is
-    enforced (turning btrfs quotas on first, once per filesystem). Outputs: `filesystem`, `enforced`,
-    `limit` (the enforced bytes, or None) and `warnings`, which the share component logs.
-
-    Read: the limit found on the share's subvolume, as `quota`, where the stored state says it is
-    enforced — so `pulumi refresh` sees a limit changed by hand and the next `up` sets it back; a
-    plain directory since moved into a subvolume (the migration) reads as enforced once its limit is
-    the quota. Gone with the directory or the disk. Deleting it leaves the limit and the data."""
-
-    replace_props = ("storage_root", "share", "docker_host")
-    excluded_props = ("image", "filesystem", "enforced", "limit", "warnings")
+    """The provider of the ShareQuota resources that stacks deployed before the quota moved into the
+    share's storage step still hold (the engine runs it by this module path and name). Their next
+    `up` declares no ShareQuota and deletes them: that leaves the limit and the data, as it always
+    did, while the storage step keeps the limit. Until then they read as stored (the storage step
+    reads the real limit)."""
 
     def subject(self, props) -> str:
         return f"the quota of share {props.get('share')!r}"
-
-    def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return f"{props['storage_root']}/{props['share']}", self._apply(props)
-
-    def change(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
-        return self._apply(news)
-
-    def _apply(self, props: dict[str, Any]) -> dict[str, Any]:
-        root, share, quota, mode = props["storage_root"], props["share"], _limit_of(props), props["quota_enforcement"]
-        admin = mode != "advisory"
-        found = inspect(props, share, admin=admin)
-        decision = decide(root, share, quota, mode, found)
-        if decision.enforce:
-            assert decision.limit is not None
-            environment = {"SHARE": share, "LIMIT": decision.limit, "ENABLE": "0" if found.quotas_on else "1"}
-            status, _out, error = run_helper(props, APPLY_SCRIPT, environment, admin=True)
-            if status != 0:
-                raise StorageError(f"cannot set the quota of {root}/{share} ({decision.limit}): {error}")
-        return {
-            **props,
-            "filesystem": found.filesystem,
-            "enforced": decision.enforce and quota is not None,
-            "limit": enforced_limit(quota) if decision.enforce and quota is not None else None,
-            "warnings": decision.warnings,
-        }
-
-    def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
-        if props.get("quota_enforcement") == "advisory":
-            return dict(props)
-        try:
-            found = inspect(props, props["share"], admin=True)
-        except MissingRoot:
-            return None
-        except StorageError as error:
-            if "has no" in str(error):  # the marker: the disk is not there
-                return None
-            raise
-        if found.kind in ("missing", "other"):
-            return None
-        if found.filesystem != "btrfs" or found.kind != "subvolume" or not found.quotas_on:
-            return dict(props)
-        quota = _limit_of(props)
-        wanted = enforced_limit(quota) if quota is not None else None
-        enforced = found.limit is not None and (bool(props.get("enforced")) or found.limit == wanted)
-        out = {**props, "enforced": enforced, "limit": found.limit if enforced else None}
-        if enforced and not props.get("enforced"):
-            # Enforced since the last step (the migration): its warnings as the step would give them now.
-            out["warnings"] = decide(
-                props["storage_root"], props["share"], quota, props["quota_enforcement"], found
-            ).warnings
-        if props.get("enforced") and found.limit != wanted:
-            # What is really there, so that a limit changed by hand shows as drift (the next `up`
-            # sets it again): the quota whose limit it would be, else the bytes themselves.
-            out["quota"] = found.limit
-        return out
-
-
-class ShareQuota(Resource, type_name="ShareQuota"):
-    filesystem: pulumi.Output[str]
-    enforced: pulumi.Output[bool]
-    limit: pulumi.Output[int | None]
-    warnings: pulumi.Output[list[str]]
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        storage_root: str,
-        share: str,
-        quota: int | None,
-        quota_enforcement: str,
-        image: pulumi.Input[str],
-        docker_host: str | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ):
-        props = {
-            "storage_root": storage_root,
-            "share": share,
-            "quota": quota,
-            "quota_enforcement": quota_enforcement,
-            "image": image,
-            "docker_host": docker_host or "",
-            # Outputs (excluded from the diff).
-            "filesystem": None,
-            "enforced": None,
-            "limit": None,
-            "warnings": None,
-        }
-        super().__init__(_ShareQuotaProvider(), name, props, opts)

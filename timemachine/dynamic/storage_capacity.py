@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 
 from timemachine.dynamic.base import Provider, Resource
-from timemachine.dynamic.share_storage import Found, StorageError, inspect
+from timemachine.dynamic.storage_helper import Found, StorageError, inspect
 from timemachine.planning.units import human_size as human
 
 
