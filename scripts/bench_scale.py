@@ -39,17 +39,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import docker
 
 from tests.support.deploy import deployed_stack, mark_storage
 from tests.support.docker_engine import docker_client_for
 from tests.support.goproxy import start_goproxy
 from tests.support.network import unique_subnet
-from tests.support.project import ROOT
 from tests.support.pulumi_cli import tools_env
 from tests.support.smb import MiB, read_file, write_file
+from tests.support.stack_images import ensure_images
 from tests.support.tailnet import CLIENT_CONTEXT, Headscale, build, start_client
-from timemachine.components.images import local_image_name
 from timemachine.config.loader import load
 from timemachine.config.models import DEFAULT_HEADSCALE_VERSION
 from timemachine.planning import names
@@ -248,18 +246,7 @@ def warm_images(client, build_args: dict, headscale_version: str) -> None:
     """The images the stack builds, built before any `up` is timed, under the names the program gives
     them (so its own builds find them, or at least Docker's layer cache): otherwise the first `up`
     would include the Go builds of Caddy and Headscale."""
-    kinds = (("samba", None), ("caddy", build_args), ("headscale", {"HEADSCALE_VERSION": headscale_version}))
-    for kind, args in kinds:
-        try:
-            client.images.get(local_image_name(kind, args))
-        except docker.errors.ImageNotFound:
-            client.images.build(
-                path=str(ROOT / "images" / kind),
-                tag=local_image_name(kind, args),
-                rm=True,
-                timeout=3600,
-                buildargs=args,
-            )
+    ensure_images(client, {"samba": None, "caddy": build_args, "headscale": {"HEADSCALE_VERSION": headscale_version}})
 
 
 def slope(points: list[tuple[int, float]]) -> float | None:

@@ -19,6 +19,7 @@ from tests.support.network import unique_subnet
 from tests.support.old_program import program_at, run_program_from
 from tests.support.project import ROOT
 from tests.support.pulumi_cli import PROGRAM_FILES, step_name
+from tests.support.stack_images import ensure_images
 from timemachine.dynamic.share_quota import enforced_limit
 from timemachine.planning import names
 
@@ -48,6 +49,11 @@ def test_a_share_deployed_with_its_own_quota_step_keeps_limit_and_data(pulumi_en
         )
         config["storage"] = {"quotaEnforcement": "required", "reserve": "64M"}
         config["status"] = {"enabled": False}
+        # Both programs run the images the current one builds: the test covers the program's upgrade,
+        # not that of the images.
+        images = ensure_images(docker_client, {"samba": None, "caddy": goproxy.build_args()})
+        config["samba"] = {**config["samba"], "image": images["samba"]}
+        config["proxy"]["image"] = images["caddy"]
         stack = new_stack(tmp_path / "stack", "storage-upgrade", pulumi_env)
         old_program = ("Pulumi.yaml", "__main__.py", "timemachine", "components", "images", "requirements.txt")
         run_program_from(stack, {name: old / name for name in old_program} | {".venv": ROOT / ".venv"})
