@@ -26,3 +26,11 @@ def test_fork_pull_requests_skip_the_preview_with_a_message():
     fork = jobs()["fork"]
     assert fork["if"] == same_repo.replace("==", "!=")
     assert any("skipped for pull requests from forks" in s.get("run", "") for s in fork["steps"])
+
+
+def test_only_the_preview_skips_the_per_step_checkpoints():
+    """PULUMI_SKIP_CHECKPOINTS on the preview (it persists nothing), on no step that could run `up`."""
+    steps = [s for job in jobs().values() for s in job["steps"]]
+    skipping = [s for s in steps if (s.get("env") or {}).get("PULUMI_SKIP_CHECKPOINTS") == "true"]
+    assert [s["with"]["command"] for s in skipping] == ["preview"]
+    assert not [s for s in steps if "PULUMI_SKIP_CHECKPOINTS" in str(s.get("run", ""))]
