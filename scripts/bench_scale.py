@@ -5,7 +5,8 @@ the program) with N = 10, 50 and 100 shares, each deployed by `pulumi up` from a
 Per N it prints: the time of `up` and until every share's node is registered (online in
 Headscale, counted from the start of `up`); Caddy's RSS and threads (in total and per node),
 an idle Samba container's memory (median of all; as `docker stats` counts it, and its processes'
-RSS summed) and Headscale's RSS; `pulumi preview` at N (no change);
+RSS summed), Headscale's RSS and the whole stack's memory (Caddy, Headscale and every Samba
+container, as `docker stats` counts it); `pulumi preview` at N (no change);
 the `up` that adds one share (Caddy reloaded, not restarted: same container, StartedAt and
 RestartCount) and until its node is registered; and one SMB write and read of 16 MiB through the
 Nth share's node from a tailnet client (a tailscale container joined with the stack's join
@@ -156,6 +157,7 @@ class Row:
     samba_mib: float
     samba_rss_mib: float
     headscale_mib: float
+    stack_mib: float
     preview: float
     add_one: float
     add_registered: float
@@ -181,9 +183,12 @@ def measure(client, env: dict, build_args: dict, client_image: str, work: Path, 
         caddy_name = names.caddy_container(PREFIX)
         caddy_mib, caddy_threads, _ = usage(client, caddy_name)
         samba = [names.samba_container(PREFIX, s["name"]) for s in config["shares"]]
-        samba_mib = statistics.median(memory(client, name) for name in samba)
+        samba_all = [memory(client, name) for name in samba]
+        samba_mib = statistics.median(samba_all)
         samba_rss_mib = statistics.median(usage(client, name)[0] for name in samba)
         headscale_mib = usage(client, names.headscale_container(PREFIX))[0]
+        # The whole stack as `docker stats` counts it: Caddy, Headscale and every Samba container.
+        stack_mib = sum(samba_all) + memory(client, caddy_name) + memory(client, names.headscale_container(PREFIX))
 
         start = time.monotonic()
         stack.run("preview", "--expect-no-changes", *stack.stack_args())
@@ -233,6 +238,7 @@ def measure(client, env: dict, build_args: dict, client_image: str, work: Path, 
             samba_mib=samba_mib,
             samba_rss_mib=samba_rss_mib,
             headscale_mib=headscale_mib,
+            stack_mib=stack_mib,
             preview=preview,
             add_one=add_one,
             add_registered=add_registered,
@@ -281,7 +287,7 @@ def main() -> None:
     print(f"commit {commit}; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d', time.gmtime())}")
     print(
         f"{'N':>4} {'up s':>6} {'reg s':>6} {'caddy MiB':>9} {'MiB/node':>8} {'threads':>7} {'samba MiB':>9} "
-        f"{'rss':>5} {'hs MiB':>6} {'preview s':>9} {'add1 s':>6} {'add1 reg s':>10} {'restart':>7} "
+        f"{'rss':>5} {'hs MiB':>6} {'stack MiB':>9} {'preview s':>9} {'add1 s':>6} {'add1 reg s':>10} {'restart':>7} "
         f"{'smb w MB/s':>10} {'r MB/s':>6}"
     )
     for r in rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from timemachine.config.loader import ConfigError, load
-from timemachine.dynamic.share_quota import MIN_HEADROOM, QuotaRefused, decide, enforced_limit
+from timemachine.dynamic.share_quota import MIN_HEADROOM, NO_QUOTA, QuotaRefused, decide, enforced_limit
 from timemachine.dynamic.share_storage import _ShareStorageProvider
 from timemachine.dynamic.storage_capacity import over_committed, report
 from timemachine.dynamic.storage_helper import Found
@@ -167,15 +167,16 @@ def test_the_mac_is_told_the_quota_and_the_limit_lies_just_above_it():
 
 
 def test_a_storage_step_stored_before_it_held_the_quota_is_updated_once():
-    """A share's storage step from before the quota moved into it (no `enforced` in its state) is
-    updated, so its quota is decided and set there; once it holds one, the same inputs are no change."""
+    """A share's storage step from before the quota moved into it (no `quota` in its state) is
+    updated, so its quota is decided and set there — for a share without one too; once it holds one,
+    the same inputs are no change; a refresh (its state against itself) sees none."""
     provider = _ShareStorageProvider()
     inputs = {
         "storage_root": "/srv/tm",
         "share": "alice",
         "data_uid": 1000,
         "image": "samba@sha256:1",
-        "quota": None,
+        "quota": NO_QUOTA,
         "quota_enforcement": "auto",
         "docker_host": "",
         "filesystem": None,
@@ -188,7 +189,8 @@ def test_a_storage_step_stored_before_it_held_the_quota_is_updated_once():
         k: inputs[k] for k in ("storage_root", "share", "data_uid", "image", "quota_enforcement", "docker_host")
     }
     before = provider.diff("/srv/tm/alice", stored_before, inputs)
-    assert before.changes is True and not before.replaces
+    assert before.changes is True and not before.replaces and "quota" not in (before.stables or [])
+    assert provider.diff("/srv/tm/alice", stored_before, stored_before).changes is False
     stored_now = {**inputs, "filesystem": "btrfs", "enforced": False, "limit": None, "warnings": ["no quota"]}
     assert provider.diff("/srv/tm/alice", stored_now, inputs).changes is False
     # A new quota updates in place; a new place replaces.

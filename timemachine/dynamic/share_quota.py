@@ -115,10 +115,15 @@ def decide(root: str, share: str, quota: int | None, mode: str, found: Found) ->
     return Decision(True, limit=str(enforced_limit(quota)) if quota is not None else "none", warnings=warnings)
 
 
+# A share without a quota, as the storage step's input: a value, so that a state without the input
+# (stored before the step held the quota) differs from it.
+NO_QUOTA = "none"
+
+
 def _limit_of(props: dict[str, Any]) -> int | None:
     quota = props.get("quota")
     # Numbers cross the engine as floats.
-    return int(quota) if quota is not None else None
+    return int(quota) if quota not in (None, NO_QUOTA) else None
 
 
 def apply_quota(props: dict[str, Any]) -> dict[str, Any]:

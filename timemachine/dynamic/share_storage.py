@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import DiffResult
 
 from timemachine.dynamic.base import Provider, Resource
-from timemachine.dynamic.share_quota import apply_quota, observe_quota
+from timemachine.dynamic.share_quota import NO_QUOTA, apply_quota, observe_quota
 from timemachine.dynamic.storage_helper import (
     MARKER_PATH,
     NO_MARKER,
@@ -78,21 +77,16 @@ class _ShareStorageProvider(Provider):
     share's subvolume (share_quota.observe_quota), so that `pulumi refresh` sees a limit changed by
     hand and the next `up` sets it back.
 
-    One stored before it held the quota (no `enforced` in its state: the quota was a ShareQuota of
-    its own, or there was none) is updated once, whatever its inputs, so that its quota is decided
-    and set here and its warnings are said."""
+    One stored before it held the quota (the quota a ShareQuota of its own, or none) has no `quota`
+    input, which differs from every share's, "none" included (NO_QUOTA): its next `up` updates it
+    once, so that its quota is decided and set here and its warnings are said. A refresh reads it
+    as it is (no drift)."""
 
     replace_props = ("storage_root", "share", "docker_host")
     excluded_props = ("image", "data_uid", "filesystem", "enforced", "limit", "warnings")
 
     def subject(self, props) -> str:
         return f"the storage of share {props.get('share')!r}"
-
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        found = super().diff(id_, olds, news)
-        if "enforced" in olds or found.changes:
-            return found
-        return DiffResult(changes=True, replaces=[], stables=found.stables, delete_before_replace=False)
 
     def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         prepare(props)
@@ -140,9 +134,9 @@ class ShareStorage(Resource, type_name="ShareStorage"):
             "share": share,
             "data_uid": data_uid,
             "image": image,
-            # The quota in bytes (None: none), and storage.quotaEnforcement: anything but advisory
+            # The quota in bytes (NO_QUOTA: none), and storage.quotaEnforcement: anything but advisory
             # makes a new share a subvolume on btrfs and enforces the quota there.
-            "quota": quota,
+            "quota": quota if quota is not None else NO_QUOTA,
             "quota_enforcement": quota_enforcement,
             # The engine the docker provider uses ("": DOCKER_HOST), as stored since this resource began.
             "docker_host": docker_host or "",
