@@ -35,6 +35,14 @@ def _found_limit(host_config: dict[str, Any]) -> int:
     return max(int(limit), 0)
 
 
+def _apply_limit(api: Any, container_id: str, limit: float) -> tuple[int, int]:
+    """Set `limit` on the container (numbers cross the engine as floats; the API wants an integer);
+    the limit asked for and the one the engine then reports."""
+    wanted = int(limit)
+    _set_pids_limit(api, container_id, wanted)
+    return wanted, _found_limit(api.inspect_container(container_id)["HostConfig"])
+
+
 class _ProcessLimitProvider(Provider):
     """The cgroup pids limit of a container, set through the Docker API after the provider made it.
 
@@ -50,11 +58,7 @@ class _ProcessLimitProvider(Provider):
         return f"the pids limit of container {str(props.get('container_id'))[:12]}"
 
     def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        # Numbers cross the engine as floats; the Docker API wants an integer.
-        limit = int(props["limit"])
-        api = docker_client(props["docker_host"]).api
-        _set_pids_limit(api, props["container_id"], limit)
-        applied = _found_limit(api.inspect_container(props["container_id"])["HostConfig"])
+        limit, applied = _apply_limit(docker_client(props["docker_host"]).api, props["container_id"], props["limit"])
         if applied != limit:
             raise RuntimeError(
                 f"the Docker engine kept PidsLimit {applied} instead of {limit}; check that it supports pids "
@@ -108,10 +112,8 @@ class _ProcessLimitsProvider(Provider):
         api = docker_client(props["docker_host"]).api
         kept: list[str] = []
         for name, container_id in sorted(props["containers"].items()):
-            # Numbers cross the engine as floats; the Docker API wants an integer.
-            limit = int(props["limits"][name])
-            _set_pids_limit(api, container_id, limit)
-            if _found_limit(api.inspect_container(container_id)["HostConfig"]) != limit:
+            limit, applied = _apply_limit(api, container_id, props["limits"][name])
+            if applied != limit:
                 kept.append(name)
         if kept:
             raise RuntimeError(
