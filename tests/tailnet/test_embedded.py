@@ -30,6 +30,7 @@ from tests.support.proxy_path import caddy_config_of
 from tests.support.pulumi_cli import PulumiError, plan
 from tests.support.smb import GuestClient, MiB, read_file, write_file
 from tests.support.tailnet import Headscale, key_matches, node_tags, run, start_client
+from timemachine.config.models import SambaConfig
 from timemachine.headscale.tls import der, issue_authority, issue_server
 from timemachine.planning import names
 
@@ -469,15 +470,17 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
         or n in ("join-alice-macbook", "join-alice-mbp", "join-bob-mac", "headscale-user-admin")
     ]
     assert not untouched, {n: steps[n] for n in untouched}
-    # Besides dave's own resources: the config loaded into the running Caddy and the policy
-    # loaded into the running Headscale; no Samba, Caddy or Headscale container is replaced. The
-    # status container is (its share list is in its command; it keeps nothing), with its pids limit.
+    # Besides dave's own resources: the config loaded into the running Caddy, the policy loaded
+    # into the running Headscale, and the one pids-limit resource of every Samba container, which
+    # now names dave's too; no Samba, Caddy or Headscale container is replaced. The status
+    # container is (its share list is in its command; it keeps nothing), with its pids limit.
     others = {n: op for n, op in steps.items() if "dave" not in n and op != "same"}
     status = {n: others.pop(n) for n in list(others) if n.startswith("status-collector")}
-    assert others == {"proxy-config": "update", "headscale-policy": "update"}, others
+    assert others == {"proxy-config": "update", "headscale-policy": "update", "samba-pids": "update"}, others
     assert set(status) <= {"status-collector", "status-collector-pids"} and "status-collector" in status, status
     headscale_id = headscale_of(local).container.id
     caddy, alice_ip = client.containers.get(CADDY).id, node_ip(headscale_of(local), "tm-alice")
+    samba_alice = client.containers.get(names.samba_container(names.DEFAULT_PREFIX, "alice")).id
     before = {k["id"] for k in keys_of(headscale_of(local), "admin")}
 
     backup = Backup(local, "during-add.bin", 1024 * MiB)
@@ -494,6 +497,12 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     assert container.id == caddy and container.attrs["RestartCount"] == 0, container.logs(tail=80).decode()
     headscale.wait_online(["tm-alice", "tm-bob", "tm-dave"])
     assert node_ip(headscale, "tm-alice") == alice_ip
+    # The pids-limit update set dave's container's limit and left alice's running with hers.
+    for share in ("alice", "dave"):
+        samba = client.containers.get(names.samba_container(names.DEFAULT_PREFIX, share))
+        assert samba.attrs["HostConfig"]["PidsLimit"] == SambaConfig().process_limit, (share, samba.attrs["HostConfig"])
+        assert samba.attrs["RestartCount"] == 0
+    assert client.containers.get(names.samba_container(names.DEFAULT_PREFIX, "alice")).id == samba_alice
     # Only the reloaded policy lets dave reach tm-dave (the one before had no rule for him).
     dave = mac(local, "dave-mac")
     failed, why = dave.nc_fails("tm-dave", 445)
