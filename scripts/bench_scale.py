@@ -49,6 +49,7 @@ from tests.support.pulumi_cli import tools_env
 from tests.support.smb import MiB, read_file, write_file
 from tests.support.stack_images import ensure_images
 from tests.support.tailnet import CLIENT_CONTEXT, Headscale, build, start_client
+from timemachine.caddy.health import NODE_STATE_COMMAND
 from timemachine.config.loader import load
 from timemachine.config.models import DEFAULT_HEADSCALE_VERSION
 from timemachine.planning import names
@@ -64,6 +65,8 @@ SETTLE_SECONDS = 20
 # The Headscale release the stack runs here (--headscale-version to choose another).
 HEADSCALE_VERSION = DEFAULT_HEADSCALE_VERSION
 REGISTER_TIMEOUT = 600
+# Where a run whose nodes did not all come online keeps their logs (the stack itself is destroyed).
+DIAGNOSIS = Path(tempfile.gettempdir()) / "bench-scale-diagnosis"
 
 
 def share(i: int) -> dict:
@@ -122,6 +125,12 @@ def usage(client, container: str) -> tuple[float, int, int]:
     )
 
 
+class NotOnline(RuntimeError):
+    def __init__(self, missing: list[str]):
+        super().__init__(f"{len(missing)} nodes not online after {REGISTER_TIMEOUT}s: {missing[:10]}")
+        self.missing = missing
+
+
 def wait_registered(headscale: Headscale, nodes: list[str], start: float) -> float:
     """Seconds from `start` until every node in `nodes` is online in Headscale."""
     deadline = time.monotonic() + REGISTER_TIMEOUT
@@ -133,8 +142,26 @@ def wait_registered(headscale: Headscale, nodes: list[str], start: float) -> flo
         if all(found.get(n, {}).get("online") for n in nodes):
             return time.monotonic() - start
         time.sleep(1)
-    missing = sorted(n for n in nodes if not headscale.nodes().get(n, {}).get("online"))
-    raise RuntimeError(f"{len(missing)} nodes not online after {REGISTER_TIMEOUT}s: {missing[:10]}")
+    raise NotOnline(sorted(n for n in nodes if not headscale.nodes().get(n, {}).get("online")))
+
+
+def keep_diagnosis(client, headscale: Headscale, missing: list[str], folder: Path) -> None:
+    """What the nodes that are not online left behind, before the stack is destroyed: Caddy's and
+    Headscale's logs in full, Headscale's node list, and Caddy's own view of each node's identity
+    (its health check); printed in short, kept in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    caddy = client.containers.get(names.caddy_container(PREFIX))
+    caddy_log = caddy.logs(timestamps=True).decode(errors="replace")
+    (folder / "caddy.log").write_text(caddy_log)
+    (folder / "headscale.log").write_text(headscale.container.logs(timestamps=True).decode(errors="replace"))
+    (folder / "nodes.json").write_text(json.dumps(headscale.nodes(), indent=1, default=str))
+    _, state = caddy.exec_run(NODE_STATE_COMMAND)
+    (folder / "node-state.txt").write_bytes(state)
+    print(f"  kept in {folder}:", file=sys.stderr)
+    for node in missing:
+        print(f"  {node}: {headscale.nodes().get(node)}", file=sys.stderr)
+        for line in [line for line in caddy_log.splitlines() if node in line][-15:]:
+            print(f"    {line[:400]}", file=sys.stderr)
 
 
 def free_address(config: dict, n_clients: int = 1) -> list[str]:
@@ -177,7 +204,11 @@ def measure(client, env: dict, build_args: dict, client_image: str, work: Path, 
         up = time.monotonic() - start
         control = Headscale(client.containers.get(names.headscale_container(PREFIX)), "")
         node_names = [f"tm-{s['name']}" for s in config["shares"]]
-        registered = wait_registered(control, node_names, start)
+        try:
+            registered = wait_registered(control, node_names, start)
+        except NotOnline as error:
+            keep_diagnosis(client, control, error.missing, DIAGNOSIS / f"n{n}")
+            raise
         print(f"  N={n}: up {up:.1f} s, all registered {registered:.1f} s", file=sys.stderr)
         time.sleep(SETTLE_SECONDS)
         caddy_name = names.caddy_container(PREFIX)
@@ -294,7 +325,8 @@ def main() -> None:
         print(
             f"{r.n:>4} {r.up:>6.1f} {r.registered:>6.1f} {r.caddy_mib:>9.1f} {r.caddy_mib / r.n:>8.2f} "
             f"{r.caddy_threads:>7} {r.samba_mib:>9.1f} {r.samba_rss_mib:>5.1f} {r.headscale_mib:>6.1f} "
-            f"{r.preview:>9.1f} {r.add_one:>6.1f} {r.add_registered:>10.1f} {'yes' if r.restarted else 'no':>7} "
+            f"{r.stack_mib:>9.1f} {r.preview:>9.1f} {r.add_one:>6.1f} {r.add_registered:>10.1f} "
+            f"{'yes' if r.restarted else 'no':>7} "
             f"{r.write_mbs:>10.1f} {r.read_mbs:>6.1f}"
         )
     per_node = slope([(r.n, r.caddy_mib) for r in rows])
