@@ -1,5 +1,6 @@
 """Caddy's memory limit follows the number of tailnet nodes it serves when proxy.memoryLimit is
-unset (scripts/bench_scale.py measured about 9.4 MiB per idle node); an explicit value wins."""
+unset (scripts/bench_scale.py measured about 9.4 MiB per idle node); an explicit value wins unless it
+is below what Caddy was measured to need for them, which is refused with the formula."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import json
 import pytest
 
 from tests.support.stack_configs import generated
-from timemachine.config.loader import load
-from timemachine.config.models import PROXY_MEMORY_FLOOR_MIB, proxy_memory_mib
+from timemachine.config.loader import ConfigError, load
+from timemachine.config.models import (
+    PROXY_MEMORY_FLOOR_MIB,
+    ProxyConfig,
+    proxy_memory_mib,
+    proxy_memory_need_mib,
+    proxy_process_need,
+)
 
 # What scripts/bench_scale.py measured (docs/benchmarks.md, "Scale"): Caddy's RSS per idle node, and
 # its data path's peak (scripts/measure_limits.py).
@@ -53,3 +60,44 @@ def test_adding_shares_changes_the_limit_rarely():
     """Powers of two: from 100 to 1000 shares the limit changes three times (each an in-place update)."""
     changes = {proxy_memory_mib(n + 1) for n in range(100, 1001)}
     assert len(changes) == 4
+
+
+def problems(config: dict) -> list[str]:
+    with pytest.raises(ConfigError) as refused:
+        load(config)
+    return refused.value.problems
+
+
+def test_a_limit_below_the_measured_need_is_refused_with_the_formula_and_the_fixes():
+    # 100 shares and the status page: 64 MiB + 4 MiB x 101 nodes.
+    (problem,) = problems(config(100, memoryLimit="256M"))
+    assert problem == (
+        "proxy.memoryLimit: 256M is below what Caddy needs for 101 tailnet node(s): 64 MiB + 4 MiB per node "
+        "= 468 MiB idle (docs/benchmarks.md); set it to at least 468M, unset it to have it follow the shares "
+        "(2048M here), or raise proxy.shards"
+    )
+    assert load(config(100, memoryLimit="468M")).config.proxy.memory_limit == 468
+
+
+def test_shards_share_the_need_by_the_busiest_shard():
+    # 101 nodes on 4 shards: the busiest serves at least 26.
+    assert load(config(100, memoryLimit="168M", shards=4, networkMode="bridge")).config.proxy.memory_limit == 168
+    (problem,) = problems(config(100, memoryLimit="167M", shards=4, networkMode="bridge"))
+    assert problem.startswith(
+        "proxy.memoryLimit: 167M is below what Caddy needs for 26 tailnet node(s) (the fewest the busiest of 4 "
+        "shards can serve): 64 MiB + 4 MiB per node = 168 MiB"
+    ), problem
+
+
+def test_a_pids_limit_below_the_measured_need_is_refused():
+    (problem,) = problems(config(100, processLimit=32))
+    assert problem == (
+        "proxy.processLimit: 32 is below what Caddy needs for 101 tailnet node(s): 32 + one per 16 nodes = 38; "
+        f"set it to at least 38, or unset it (the default is {ProxyConfig().process_limit})"
+    )
+
+
+def test_the_defaults_always_meet_the_need():
+    for nodes in range(0, 2001):
+        assert proxy_memory_mib(nodes) >= proxy_memory_need_mib(nodes), nodes
+    assert ProxyConfig().process_limit >= proxy_process_need(2000)

@@ -357,10 +357,30 @@ PROXY_MEMORY_BASE_MIB = 128
 PROXY_MEMORY_PER_NODE_MIB = 12
 
 
+# What Caddy was measured to need, idle (docs/benchmarks.md, "Scale"): its data path's peak (52.4 MiB,
+# scripts/measure_limits.py) and the RSS each idle registered node adds (scripts/bench_scale.py),
+# rounded up; its threads, 11 at 10 nodes and 14 at 100, and the health check's few processes. A
+# limit set below these is refused: Caddy, every user's share, would be killed as its nodes come up.
+PROXY_NEED_BASE_MIB = 64
+PROXY_NEED_PER_NODE_MIB = 4
+PROXY_NEED_PROCESSES = 32
+PROXY_NEED_NODES_PER_PROCESS = 16
+
+
 def proxy_memory_mib(nodes: int) -> int:
     """Caddy's default memory limit (MiB) for `nodes` tailnet nodes."""
     wanted = PROXY_MEMORY_BASE_MIB + PROXY_MEMORY_PER_NODE_MIB * nodes
     return max(PROXY_MEMORY_FLOOR_MIB, 1 << (wanted - 1).bit_length())
+
+
+def proxy_memory_need_mib(nodes: int) -> int:
+    """The least memory (MiB) Caddy was measured to need, idle, for `nodes` tailnet nodes."""
+    return PROXY_NEED_BASE_MIB + PROXY_NEED_PER_NODE_MIB * nodes
+
+
+def proxy_process_need(nodes: int) -> int:
+    """The least pids limit Caddy was measured to need for `nodes` tailnet nodes."""
+    return PROXY_NEED_PROCESSES + nodes // PROXY_NEED_NODES_PER_PROCESS
 
 
 class ProxyConfig(ConfigModel):
@@ -826,6 +846,7 @@ class StackConfig(ConfigModel):
         problems += self._mac_problems()
         problems += self._status_problems()
         problems += self._shard_problems()
+        problems += self._proxy_limit_problems()
         if self.proxy.network_mode == "bridge":
             last = self.proxy.first_node_port + self.network.subnet.num_addresses - 1
             if self.proxy.first_node_port < 1024 or last > 65535:
@@ -842,6 +863,39 @@ class StackConfig(ConfigModel):
         if problems:
             raise CrossCheckError(problems)
         return self
+
+    def _proxy_limit_problems(self) -> list[tuple[tuple, str]]:
+        """proxy.memoryLimit and processLimit at least what Caddy was measured to need for the nodes
+        of its busiest shard (at least an even share of them: pins only add to one), with the formula.
+        A derived memory limit is always above it."""
+        nodes = len(self.shares) + (1 if self.status_page else 0)
+        per_shard = -(-nodes // self.proxy.shards)
+        where = f"{per_shard} tailnet node(s)" + (
+            f" (the fewest the busiest of {self.proxy.shards} shards can serve)" if self.proxy.shards > 1 else ""
+        )
+        problems: list[tuple[tuple, str]] = []
+        need = proxy_memory_need_mib(per_shard)
+        if self.proxy.memory_limit < need:
+            problems.append(
+                (
+                    ("proxy", "memoryLimit"),
+                    f"{self.proxy.memory_limit}M is below what Caddy needs for {where}: "
+                    f"{PROXY_NEED_BASE_MIB} MiB + {PROXY_NEED_PER_NODE_MIB} MiB per node = {need} MiB idle "
+                    f"(docs/benchmarks.md); set it to at least {need}M, unset it to have it follow the shares "
+                    f"({proxy_memory_mib(per_shard)}M here), or raise proxy.shards",
+                )
+            )
+        need = proxy_process_need(per_shard)
+        if self.proxy.process_limit < need:
+            problems.append(
+                (
+                    ("proxy", "processLimit"),
+                    f"{self.proxy.process_limit} is below what Caddy needs for {where}: {PROXY_NEED_PROCESSES} + "
+                    f"one per {PROXY_NEED_NODES_PER_PROCESS} nodes = {need}; set it to at least {need}, or unset it "
+                    f"(the default is {ProxyConfig().process_limit})",
+                )
+            )
+        return problems
 
     def _shard_problems(self) -> list[tuple[tuple, str]]:
         """proxy.shards: bridge mode only, no more shards than nodes, and pins naming a shard."""
