@@ -31,6 +31,7 @@ from tests.support.pulumi_cli import PulumiError, plan
 from tests.support.smb import GuestClient, MiB, read_file, write_file
 from tests.support.tailnet import Headscale, key_matches, node_tags, run, start_client
 from timemachine.config.models import SambaConfig
+from timemachine.headscale.api import CLI_ENVIRONMENT
 from timemachine.headscale.tls import der, issue_authority, issue_server
 from timemachine.planning import names
 
@@ -398,6 +399,18 @@ def test_embedded_headscale_runs_with_least_privilege_and_its_limits(local):
     assert code != 0 and "Read-only file system" in out.decode(), out
     # The CLI the stack runs in it finds the config the entrypoint wrote.
     code, out = container.exec_run(["headscale", "users", "list", "-o", "json"])
+    assert code == 0 and "alice" in out.decode(), out
+
+
+def test_the_stacks_headscale_calls_wait_for_a_busy_server_as_long_as_they_say(local):
+    """The program's CLI calls carry their own deadline (HEADSCALE_CLI_TIMEOUT, not the 5 s default,
+    which one key create missed at 100 shares): the real CLI in the container honours it, so a
+    deadline too short to reach the server fails, and the program's own deadline answers."""
+    container = local["client"].containers.get(HEADSCALE)
+    code, out = container.exec_run(["headscale", "users", "list"], environment={"HEADSCALE_CLI_TIMEOUT": "1ns"})
+    assert code != 0 and "deadline exceeded" in out.decode().lower(), out
+    # A value the CLI could not read would be a zero deadline, failing as the one above.
+    code, out = container.exec_run(["headscale", "users", "list", "-o", "json"], environment=CLI_ENVIRONMENT)
     assert code == 0 and "alice" in out.decode(), out
 
 

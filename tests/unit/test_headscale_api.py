@@ -224,3 +224,21 @@ def test_a_cli_answer_where_no_node_carries_its_key_is_an_error():
     with pytest.raises(FormatError, match="'pre_auth_key'"):
         _registered_with(renamed, "9")
     assert _registered_with([], "9") == {}
+
+
+def test_every_cli_call_of_the_embedded_headscale_carries_the_programs_deadline(monkeypatch):
+    """The CLI's own 5 s deadline is too short for a busy server (one key create missed it at 100
+    shares): each call runs with HEADSCALE_CLI_TIMEOUT (the real CLI honours it:
+    tests/tailnet/test_embedded.py)."""
+    from timemachine.headscale import api
+
+    calls: list[tuple[list[str], dict]] = []
+
+    class Container:
+        def exec_run(self, command, demux, environment):
+            calls.append((command, environment))
+            return 0, (json.dumps([{"id": 1, "name": "alice"}]).encode(), b"")
+
+    monkeypatch.setattr(api, "running_container", lambda *_args: Container())
+    assert api.ContainerHeadscale("tm-headscale").users() == {"alice": "1"}
+    assert calls == [(["headscale", "users", "list", "--output", "json"], {"HEADSCALE_CLI_TIMEOUT": "60s"})]

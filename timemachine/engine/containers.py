@@ -57,9 +57,10 @@ def exec_text(container: Any, *command: str) -> tuple[int, str]:
     return code, _text(output)
 
 
-def exec_streams(container: Any, *command: str) -> tuple[int, str, str]:
-    """`command` run in the container: its exit status, stdout and stderr, decoded apart."""
-    code, (stdout, stderr) = container.exec_run(list(command), demux=True)
+def exec_streams(container: Any, *command: str, environment: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    """`command` run in the container (with `environment` added to the container's): its exit status,
+    stdout and stderr, decoded apart."""
+    code, (stdout, stderr) = container.exec_run(list(command), demux=True, environment=dict(environment or {}))
     return code, _text(stdout), _text(stderr)
 
 

@@ -173,6 +173,14 @@ def _expiry(hours: int) -> datetime:
     return datetime.now(UTC) + timedelta(hours=hours)
 
 
+# The CLI's deadline for one call to the server (Headscale's cli.timeout, 5 s unless set). Creating
+# the keys of 100 shares from an empty state, beside 100 Samba containers starting on 2 cores, one
+# `preauthkeys create` missed 5 s (DeadlineExceeded; scripts/bench_scale.py): the call may have
+# been done by then, and a create is not repeated blindly, so the CLI waits longer instead. Given
+# to each call, not in the config: a change there would replace the running Headscale container.
+CLI_ENVIRONMENT = {"HEADSCALE_CLI_TIMEOUT": "60s"}
+
+
 class ContainerHeadscale:
     """The embedded Headscale: `headscale … -o json` executed in its container."""
 
@@ -210,7 +218,7 @@ class ContainerHeadscale:
             return result[0] != 0 and "connect" in text and ("refused" in text or "no such file" in text)
 
         (code, stdout, stderr), _ready = poll(
-            lambda: exec_streams(container, "headscale", *args, "--output", "json"),
+            lambda: exec_streams(container, "headscale", *args, "--output", "json", environment=CLI_ENVIRONMENT),
             lambda result: not starting(result),
             seconds=self.READY_SECONDS,
             interval=1,
