@@ -357,12 +357,14 @@ PROXY_MEMORY_BASE_MIB = 128
 PROXY_MEMORY_PER_NODE_MIB = 12
 
 
-# What Caddy was measured to need, idle (docs/benchmarks.md, "Scale"): its data path's peak (52.4 MiB,
-# scripts/measure_limits.py) and the RSS each idle registered node adds (scripts/bench_scale.py),
-# rounded up; its threads, 11 at 10 nodes and 14 at 100, and the health check's few processes. A
-# limit set below these is refused: Caddy, every user's share, would be killed as its nodes come up.
+# The least Caddy was measured to take, idle (docs/benchmarks.md, "Scale"): its data path's peak
+# (52.4 MiB, scripts/measure_limits.py, rounded up) and the RSS each idle registered node added from
+# 10 to 100 nodes (2.54 MiB, the least-squares slope of scripts/bench_scale.py at 0b2b7e5, with a
+# roomy limit; 336.7 MiB at 100 nodes, 470.9 at 50); its threads, 10 to 14 up to 100 nodes, and the
+# health check's few processes. A limit set below these is refused: Caddy, every user's share,
+# would be killed as its nodes come up.
 PROXY_NEED_BASE_MIB = 64
-PROXY_NEED_PER_NODE_MIB = 4
+PROXY_NEED_HALF_MIB_PER_NODE = 5
 PROXY_NEED_PROCESSES = 32
 PROXY_NEED_NODES_PER_PROCESS = 16
 
@@ -375,7 +377,7 @@ def proxy_memory_mib(nodes: int) -> int:
 
 def proxy_memory_need_mib(nodes: int) -> int:
     """The least memory (MiB) Caddy was measured to need, idle, for `nodes` tailnet nodes."""
-    return PROXY_NEED_BASE_MIB + PROXY_NEED_PER_NODE_MIB * nodes
+    return PROXY_NEED_BASE_MIB + -(-PROXY_NEED_HALF_MIB_PER_NODE * nodes // 2)
 
 
 def proxy_process_need(nodes: int) -> int:
@@ -879,10 +881,10 @@ class StackConfig(ConfigModel):
             problems.append(
                 (
                     ("proxy", "memoryLimit"),
-                    f"{self.proxy.memory_limit}M is below what Caddy needs for {where}: "
-                    f"{PROXY_NEED_BASE_MIB} MiB + {PROXY_NEED_PER_NODE_MIB} MiB per node = {need} MiB idle "
-                    f"(docs/benchmarks.md); set it to at least {need}M, unset it to have it follow the shares "
-                    f"({proxy_memory_mib(per_shard)}M here), or raise proxy.shards",
+                    f"{self.proxy.memory_limit}M is below what Caddy needs for {where}: {PROXY_NEED_BASE_MIB} MiB "
+                    f"+ {PROXY_NEED_HALF_MIB_PER_NODE / 2} MiB per node = {need} MiB, the least it was measured to "
+                    f"take idle (docs/benchmarks.md); set it to at least {need}M, unset it to have it follow the "
+                    f"shares ({proxy_memory_mib(per_shard)}M here), or raise proxy.shards",
                 )
             )
         need = proxy_process_need(per_shard)
