@@ -376,7 +376,7 @@ def proxy_memory_mib(nodes: int) -> int:
 
 
 def proxy_memory_need_mib(nodes: int) -> int:
-    """The least memory (MiB) Caddy was measured to need, idle, for `nodes` tailnet nodes."""
+    """The least memory (MiB) Caddy was measured to take, idle, for `nodes` tailnet nodes."""
     return PROXY_NEED_BASE_MIB + -(-PROXY_NEED_HALF_MIB_PER_NODE * nodes // 2)
 
 

@@ -177,7 +177,8 @@ def _expiry(hours: int) -> datetime:
 # the keys of 100 shares from an empty state, beside 100 Samba containers starting on 2 cores, one
 # `preauthkeys create` missed 5 s (DeadlineExceeded; scripts/bench_scale.py): the call may have
 # been done by then, and a create is not repeated blindly, so the CLI waits longer instead. Given
-# to each call, not in the config: a change there would replace the running Headscale container.
+# to each call that reaches the server (`version` and `policy check` do not), not in the config: a
+# change there would replace the running Headscale container.
 CLI_ENVIRONMENT = {"HEADSCALE_CLI_TIMEOUT": "60s"}
 
 
