@@ -248,3 +248,70 @@ def test_a_stack_deployed_with_the_old_types_keeps_its_resources_and_deletes_the
         assert "bob" not in {u["name"] for u in headscale_json(headscale, "users", "list")}
     finally:
         teardown(stack, docker_client, tmp_path / "storage")
+
+
+# --- a stack deployed while each share's resources were under a component of its own ---------------
+
+# The last commit whose program grouped a share's resources under `timemachine:index:TimeMachineShare`.
+BEFORE_FLAT = "94bb3b0"
+
+
+def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_they_go(
+    pulumi_env, docker_client, goproxy, tmp_path, drift
+):
+    old = program_at(BEFORE_FLAT, tmp_path / "old")
+    prefix = "tm-flat"
+    subnet = unique_subnet(docker_client)
+    config = local_shape(old / "Pulumi.local.yaml", tmp_path / "storage", subnet, goproxy.build_args(), prefix)
+    config["proxy"]["waitForNodes"] = False
+    # bob logs in with a password: his share also has its password and the file it is kept in.
+    config["shares"] = [*config["shares"], {"name": "bob", "owner": "bob@", "quota": "1G", "auth": "password"}]
+    # Both programs run the images `drift` built: the upgrade changes the program only.
+    config["samba"] = {**config["samba"], "image": local_image_name("samba")}
+    config["proxy"]["image"] = local_image_name("caddy", goproxy.build_args())
+    config["tailnet"]["headscale"] = {
+        **config["tailnet"]["headscale"],
+        "image": build_headscale(docker_client, DEFAULT_HEADSCALE_VERSION),
+    }
+    stack = new_stack(tmp_path / "stack", "flat", pulumi_env)
+    entries = (*PROGRAM_FILES, "components")
+    run_program_from(stack, {name: old / name for name in entries if name != ".venv"} | {".venv": ROOT / ".venv"})
+    try:
+        stack.init(config)
+        stack.up()
+        under_component = {step_name(r["urn"]): r["urn"] for r in stack.resources() if "TimeMachineShare$" in r["urn"]}
+        # Per share: key, state volume, storage, container; bob's password and its file besides.
+        assert len(under_component) == 10, sorted(under_component)
+        containers = {s: docker_client.containers.get(names.samba_container(prefix, s)) for s in ("alice", "bob")}
+
+        run_program_from(stack, {name: ROOT / name for name in entries})
+        # The preview plans no share resource anew: each is found under its old URN (an alias that did
+        # not match would plan a delete and a create, and a new key or password with them). Only the
+        # two components go (they own nothing outside the state), and the status image, whose build
+        # context is now another folder, is updated.
+        plan = stack.preview_json().json()
+        changed = {step_name(s["urn"]): (s["op"], step_type(s["urn"])) for s in plan["steps"] if s["op"] != "same"}
+        assert changed == {
+            "alice": ("delete", "timemachine:index:TimeMachineShare"),
+            "bob": ("delete", "timemachine:index:TimeMachineShare"),
+            "status-image": ("update", "docker:index/image:Image"),
+        }, changed
+        stack.up()
+        expect_no_changes(stack)
+        now = {step_name(r["urn"]): r["urn"] for r in stack.resources()}
+        assert not [urn for urn in now.values() if "TimeMachineShare" in urn], sorted(now.values())
+        for name in under_component:
+            # The same resource, now at the stack's root.
+            assert now[name].split("::")[2] == under_component[name].split("::")[2].split("$")[-1], now[name]
+        for share, container in containers.items():
+            after = docker_client.containers.get(names.samba_container(prefix, share))
+            assert after.id == container.id and after.attrs["RestartCount"] == 0, share
+        # The next plan reads the shares' addresses from their new URNs: adding carol touches neither.
+        more = {**config, "shares": [*config["shares"], {"name": "carol", "owner": "carol@", "quota": "1G"}]}
+        stack.write_config(more)
+        plan = stack.preview_json().json()
+        touched = {step_name(s["urn"]) for s in plan["steps"] if s["op"] not in ("same", "read")}
+        assert not {n for n in touched if n.startswith(("alice-", "bob-"))}, sorted(touched)
+        assert {"carol-key", "carol-samba", "carol-storage"} <= touched, sorted(touched)
+    finally:
+        teardown(stack, docker_client, tmp_path / "storage")

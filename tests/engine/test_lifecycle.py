@@ -25,7 +25,7 @@ from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
 
 pytestmark = pytest.mark.engine
-SHARE_RESOURCES = ("{}", "{}-samba", "{}-samba-state", "{}-storage")
+SHARE_RESOURCES = ("{}-samba", "{}-samba-state", "{}-storage")
 NAME_PREFIX = "tm-life"
 CADDY = names.caddy_container(NAME_PREFIX)
 
@@ -122,7 +122,7 @@ def test_removing_a_share_deletes_its_container_and_keeps_its_data(deployed):
     on_disk = (deployed["storage"] / "dave" / "dave.bin").read_bytes()
     stack.write_config(deployed["config"])  # the three original shares; dave's key goes with his entry
     steps = plan(stack.preview_json().json())
-    assert steps.get("dave-samba") == "delete" and steps.get("dave") == "delete", steps
+    assert steps.get("dave-samba") == "delete" and steps.get("dave-storage") == "delete", steps
     assert steps.get("proxy-caddy", "same") == "same" and steps["proxy-config"] == "update", steps
     caddy_before = client.containers.get(CADDY).id
     stack.up()

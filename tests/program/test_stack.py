@@ -41,7 +41,8 @@ def dev():
 
 def test_dev_stack_resource_counts_and_parents(dev):
     types = [r.type for r in dev.resources]
-    assert types.count(SHARE_T) == 2 and types.count(PROXY_T) == 1
+    # No component per share (one step less per share in every preview): its resources sit at the root.
+    assert types.count(SHARE_T) == 0 and types.count(PROXY_T) == 1
     # Two Samba containers, Caddy and the status container (on by default); a key per share and
     # one for the status page's node.
     assert types.count(CONTAINER_T) == 4 and types.count(KEY_T) == 3
@@ -49,8 +50,14 @@ def test_dev_stack_resource_counts_and_parents(dev):
     by_urn = {r.urn: r for r in dev.resources}
     for r in dev.resources:
         if r.type in (CONTAINER_T, KEY_T, "docker:index/volume:Volume"):
-            parent = by_urn[r.parent]
-            assert parent.type in (SHARE_T, PROXY_T, STATUS_T, PAGE_T), f"{r.name} is parented to {parent.type}"
+            parent = by_urn.get(r.parent)
+            if r.name.startswith(("alice-", "bob-")):
+                assert r.parent.endswith("pulumi:pulumi:Stack::tailscale-timemachine-test"), r.name
+                # Aliased to its place under the share's component, where a deployed stack has it.
+                former = f"{SHARE_T}::{r.name.split('-')[0]}"
+                assert r.urn.split("::")[2] == r.type and any(a.endswith(former) for a in r.alias_parents), r.name
+                continue
+            assert parent is not None and parent.type in (PROXY_T, STATUS_T, PAGE_T), f"{r.name}: {r.parent}"
             assert r.name.startswith(parent.name + "-")
 
 
@@ -300,7 +307,7 @@ def test_prebuilt_images_skip_the_builds():
 def test_generated_stacks(n):
     run = run_program(generated(n))
     # A key per share and one for the status page's node.
-    assert len(run.of_type("TimeMachineShare")) == n and len(run.of_type("TailnetKey")) == n + 1
+    assert len(run.of_type("TailnetKey")) == n + 1
     assert len(samba_containers(run)) == n and len(run.outputs["shares"]) == n
     ips = [s["ip"] for s in run.outputs["shares"].values()]
     assert len(set(ips)) == n

@@ -61,6 +61,8 @@ class Declared:
     inputs: dict = field(default_factory=dict)  # secrets unwrapped
     # The URNs of the resources it was declared to depend on (depends_on).
     depends_on: list[str] = field(default_factory=list)
+    # The parents its aliases name (where a deployed stack may have it).
+    alias_parents: list[str] = field(default_factory=list)
 
     def secret_at(self, key: str) -> bool:
         return is_secret(self.raw_inputs.get(key))
@@ -73,6 +75,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.declared: list[Declared] = []
         self.urns: set[str] = set()
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # As the engine makes it: a resource at the stack's root has no parent type in its URN (the
+        # SDK's mock monitor would put the root stack's type before its own).
+        root = parent.split("::")[2:3] == ["pulumi:pulumi:Stack"]
+        return super().make_urn("" if root else parent, type_, name)
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC name
         if request.type != "pulumi:pulumi:Stack":
@@ -93,6 +101,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     raw_inputs=raw,
                     inputs=plain(raw),
                     depends_on=list(request.dependencies),
+                    alias_parents=[a.spec.parentUrn for a in request.aliases if a.spec.parentUrn],
                 )
             )
         return super().RegisterResource(request)

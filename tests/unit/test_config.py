@@ -474,15 +474,14 @@ def test_config_from_the_cli_environment_variable(monkeypatch):
     assert stack.config.storage_root == "/srv/tm" and [s.name for s in stack.config.shares] == ["alice"]
 
 
-def samba_state(share, address, *, role="samba", project="tailscale-timemachine"):
-    """One Samba container as the engine's state read returns it (docker provider 5.x outputs)."""
-    urn = (
-        f"urn:pulumi:prod::{project}::timemachine:index:TimeMachineShare$docker:index/container:Container"
-        f"::{share}-samba"
-    )
+def samba_state(share, address, *, role="samba", project="tailscale-timemachine", under_component=True):
+    """One Samba container as the engine's state read returns it (docker provider 5.x outputs): under
+    the share's component, as stacks deployed before it was dropped have it, or at the root."""
+    chain = "timemachine:index:TimeMachineShare$" if under_component else ""
+    urn = f"urn:pulumi:prod::{project}::{chain}docker:index/container:Container::{share}-samba"
     labels = [
         {"label": "timemachine.owner", "value": f"{share}@example.com"},
-        {"label": "timemachine.role", "value": role},
+        *([{"label": "timemachine.role", "value": role}] if role else []),
         {"label": "timemachine.share", "value": share},
     ]
     networks = [{"aliases": [], "ipv4Address": address, "ipv6Address": "", "name": "timemachine"}]
@@ -495,7 +494,12 @@ def samba_state(share, address, *, role="samba", project="tailscale-timemachine"
 def test_deployed_addresses_are_read_from_the_samba_containers_in_the_state():
     from timemachine.preflight.state import share_addresses
 
-    state = dict([samba_state("alice", "172.24.0.9"), samba_state("bob", "172.24.0.20")])
+    state = dict([samba_state("alice", "172.24.0.9"), samba_state("bob", "172.24.0.20", under_component=False)])
+    # The first Samba containers had no role label; only under the component is that one of them.
+    state.update([samba_state("erin", "172.24.0.40", role=None)])
+    state.update([samba_state("frank", "172.24.0.41", role=None, under_component=False)])
+    # Another container at the root (the status container's role): not a share's.
+    state.update([samba_state("status", "172.24.0.50", role="status", under_component=False)])
     state[
         "urn:pulumi:prod::tailscale-timemachine::timemachine:index:CaddyProxy$docker:index/container:Container::proxy-caddy"
     ] = {
@@ -512,6 +516,7 @@ def test_deployed_addresses_are_read_from_the_samba_containers_in_the_state():
     assert share_addresses(state) == {
         "alice": ipaddress.ip_address("172.24.0.9"),
         "bob": ipaddress.ip_address("172.24.0.20"),
+        "erin": ipaddress.ip_address("172.24.0.40"),
     }
     assert share_addresses({}) == {}
 

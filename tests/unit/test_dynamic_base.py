@@ -315,10 +315,18 @@ def test_each_dynamic_resource_has_its_own_type_aliased_to_the_old_one(monkeypat
     run = run_program(LOCAL)
     dynamic = {r.name: r.type for r in run.resources if r.type.startswith("pulumi-python:")}
     assert dynamic == {name: f"pulumi-python:dynamic/timemachine:{kind}" for name, kind in OWN_TYPES.items()}
+    stack_and_project = "::".join(run.named("alice-samba").urn.split("::")[:2])
+    former_share = f"{stack_and_project}::timemachine:index:TimeMachineShare::alice"
     for name in dynamic:
+        specs = {(alias.spec.type, alias.spec.parentUrn) for alias in aliases[name]}
         # The alias keeps the name and parent and names the type every one of them had before.
-        assert [alias.spec.type for alias in aliases[name]] == [UNTYPED], name
+        assert (UNTYPED, "") in specs, name
         assert not any(alias.spec.name for alias in aliases[name]), name
+        if name.startswith("alice-"):
+            # A share's resources were under its component before: there, with either type.
+            assert specs == {(UNTYPED, ""), ("", former_share), (UNTYPED, former_share)}, name
+        else:
+            assert specs == {(UNTYPED, "")}, name
     # The secrets still travel as outputs the engine encrypts.
     assert run.named("proxy-config").secret_at("keys")
 

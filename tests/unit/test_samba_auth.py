@@ -113,7 +113,8 @@ def mixed():
 def test_a_password_share_gets_its_password_once_and_its_file_before_its_container(mixed):
     (password,) = mixed.of_type(PASSWORD_T)
     assert password.name == "alice-password" and password.inputs["share"] == "alice"
-    assert password.parent.endswith("TimeMachineShare::alice")
+    # At the stack's root, as every resource of a share is.
+    assert password.parent.endswith("pulumi:pulumi:Stack::tailscale-timemachine-test")
     files = [r for r in mixed.of_type(FILES_T) if r.name == "alice-credentials"]
     assert len(files) == 1 and files[0].parent == password.parent
     (credentials,) = files

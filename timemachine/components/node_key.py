@@ -31,15 +31,16 @@ def node_key(
     tags: list[str],
     tailnet: TailnetConfig,
     *,
-    parent: pulumi.Resource,
+    opts: pulumi.ResourceOptions,
     tailscale_description: str,
     headscale_description: str,
     headscale_user_id: pulumi.Input[str] | None = None,
     headscale_access: pulumi.Input[dict] | None = None,
     provided_key: str | None = None,
 ) -> NodeKey:
-    """The resource `<name>-key` under `parent` as tailnet.authKeys says. The descriptions are inputs
-    of deployed keys: a changed one would replace (re-key) every node, so each caller keeps its own."""
+    """The resource `<name>-key` (`opts`: its parent or aliases) as tailnet.authKeys says. The
+    descriptions are inputs of deployed keys: a changed one would replace (re-key) every node, so
+    each caller keeps its own."""
     if tailnet.auth_keys == "managed":
         key = tailscale.TailnetKey(
             f"{name}-key",
@@ -49,7 +50,7 @@ def node_key(
             tags=tags,
             expiry=tailnet.key_expiry_days * 86400,
             description=tailscale_description[:50],
-            opts=pulumi.ResourceOptions(parent=parent),
+            opts=opts,
         )
         # The provider marks `key` secret through additional_secret_outputs; wrapping it again keeps
         # it secret even where that option is not honoured (mocks, older engines).
@@ -66,7 +67,7 @@ def node_key(
             access=headscale_access,
             # A re-key (`pulumi up --replace` of this key) removes the old device before the new key
             # exists, so the node registers again under its own hostname.
-            opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True)),
         )
         return NodeKey(pulumi.Output.secret(headscale_key.key), headscale_key)
     # The config check guarantees a provided key for every node that needs one.

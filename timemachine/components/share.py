@@ -1,4 +1,9 @@
-"""TimeMachineShare: one user's tailnet auth key, Samba container and Caddy route fragment."""
+"""TimeMachineShare: one user's tailnet auth key, Samba container and Caddy route fragment.
+
+Not a component resource: its resources sit at the stack's root, each aliased to where a stack
+deployed before had it (under a `timemachine:index:TimeMachineShare` component of the share's name),
+so such a stack keeps every one of them. A component is one more step per share in every preview and
+`up` (the CLI snapshots the whole state after each step), and grouped nothing the labels and names do not."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from timemachine.components import hardening
 from timemachine.components.labels import container_labels, volume_labels
 from timemachine.components.node_key import node_key
 from timemachine.config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
+from timemachine.dynamic.base import UNTYPED
 from timemachine.dynamic.certificates import VolumeFiles
 from timemachine.dynamic.share_password import SharePassword
 from timemachine.dynamic.share_storage import ShareStorage
@@ -70,19 +76,33 @@ class TimeMachineShareArgs:
     proxy_shard: int = 0
 
 
+# The component each share's resources were children of, up to the stack that dropped it.
+FORMER_COMPONENT = "timemachine:index:TimeMachineShare"
+
+
 def data_dir(storage_root: str, share: str) -> str:
     return f"{storage_root}/{share}"
 
 
-class TimeMachineShare(pulumi.ComponentResource):
+def former_place(share: str, *, dynamic: bool = False) -> pulumi.ResourceOptions:
+    """Aliases to where a share's resource was before: under its share's component (and, for a
+    dynamic resource, also under that component with the one type all dynamic resources had then)."""
+    former_parent = pulumi.create_urn(share, FORMER_COMPONENT)
+    aliases = [pulumi.Alias(parent=former_parent)]
+    if dynamic:
+        aliases.append(pulumi.Alias(parent=former_parent, type_=UNTYPED))
+    return pulumi.ResourceOptions(aliases=aliases)
+
+
+class TimeMachineShare:
     hostname: str
     auth_key: pulumi.Output[str]
     route_fragment: dict
     container: docker.Container
 
-    def __init__(self, name: str, args: TimeMachineShareArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("timemachine:index:TimeMachineShare", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    def __init__(self, name: str, args: TimeMachineShareArgs):
+        plain = former_place(name)
+        dynamic = former_place(name, dynamic=True)
         share = args.share
         self.hostname = args.tailnet.hostname_prefix + share.name
         self.tags = share_tags(args.tailnet.tags, self.hostname)
@@ -95,7 +115,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             name,
             self.tags,
             args.tailnet,
-            parent=self,
+            opts=plain if args.tailnet.auth_keys == "managed" else dynamic,
             tailscale_description=f"timemachine share {share.name}",
             headscale_description=f"share node {self.hostname}",
             headscale_user_id=args.headscale_user_id,
@@ -118,7 +138,7 @@ class TimeMachineShare(pulumi.ComponentResource):
             f"{name}-samba-state",
             name=names.samba_volume(args.name_prefix, share.name),
             labels=volume_labels(share=share.name),
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+            opts=pulumi.ResourceOptions.merge(plain, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         # The share's directory, made only on a storage root that carries the marker (never by Docker),
         # and its quota as the filesystem enforces it (btrfs), or advisory with the reason, said at `up`.
@@ -131,8 +151,8 @@ class TimeMachineShare(pulumi.ComponentResource):
             quota=share.quota,
             docker_host=args.docker_host,
             quota_enforcement=args.quota_enforcement,
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[args.storage_checked] if args.storage_checked else None
+            opts=pulumi.ResourceOptions.merge(
+                dynamic, pulumi.ResourceOptions(depends_on=[args.storage_checked] if args.storage_checked else None)
             ),
         )
         self.storage.warnings.apply(self._warn)
@@ -145,7 +165,7 @@ class TimeMachineShare(pulumi.ComponentResource):
         # smbd answers a session (as a guest, or with the share's credentials: it reads SAMBA_AUTH).
         health = ["CMD", "/usr/local/bin/healthcheck.sh"]
         if args.auth == "password":
-            made = SharePassword(f"{name}-password", share=share.name, opts=child)
+            made = SharePassword(f"{name}-password", share=share.name, opts=dynamic)
             # The provider marks `password` secret; wrapped again for where that is not honoured (mocks).
             self.password = pulumi.Output.secret(made.password)
             # A 0600 file on the state volume, written before the container exists (never in its
@@ -158,7 +178,7 @@ class TimeMachineShare(pulumi.ComponentResource):
                 mode=0o600,
                 secret=True,
                 docker_host=args.docker_host,
-                opts=child,
+                opts=dynamic,
             )
             # Not the password: the id of the one in the volume, so a new password restarts smbd with it.
             login_envs.append(pulumi.Output.concat("TM_CREDENTIALS_ID=", made.id))
@@ -217,7 +237,9 @@ class TimeMachineShare(pulumi.ComponentResource):
                 role="samba",
                 **({"shard": str(args.proxy_shard)} if args.proxy_shard else {}),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.storage, *credentials_wait]),
+            opts=pulumi.ResourceOptions.merge(
+                plain, pulumi.ResourceOptions(depends_on=[self.storage, *credentials_wait])
+            ),
             **hardening.for_samba(args.samba),
         )
 
@@ -231,16 +253,8 @@ class TimeMachineShare(pulumi.ComponentResource):
             control_url=args.tailnet.control_url,
             port=port,
         )
-        self.register_outputs(
-            {
-                "hostname": self.hostname,
-                "ip": self.ip,
-                "routeFragment": self.route_fragment,
-                "containerId": self.container.id,
-            }
-        )
 
     def _warn(self, warnings: list[str] | None) -> None:
         """The storage step's quota warnings (advisory quota, no quota, over it already), said by `pulumi up`."""
         for warning in warnings or []:
-            pulumi.log.warn(warning, resource=self)
+            pulumi.log.warn(warning, resource=self.storage)

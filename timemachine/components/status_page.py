@@ -46,7 +46,7 @@ class StatusPage(pulumi.ComponentResource):
             name,
             self.tags,
             args.tailnet,
-            parent=self,
+            opts=pulumi.ResourceOptions(parent=self),
             tailscale_description=f"timemachine status page {self.hostname}",
             headscale_description=f"status page node {self.hostname}",
             headscale_user_id=args.headscale_user_id,

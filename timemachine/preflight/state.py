@@ -15,8 +15,18 @@ from timemachine.planning.shards import DeployedShards
 # A built-in invoke of the Pulumi engine (no provider plugin): every live resource of a stack,
 # URN → type and outputs, as of its last checkpoint.
 READ_STATE = "pulumi:pulumi:readStackResourceOutputs"
-# A container a TimeMachineShare owns, by the type chain in its URN.
-SHARE_CONTAINER = "timemachine:index:TimeMachineShare$docker:index/container:Container"
+# A share's Samba container, by the type chain in its URN: at the stack's root (with its role label),
+# or, as a stack deployed before the share's component was dropped has it, under that component.
+CONTAINER = "docker:index/container:Container"
+SHARE_CONTAINER = f"timemachine:index:TimeMachineShare${CONTAINER}"
+
+
+def is_share_container(urn: str, labels: Mapping[str, str]) -> bool:
+    chain = urn.split("::")[2]
+    if chain.endswith(SHARE_CONTAINER):
+        # Samba containers carried no role label at first.
+        return labels.get(f"{PREFIX}.role", "samba") == "samba"
+    return chain == CONTAINER and labels.get(f"{PREFIX}.role") == "samba"
 
 
 def share_addresses(resources: Mapping[str, Any]) -> dict[str, ipaddress.IPv4Address]:
@@ -27,11 +37,8 @@ def share_addresses(resources: Mapping[str, Any]) -> dict[str, ipaddress.IPv4Add
     """
     found: dict[str, ipaddress.IPv4Address] = {}
     for urn, resource in sorted(resources.items()):
-        if not urn.split("::")[2].endswith(SHARE_CONTAINER):
-            continue
         outputs = resource.get("outputs") or {}
-        labels = {item.get("label"): item.get("value") for item in outputs.get("labels") or []}
-        if labels.get(f"{PREFIX}.role", "samba") != "samba":
+        if not is_share_container(urn, labels := _labels(outputs)):
             continue
         share = labels.get(f"{PREFIX}.share")
         addresses = [n.get("ipv4Address") for n in outputs.get("networksAdvanced") or [] if n.get("ipv4Address")]
@@ -85,7 +92,7 @@ def deployed_shards(resources: Mapping[str, Any]) -> DeployedShards:
         chain = urn.split("::")[2]
         outputs = resource.get("outputs") or {}
         labels = _labels(outputs)
-        if chain.endswith(SHARE_CONTAINER) and labels.get(f"{PREFIX}.role", "samba") == "samba":
+        if is_share_container(urn, labels):
             if share := labels.get(f"{PREFIX}.share"):
                 shares[share] = _shard(urn, labels)
         elif chain.endswith(PROXY_CONTAINER) and (shard := _shard(urn, labels)) > 0:
