@@ -47,5 +47,5 @@ def test_preview_of_the_dev_stack_plans_its_resources(pulumi_env, docker_client,
         "pulumi-python:dynamic/timemachine:ShareStorage": 2,
         "pulumi-python:dynamic/timemachine:StorageCapacity": 1,
     }, planned
-    assert preview["changeSummary"] == {"create": 27}, preview["changeSummary"]
+    assert preview["changeSummary"] == {"create": 25}, preview["changeSummary"]
     assert not [s for s in preview["steps"] if s["op"] not in ("create", "same")]
