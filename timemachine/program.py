@@ -22,6 +22,7 @@ from timemachine.config.loader import LoadedStack
 from timemachine.config.models import is_address
 from timemachine.dynamic.headscale import HeadscaleUser
 from timemachine.dynamic.process_limit import ProcessLimits
+from timemachine.dynamic.samba_ready import SambaReady
 from timemachine.dynamic.storage_capacity import StorageCapacity
 from timemachine.headscale.config import tls_mode
 from timemachine.headscale.versions import deployed_version, has_policy_tests, kept_version, upgrade_problem
@@ -201,6 +202,8 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     # Every Samba container's pids limit (the docker provider has none), in one step for all shares.
     if shares:
         ProcessLimits("samba-pids", {s.share_name: s.container for s in shares}, config.samba, docker_host=docker_host)
+        # `pulumi up` waits until each new Samba container serves its share, in one step for all.
+        SambaReady("samba-ready", {s.share_name: s.container for s in shares}, docker_host=docker_host)
     # The status page's tailnet node: its key made as a share node's, its route in the same Caddy.
     status_page: StatusPage | None = None
     if status_ip is not None and config.status_page:

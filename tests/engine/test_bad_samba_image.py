@@ -1,5 +1,7 @@
-"""`pulumi up` waits for each Samba container to be healthy: one whose smbd never comes up fails
-the update instead of being reported as deployed. (Its own stack, with a namePrefix of its own.)"""
+"""A wrong `samba.image` (one that is not this project's Samba image: here without even a command)
+fails `pulumi up` at the container instead of being reported as deployed. (Its own stack, with a
+namePrefix of its own.) A container that runs but whose smbd does not serve is test_data_storage's
+changed-dataUid case: the readiness step (timemachine/dynamic/samba_ready.py) fails `up` there."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from tests.support.network import unique_subnet
 pytestmark = pytest.mark.engine
 
 
-def test_up_fails_when_a_samba_container_never_becomes_healthy(pulumi_env, docker_client, tmp_path):
+def test_up_fails_when_the_samba_image_cannot_run(pulumi_env, docker_client, tmp_path):
     config = stack_config(
         tmp_path / "storage",
         f"tm-bad-{uuid.uuid4().hex[:6]}",

@@ -240,6 +240,10 @@ def test_a_changed_data_uid_is_refused_with_the_migration_then_migrated(disk):
     stack.write_config(changed)
     failed = stack.up(check=False)
     assert failed.code != 0 and f"{SHARE}-samba" in failed.output, failed.output[-3000:]
+    # The readiness step names the share, its container and the entrypoint's refusal.
+    refused = [line for line in failed.output.splitlines() if "not serving its share" in line]
+    assert refused and f"{SHARE} ({CONTAINER}): not running" in refused[0], failed.output[-3000:]
+    assert "refusing to serve" in refused[0], refused
     container = samba(disk)
     log = container.logs().decode()
     assert (

@@ -40,12 +40,14 @@ def test_preview_of_the_dev_stack_plans_its_resources(pulumi_env, docker_client,
         # The dynamic resources (timemachine/dynamic/), each of its own type: the pids limit of each
         # container that is not a share's (Caddy, Headscale, status) and of all Samba containers in
         # one, the Caddy config and keys loaded into the running container, each share's directory
-        # with its quota, and the disk's capacity checked against the quotas.
+        # with its quota, the disk's capacity checked against the quotas, and the wait for smbd.
         "pulumi-python:dynamic/timemachine:ProcessLimit": 2,
         "pulumi-python:dynamic/timemachine:ProcessLimits": 1,
         "pulumi-python:dynamic/timemachine:CaddyConfig": 1,
         "pulumi-python:dynamic/timemachine:ShareStorage": 2,
         "pulumi-python:dynamic/timemachine:StorageCapacity": 1,
+        # `pulumi up` waits for every new Samba container, in one step.
+        "pulumi-python:dynamic/timemachine:SambaReady": 1,
     }, planned
-    assert preview["changeSummary"] == {"create": 25}, preview["changeSummary"]
+    assert preview["changeSummary"] == {"create": 26}, preview["changeSummary"]
     assert not [s for s in preview["steps"] if s["op"] not in ("create", "same")]

@@ -51,6 +51,24 @@ def local_shape(local_yaml: Path, storage: Path, subnet: str, build_args: dict, 
     return config
 
 
+def old_local_config(old: Path, tmp_path: Path, docker_client, goproxy, prefix: str, bob: dict, headscale: str) -> dict:
+    """The local stack of an old program (`old`, a checkout) with a second share, `bob`, running the
+    images the current program builds (`drift` has built them; Headscale at release `headscale`,
+    built here if no earlier test has): no image of that commit is built, and the upgrade changes
+    the program only. `waitForNodes` off: these tests read the state, not the tailnet."""
+    subnet = unique_subnet(docker_client)
+    config = local_shape(old / "Pulumi.local.yaml", tmp_path / "storage", subnet, goproxy.build_args(), prefix)
+    config["proxy"]["waitForNodes"] = False
+    config["shares"] = [*config["shares"], bob]
+    config["samba"] = {**config["samba"], "image": local_image_name("samba")}
+    config["proxy"]["image"] = local_image_name("caddy", goproxy.build_args())
+    config["tailnet"]["headscale"] = {
+        **config["tailnet"]["headscale"],
+        "image": build_headscale(docker_client, headscale),
+    }
+    return config
+
+
 def refresh(stack: Stack) -> dict[str, str]:
     """`pulumi refresh --json`: resource name → what the refresh did, for those it changed."""
     done = stack.run("refresh", "--yes", "--skip-preview", "--json", *stack.stack_args())
@@ -177,23 +195,12 @@ def test_a_stack_deployed_with_the_old_types_keeps_its_resources_and_deletes_the
 ):
     old = program_at(BEFORE_TYPES, tmp_path / "old")
     prefix = "tm-upgrade"
-    subnet = unique_subnet(docker_client)
-    config = local_shape(old / "Pulumi.local.yaml", tmp_path / "storage", subnet, goproxy.build_args(), prefix)
+    bob = {"name": "bob", "owner": "bob@", "quota": "1G"}
+    # The Headscale release that program embedded (its nodes advertise tags, which 0.28 and later refuse).
+    config = old_local_config(old, tmp_path, docker_client, goproxy, prefix, bob, UNLABELLED_VERSION)
     # As that commit's local stack: plain HTTP to the embedded Headscale at its own address.
-    headscale_ip = ipaddress.IPv4Network(subnet).broadcast_address - 2
+    headscale_ip = ipaddress.IPv4Network(config["network"]["subnet"]).broadcast_address - 2
     config["tailnet"] = {**config["tailnet"], "controlUrl": f"http://{headscale_ip}:8080"}
-    config["proxy"]["waitForNodes"] = False
-    config["shares"] = [*config["shares"], {"name": "bob", "owner": "bob@", "quota": "1G"}]
-    # Both programs run the images the current one builds (`drift` has built them): no image of that
-    # commit is built, and the upgrade changes the program only.
-    config["samba"] = {**config["samba"], "image": local_image_name("samba")}
-    config["proxy"]["image"] = local_image_name("caddy", goproxy.build_args())
-    config["tailnet"]["headscale"] = {
-        **config["tailnet"]["headscale"],
-        # The release that program embedded (its nodes advertise tags, which 0.28 and later refuse),
-        # built here if no earlier test has.
-        "image": build_headscale(docker_client, UNLABELLED_VERSION),
-    }
     stack = new_stack(tmp_path / "stack", "upgrade", pulumi_env)
     old_program = ("Pulumi.yaml", "__main__.py", "components", "config", "images", "requirements.txt")
     run_program_from(stack, {name: old / name for name in old_program} | {".venv": ROOT / ".venv"})
@@ -261,18 +268,9 @@ def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_
 ):
     old = program_at(BEFORE_FLAT, tmp_path / "old")
     prefix = "tm-flat"
-    subnet = unique_subnet(docker_client)
-    config = local_shape(old / "Pulumi.local.yaml", tmp_path / "storage", subnet, goproxy.build_args(), prefix)
-    config["proxy"]["waitForNodes"] = False
     # bob logs in with a password: his share also has its password and the file it is kept in.
-    config["shares"] = [*config["shares"], {"name": "bob", "owner": "bob@", "quota": "1G", "auth": "password"}]
-    # Both programs run the images `drift` built: the upgrade changes the program only.
-    config["samba"] = {**config["samba"], "image": local_image_name("samba")}
-    config["proxy"]["image"] = local_image_name("caddy", goproxy.build_args())
-    config["tailnet"]["headscale"] = {
-        **config["tailnet"]["headscale"],
-        "image": build_headscale(docker_client, DEFAULT_HEADSCALE_VERSION),
-    }
+    bob = {"name": "bob", "owner": "bob@", "quota": "1G", "auth": "password"}
+    config = old_local_config(old, tmp_path, docker_client, goproxy, prefix, bob, DEFAULT_HEADSCALE_VERSION)
     stack = new_stack(tmp_path / "stack", "flat", pulumi_env)
     entries = (*PROGRAM_FILES, "components")
     run_program_from(stack, {name: old / name for name in entries if name != ".venv"} | {".venv": ROOT / ".venv"})
@@ -288,14 +286,31 @@ def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_
         # The preview plans no share resource anew: each is found under its old URN (an alias that did
         # not match would plan a delete and a create, and a new key or password with them). Only the
         # two components go (they own nothing outside the state), and the status image, whose build
-        # context is now another folder, is updated.
+        # context is now another folder, is updated. The Samba containers are replaced for their
+        # health check alone (checked every 30 s now; `up` waits through samba-ready instead).
         plan = stack.preview_json().json()
-        changed = {step_name(s["urn"]): (s["op"], step_type(s["urn"])) for s in plan["steps"] if s["op"] != "same"}
+        changed: dict[str, tuple[set[str], str]] = {}
+        reasons: dict[str, set[str]] = {}
+        for s in plan["steps"]:
+            if s["op"] != "same":
+                name = step_name(s["urn"])
+                # A replacement's own steps aside: its op is "replace".
+                if s["op"] not in ("create-replacement", "delete-replaced"):
+                    changed.setdefault(name, (set(), step_type(s["urn"])))[0].add(s["op"])
+                reasons.setdefault(name, set()).update(s.get("diffReasons") or [])
+        container_t = "docker:index/container:Container"
         assert changed == {
-            "alice": ("delete", "timemachine:index:TimeMachineShare"),
-            "bob": ("delete", "timemachine:index:TimeMachineShare"),
-            "status-image": ("update", "docker:index/image:Image"),
+            "alice": ({"delete"}, "timemachine:index:TimeMachineShare"),
+            "bob": ({"delete"}, "timemachine:index:TimeMachineShare"),
+            "status-image": ({"update"}, "docker:index/image:Image"),
+            "alice-samba": ({"replace"}, container_t),
+            "bob-samba": ({"replace"}, container_t),
+            "samba-ready": ({"create"}, "pulumi-python:dynamic/timemachine:SambaReady"),
+            # The pids limits follow the new containers' ids.
+            "samba-pids": ({"update"}, "pulumi-python:dynamic/timemachine:ProcessLimits"),
         }, changed
+        for share in ("alice", "bob"):
+            assert reasons[f"{share}-samba"] <= {"healthcheck", "wait", "waitTimeout"}, reasons
         stack.up()
         expect_no_changes(stack)
         now = {step_name(r["urn"]): r["urn"] for r in stack.resources()}
@@ -305,7 +320,11 @@ def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_
             assert now[name].split("::")[2] == under_component[name].split("::")[2].split("$")[-1], now[name]
         for share, container in containers.items():
             after = docker_client.containers.get(names.samba_container(prefix, share))
-            assert after.id == container.id and after.attrs["RestartCount"] == 0, share
+            # The new container: the same state volume, the same share directory.
+            assert after.id != container.id and after.status == "running", share
+            assert {m["Name"] for m in after.attrs["Mounts"] if m["Type"] == "volume"} == {
+                names.samba_volume(prefix, share)
+            }, after.attrs["Mounts"]
         # The next plan reads the shares' addresses from their new URNs: adding carol touches neither.
         more = {**config, "shares": [*config["shares"], {"name": "carol", "owner": "carol@", "quota": "1G"}]}
         stack.write_config(more)

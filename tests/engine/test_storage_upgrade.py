@@ -73,14 +73,26 @@ def test_a_share_deployed_with_its_own_quota_step_keeps_limit_and_data(pulumi_en
 
             run_program_from(stack, {name: ROOT / name for name in (*PROGRAM_FILES, "components")})
             plan = stack.preview_json().json()
-            steps = {step_name(s["urn"]): s["op"] for s in plan["steps"] if s["op"] != "same"}
+            # A replacement is "replace" (its own create and delete steps aside); a resource deleted
+            # with the container it depends on (delete-first) is "delete-replaced": a delete.
+            steps: dict[str, str] = {}
+            for s in plan["steps"]:
+                name, op = step_name(s["urn"]), s["op"]
+                if op in ("same", "create-replacement") or steps.get(name) == "replace":
+                    continue
+                steps[name] = "delete" if op == "delete-replaced" and name != "alice-samba" else op
             assert steps == {
                 "alice-storage": "update",
                 "alice-quota": "delete",
-                "alice-samba-pids": "delete",
+                # alice-samba-pids, the old per-share limit, depends on the container replaced
+                # delete-first: it goes with that replacement (no step of its own in the preview);
+                # that it is gone afterwards is checked below.
                 "samba-pids": "create",
                 # The share's component (its resources are at the root now, aliased): only in the state.
                 "alice": "delete",
+                # The container, for its health check (every 30 s; `up` waits through samba-ready).
+                "alice-samba": "replace",
+                "samba-ready": "create",
             }, plan["changeSummary"]
 
             stack.up()
@@ -90,7 +102,7 @@ def test_a_share_deployed_with_its_own_quota_step_keeps_limit_and_data(pulumi_en
             assert storage["enforced"] is True and storage["limit"] == enforced_limit(QUOTA), storage
             # The limit is the one the old step set, kept (its delete leaves it), and still enforced.
             assert qgroup(disk / "alice")[1] == str(enforced_limit(QUOTA))
-            samba.reload()
+            samba = docker_client.containers.get(names.samba_container(NAME_PREFIX, "alice"))
             assert samba.id == after["alice-samba"]["id"] and samba.attrs["HostConfig"]["PidsLimit"] == pids
             assert after["samba-pids"]["outputs"]["limits"] == {"alice": pids}
             assert hashlib.sha256((disk / "alice" / "band").read_bytes()).digest() == hashlib.sha256(backup).digest()

@@ -141,11 +141,13 @@ def test_a_deployed_share_stays_on_its_shard_when_shares_and_shards_are_added(ru
         "172.24.0.249"
     ]
     assert after.outputs["shares"]["erin"]["proxyShard"] == 3
-    # A share removed elsewhere changes nothing of the others' inputs (the pids limits of all Samba
-    # containers, one resource, lose only its container).
+    # A share removed elsewhere changes nothing of the others' inputs (the pids limits and the
+    # readiness wait of all Samba containers, one resource each, lose only its container).
     fewer = run_program({**SHARDED, "shares": SHARES[1:]}, deployed=run)
     unchanged = {
-        r.urn: r.inputs for r in run.resources if not any(part in r.name for part in ("alice", "proxy", "samba-pids"))
+        r.urn: r.inputs
+        for r in run.resources
+        if not any(part in r.name for part in ("alice", "proxy", "samba-pids", "samba-ready"))
     }
     for urn, inputs in {r.urn: r.inputs for r in fewer.resources}.items():
         if urn in unchanged and "status" not in urn:

@@ -351,16 +351,19 @@ def test_with_the_deployed_state_a_change_touches_no_remaining_share(change):
     }
     # Only the config loaded into the running Caddy, never the Caddy container itself; the status
     # container, whose share list is in its command (it keeps nothing: replacing it is a restart);
-    # and the Samba containers' pids limits (one resource for all), only by the shares added or removed.
-    assert differing <= {"proxy-config", "status-collector", "samba-pids"}, differing
+    # and the Samba containers' pids limits and readiness wait (one resource each for all), only by
+    # the shares added or removed.
+    every_share = {"proxy-config", "status-collector", "samba-pids", "samba-ready"}
+    assert differing <= every_share, differing
     if change != "reorder":
-        assert differing == {"proxy-config", "status-collector", "samba-pids"}
-    pids_urn = next(urn for urn in before_inputs if urn.endswith("::samba-pids"))
-    for key in ("containers", "limits"):
-        old, new = before_inputs[pids_urn][key], after_inputs[pids_urn][key]
-        remaining = old.keys() & new.keys()
-        assert {n: old[n] for n in remaining} == {n: new[n] for n in remaining}, key
-        assert set(new) == set(after.outputs["shares"]), key
+        assert differing == every_share
+    for name, keys in (("samba-pids", ("containers", "limits")), ("samba-ready", ("containers", "names"))):
+        urn = next(urn for urn in before_inputs if urn.endswith(f"::{name}"))
+        for key in keys:
+            old, new = before_inputs[urn][key], after_inputs[urn][key]
+            remaining = old.keys() & new.keys()
+            assert {n: old[n] for n in remaining} == {n: new[n] for n in remaining}, (name, key)
+            assert set(new) == set(after.outputs["shares"]), (name, key)
     ips = [s["ip"] for s in after.outputs["shares"].values()]
     assert len(set(ips)) == len(ips)
 

@@ -484,12 +484,18 @@ def test_adding_a_share_during_a_backup_mints_one_key_and_interrupts_nothing(loc
     ]
     assert not untouched, {n: steps[n] for n in untouched}
     # Besides dave's own resources: the config loaded into the running Caddy, the policy loaded
-    # into the running Headscale, and the one pids-limit resource of every Samba container, which
-    # now names dave's too; no Samba, Caddy or Headscale container is replaced. The status
-    # container is (its share list is in its command; it keeps nothing), with its pids limit.
+    # into the running Headscale, and the one pids-limit resource and the one readiness wait of
+    # every Samba container, which now name dave's too (the wait checks only his); no Samba, Caddy
+    # or Headscale container is replaced. The status container is (its share list is in its
+    # command; it keeps nothing), with its pids limit.
     others = {n: op for n, op in steps.items() if "dave" not in n and op != "same"}
     status = {n: others.pop(n) for n in list(others) if n.startswith("status-collector")}
-    assert others == {"proxy-config": "update", "headscale-policy": "update", "samba-pids": "update"}, others
+    assert others == {
+        "proxy-config": "update",
+        "headscale-policy": "update",
+        "samba-pids": "update",
+        "samba-ready": "update",
+    }, others
     assert set(status) <= {"status-collector", "status-collector-pids"} and "status-collector" in status, status
     headscale_id = headscale_of(local).container.id
     caddy, alice_ip = client.containers.get(CADDY).id, node_ip(headscale_of(local), "tm-alice")

@@ -18,7 +18,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from tests.support.project import ROOT
 from tests.support.pulumi_runner import RecordingMonitor, run_program
-from timemachine.dynamic import caddy_config, headscale, process_limit, share_quota, share_storage
+from timemachine.dynamic import caddy_config, headscale, process_limit, samba_ready, share_quota, share_storage
 from timemachine.dynamic.base import PROVIDER_KEY, UNTYPED, Provider, ResourceError, partial_diff
 from timemachine.engine import client, containers, polling
 from timemachine.headscale.api import FoundKey, NotFound
@@ -167,6 +167,7 @@ def test_providers_pickle_by_reference_and_the_same_every_time():
         share_quota._ShareQuotaProvider(),
         process_limit._ProcessLimitProvider(),
         process_limit._ProcessLimitsProvider(),
+        samba_ready._SambaReadyProvider(),
     ):
         pickled = serialize_provider(provider)
         assert pickled == serialize_provider(type(provider)())
@@ -297,6 +298,8 @@ OWN_TYPES = {
     "storage": "StorageCapacity",
     # Every share's Samba container's pids limit, in one resource.
     "samba-pids": "ProcessLimits",
+    # `pulumi up` waits for every new Samba container, in one resource.
+    "samba-ready": "SambaReady",
     # The status container and its page's node (on by default).
     "status-collector-pids": "ProcessLimit",
     "status-page-key": "HeadscalePreAuthKey",

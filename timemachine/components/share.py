@@ -38,7 +38,12 @@ from timemachine.samba.smbconf import (
 )
 from timemachine.tailnet.policy import advertised_tags, share_tags
 
-SAMBA_WAIT_SECONDS = 90
+# Docker's health check of each Samba container: a failing backup filesystem or smbd turns it unhealthy
+# within HEALTH_INTERVAL_SECONDS × HEALTH_RETRIES (a minute). Every check of every idle share costs
+# an exec and an SMB session (about 0.1 CPU-s): at 10 s, 100 shares took half of a 2-core server;
+# `pulumi up` does not wait for Docker's first check (dynamic/samba_ready.py).
+HEALTH_INTERVAL_SECONDS = 30
+HEALTH_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -219,26 +224,32 @@ class TimeMachineShare:
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=health,
-                # Every 10 s, so `up` (which waits for the first healthy answer) knows within seconds;
-                # start_interval would do it only during start-up, but needs Docker API 1.44 and the
-                # docker provider speaks 1.41.
-                interval="10s",
+                interval=f"{HEALTH_INTERVAL_SECONDS}s",
                 timeout="10s",
                 # Under a minute: Docker reads a minute back as "1m0s", a change on every preview.
                 start_period="50s",
-                retries=3,
+                retries=HEALTH_RETRIES,
             ),
-            # `pulumi up` fails when smbd does not come up, instead of reporting success.
-            wait=True,
-            wait_timeout=SAMBA_WAIT_SECONDS,
+            # Not the provider's wait for Docker's health status (its first check comes one interval
+            # after the start): SambaReady runs the check right away, once for all new containers,
+            # and `pulumi up` fails when smbd does not come up.
+            wait=False,
             labels=container_labels(
                 share=share.name,
                 owner=share.owner,
                 role="samba",
                 **({"shard": str(args.proxy_shard)} if args.proxy_shard else {}),
             ),
+            # A changed health check replaces the container: the docker provider "updates" it in
+            # place by changing only the state, and the running container keeps its old check.
+            # Delete first, as the provider's own replacements of it are: the name is taken.
             opts=pulumi.ResourceOptions.merge(
-                plain, pulumi.ResourceOptions(depends_on=[self.storage, *credentials_wait])
+                plain,
+                pulumi.ResourceOptions(
+                    depends_on=[self.storage, *credentials_wait],
+                    replace_on_changes=["healthcheck"],
+                    delete_before_replace=True,
+                ),
             ),
             **hardening.for_samba(args.samba),
         )
