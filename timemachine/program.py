@@ -201,9 +201,10 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
     ]
     # Every Samba container's pids limit (the docker provider has none), in one step for all shares.
     if shares:
-        ProcessLimits("samba-pids", {s.share_name: s.container for s in shares}, config.samba, docker_host=docker_host)
+        samba_containers = {s.share_name: s.container for s in shares}
+        ProcessLimits("samba-pids", samba_containers, config.samba, docker_host=docker_host)
         # `pulumi up` waits until each new Samba container serves its share, in one step for all.
-        SambaReady("samba-ready", {s.share_name: s.container for s in shares}, docker_host=docker_host)
+        SambaReady("samba-ready", samba_containers, docker_host=docker_host)
     # The status page's tailnet node: its key made as a share node's, its route in the same Caddy.
     status_page: StatusPage | None = None
     if status_ip is not None and config.status_page:

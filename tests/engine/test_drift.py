@@ -18,7 +18,7 @@ from tests.support.deploy import deployed_stack, mark_storage, new_stack, teardo
 from tests.support.network import unique_subnet
 from tests.support.old_program import program_at, run_program_from
 from tests.support.project import PROJECT, ROOT
-from tests.support.pulumi_cli import PROGRAM_FILES, Stack, step_name, step_type
+from tests.support.pulumi_cli import PROGRAM_FILES, Stack, changes, step_name, step_type
 from tests.support.tailnet import build_headscale
 from timemachine.caddy.config import KEYS_DIR, auth_key_file
 from timemachine.components.images import local_image_name
@@ -289,25 +289,21 @@ def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_
         # context is now another folder, is updated. The Samba containers are replaced for their
         # health check alone (checked every 30 s now; `up` waits through samba-ready instead).
         plan = stack.preview_json().json()
-        changed: dict[str, tuple[set[str], str]] = {}
+        types = {step_name(s["urn"]): step_type(s["urn"]) for s in plan["steps"]}
         reasons: dict[str, set[str]] = {}
         for s in plan["steps"]:
-            if s["op"] != "same":
-                name = step_name(s["urn"])
-                # A replacement's own steps aside: its op is "replace".
-                if s["op"] not in ("create-replacement", "delete-replaced"):
-                    changed.setdefault(name, (set(), step_type(s["urn"])))[0].add(s["op"])
-                reasons.setdefault(name, set()).update(s.get("diffReasons") or [])
+            reasons.setdefault(step_name(s["urn"]), set()).update(s.get("diffReasons") or [])
+        changed = {name: (op, types[name]) for name, op in changes(plan).items()}
         container_t = "docker:index/container:Container"
         assert changed == {
-            "alice": ({"delete"}, "timemachine:index:TimeMachineShare"),
-            "bob": ({"delete"}, "timemachine:index:TimeMachineShare"),
-            "status-image": ({"update"}, "docker:index/image:Image"),
-            "alice-samba": ({"replace"}, container_t),
-            "bob-samba": ({"replace"}, container_t),
-            "samba-ready": ({"create"}, "pulumi-python:dynamic/timemachine:SambaReady"),
+            "alice": ("delete", "timemachine:index:TimeMachineShare"),
+            "bob": ("delete", "timemachine:index:TimeMachineShare"),
+            "status-image": ("update", "docker:index/image:Image"),
+            "alice-samba": ("replace", container_t),
+            "bob-samba": ("replace", container_t),
+            "samba-ready": ("create", "pulumi-python:dynamic/timemachine:SambaReady"),
             # The pids limits follow the new containers' ids.
-            "samba-pids": ({"update"}, "pulumi-python:dynamic/timemachine:ProcessLimits"),
+            "samba-pids": ("update", "pulumi-python:dynamic/timemachine:ProcessLimits"),
         }, changed
         for share in ("alice", "bob"):
             assert reasons[f"{share}-samba"] <= {"healthcheck", "wait", "waitTimeout"}, reasons

@@ -18,7 +18,7 @@ from tests.support.deploy import DATA_UID, new_stack, stack_config, teardown
 from tests.support.network import unique_subnet
 from tests.support.old_program import program_at, run_program_from
 from tests.support.project import ROOT
-from tests.support.pulumi_cli import PROGRAM_FILES, step_name
+from tests.support.pulumi_cli import PROGRAM_FILES, changes, step_name
 from tests.support.stack_images import ensure_images
 from timemachine.dynamic.share_quota import enforced_limit
 from timemachine.planning import names
@@ -73,14 +73,7 @@ def test_a_share_deployed_with_its_own_quota_step_keeps_limit_and_data(pulumi_en
 
             run_program_from(stack, {name: ROOT / name for name in (*PROGRAM_FILES, "components")})
             plan = stack.preview_json().json()
-            # A replacement is "replace" (its own create and delete steps aside); a resource deleted
-            # with the container it depends on (delete-first) is "delete-replaced": a delete.
-            steps: dict[str, str] = {}
-            for s in plan["steps"]:
-                name, op = step_name(s["urn"]), s["op"]
-                if op in ("same", "create-replacement") or steps.get(name) == "replace":
-                    continue
-                steps[name] = "delete" if op == "delete-replaced" and name != "alice-samba" else op
+            steps = changes(plan)
             assert steps == {
                 "alice-storage": "update",
                 "alice-quota": "delete",

@@ -183,6 +183,19 @@ def plan(preview: dict) -> dict[str, str]:
     return {step_name(step["urn"]): step["op"] for step in preview.get("steps", [])}
 
 
+def changes(preview: dict) -> dict[str, str]:
+    """Resource name → planned operation, for those the preview changes: a replacement's own
+    create and delete steps folded into its "replace"."""
+    found: dict[str, str] = {}
+    for step in preview.get("steps", []):
+        name, op = step_name(step["urn"]), step["op"]
+        if op in ("create-replacement", "delete-replaced"):
+            op = "replace"
+        if op != "same":
+            found[name] = op
+    return found
+
+
 def tools_or_reason() -> tuple[dict[str, str] | None, str]:
     try:
         return tools_env(), ""

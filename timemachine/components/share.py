@@ -30,6 +30,7 @@ from timemachine.samba.smbconf import (
     CREDENTIALS_FILE,
     DATA_PATH,
     DATA_USER,
+    HEALTHCHECK_PATH,
     SMB_CONF_ENV,
     STATE_PATH,
     Auth,
@@ -168,7 +169,7 @@ class TimeMachineShare:
         credentials_wait: list[pulumi.Resource] = []
         # images/samba/healthcheck.sh: the backup filesystem takes a write (fsynced, read back, removed) and
         # smbd answers a session (as a guest, or with the share's credentials: it reads SAMBA_AUTH).
-        health = ["CMD", "/usr/local/bin/healthcheck.sh"]
+        health = ["CMD", HEALTHCHECK_PATH]
         if args.auth == "password":
             made = SharePassword(f"{name}-password", share=share.name, opts=dynamic)
             # The provider marks `password` secret; wrapped again for where that is not honoured (mocks).

@@ -29,10 +29,8 @@ from timemachine.dynamic.base import Provider, Resource
 from timemachine.engine.client import docker_client
 from timemachine.engine.containers import exec_text
 from timemachine.engine.polling import poll
+from timemachine.samba.smbconf import HEALTHCHECK_PATH
 
-# The image's check (images/samba/healthcheck.sh): the backup filesystem takes a write, and smbd
-# serves the share.
-CHECK = ("/usr/local/bin/healthcheck.sh",)
 READY_SECONDS = 90
 # At most this many containers checked at once (each check is an exec and an SMB session).
 CHECKS_AT_ONCE = 8
@@ -50,7 +48,7 @@ def _check(api_client: Any, container_id: str) -> tuple[bool, str]:
         last = f": {said[-1]}" if said else ""
         return False, f"not running (exit code {state.get('ExitCode')}){last}"
     try:
-        code, out = exec_text(container, *CHECK)
+        code, out = exec_text(container, HEALTHCHECK_PATH)
     except DockerException as error:  # stopped between the inspect and the exec
         return False, f"the check could not run: {error}"
     lines = out.splitlines()
@@ -83,11 +81,7 @@ class _SambaReadyProvider(Provider):
         seconds = float(props["seconds"])
         waiting = wait_ready(docker_client(props["docker_host"]), containers, seconds)
         if waiting:
-            names = props.get("names") or {}
-            lines = "; ".join(
-                f"{share} ({names.get(share, containers[share][:12])}): {said}"
-                for share, said in sorted(waiting.items())
-            )
+            lines = "; ".join(f"{share} ({props['names'][share]}): {said}" for share, said in sorted(waiting.items()))
             raise RuntimeError(
                 f"not serving its share {seconds:.0f} s after it started: {lines}. `docker logs <container>` "
                 "shows why smbd did not come up; fix that, then run pulumi up again"

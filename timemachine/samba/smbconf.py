@@ -13,6 +13,8 @@ DATA_PATH = "/data"
 # Samba's own state (tdb files, passdb): a volume per share.
 STATE_PATH = "/var/lib/samba"
 SMB_CONF_PATH = "/etc/samba/smb.conf"
+# The image's health check (images/samba/healthcheck.sh): Docker's, and samba-ready's at `pulumi up`.
+HEALTHCHECK_PATH = "/usr/local/bin/healthcheck.sh"
 # The environment variable the image's entrypoint writes SMB_CONF_PATH from.
 SMB_CONF_ENV = "SMB_CONF"
 # How the entrypoint sets up logins (guest | password), from this variable.
