@@ -332,11 +332,15 @@ def start_client(
     if trust is not None:
         upload(container, CLIENT_CA_PATH, trust)
     container.start()
-    c = Client(container, ip, name)
-    deadline = time.monotonic() + 30
-    while run(container, "tailscale", "status", "--json", check=False)[0] not in (0, 1) and time.monotonic() < deadline:
+    # `tailscale status --json` exits 0 once tailscaled answers (logged out: BackendState NeedsLogin)
+    # and 1 while it does not ("failed to connect to local tailscaled"). Many clients starting at
+    # once on 2 cores (bench_scale's 50 Macs) take longer than one alone.
+    deadline = time.monotonic() + 90
+    while (answer := run(container, "tailscale", "status", "--json", check=False))[0] != 0:
+        if time.monotonic() > deadline:
+            raise CommandFailed(f"tailscaled in {container.name} did not answer in 90 s: {answer[1][-500:]}")
         time.sleep(0.5)
-    return c
+    return Client(container, ip, name)
 
 
 @contextmanager
