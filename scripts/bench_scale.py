@@ -42,7 +42,11 @@ runs on the private engine (scripts/engine.sh) on an internal network, with the 
 before any `up` is timed; the stack is destroyed and what it retained, the clients and the storage
 root removed, whatever happens. Run it under `flock /tmp/tm-engine-tests.lock` (the Caddy build's
 module proxy has a fixed port). Proxy limits are set high (4 GiB, 4096 pids) so that the figures
-show what Caddy needs, not its cap.
+show what Caddy takes, not its cap; `--memory-limit derived` leaves them unset, as in a user's
+stack (the program derives them from the number of nodes), to see whether those carry the loaded
+run: each row then says Caddy's limit and whether the loaded run killed or restarted Caddy (Caddy
+sets Go's GOMEMLIMIT to 90 % of its container's limit, so its garbage collector works harder as
+it nears it).
 A measurement, not a test.
 """
 
@@ -98,6 +102,10 @@ JOIN_TIMEOUT = 300
 CONNECT_TIMEOUT = 300
 # Idle figures are read this long after the last node registered.
 SETTLE_SECONDS = 20
+# Caddy's limit: roomy by default, to measure what Caddy takes; DERIVED (--memory-limit derived) leaves
+# proxy.memoryLimit and processLimit unset, to see whether the program's defaults carry the load.
+ROOMY = "4G"
+DERIVED = "derived"
 # The Headscale release the stack runs here (--headscale-version to choose another).
 HEADSCALE_VERSION = DEFAULT_HEADSCALE_VERSION
 REGISTER_TIMEOUT = 600
@@ -109,9 +117,12 @@ def share(i: int) -> dict:
     return {"name": f"u{i:03d}", "owner": f"user{i:03d}@", "quota": "1G"}
 
 
-def config_for(storage: Path, subnet: str, build_args: dict, n: int, headscale_version: str) -> dict:
+def config_for(
+    storage: Path, subnet: str, build_args: dict, n: int, headscale_version: str, memory_limit: str = ROOMY
+) -> dict:
     """The local stack's shape (Pulumi.local.yaml) with n shares on an internal network; the last
-    share's owner has the Mac the transfer goes from."""
+    share's owner has the Mac the transfer goes from. `memory_limit`: Caddy's proxy.memoryLimit (and
+    a roomy processLimit), or DERIVED: neither set, as a user's stack derives them from the shares."""
     shares = [share(i) for i in range(n)]
     shares[-1]["macs"] = [MAC]
     return {
@@ -132,8 +143,7 @@ def config_for(storage: Path, subnet: str, build_args: dict, n: int, headscale_v
             "firstNodePort": 47100,
             "buildArgs": build_args,
             "waitForNodes": False,
-            "memoryLimit": "4G",
-            "processLimit": 4096,
+            **({} if memory_limit == DERIVED else {"memoryLimit": memory_limit, "processLimit": 4096}),
         },
         "samba": {"model": "TimeCapsule8,119", "dataUid": 1234},
         "status": {"enabled": False},
@@ -233,6 +243,9 @@ class Row:
     caddy_loaded_before_mib: float
     caddy_peak_mib: float
     caddy_peak_threads: int
+    # Caddy's memory limit (MiB, the container's), and whether the loaded run killed or restarted it.
+    caddy_limit_mib: float
+    caddy_killed: bool
     aggregate_mbs: float
     all_in_flight: float
 
@@ -364,11 +377,19 @@ def load_every_node(client, caddy_name: str, macs: dict[str, Client], size: int)
 
 
 def measure(
-    client, env: dict, build_args: dict, client_image: str, work: Path, n: int, headscale: str, loaded_size: int
+    client,
+    env: dict,
+    build_args: dict,
+    client_image: str,
+    work: Path,
+    n: int,
+    headscale: str,
+    loaded_size: int,
+    memory_limit: str = ROOMY,
 ) -> Row:
     storage = work / "storage"
     subnet = unique_subnet(client)
-    config = config_for(storage, subnet, build_args, n, headscale)
+    config = config_for(storage, subnet, build_args, n, headscale, memory_limit)
     with deployed_stack(client, env, work / "stack", f"scale{n}", config, up=False) as deployment:
         stack = deployment.stack
         start = time.monotonic()
@@ -430,13 +451,21 @@ def measure(
         begin = time.monotonic()
         joined = join_macs(client, client_image, network, ips[1:], others, outputs, deployment.made)
         print(f"  N={n}: {len(joined) + 1} Macs joined, {time.monotonic() - begin:.1f} s", file=sys.stderr)
+        before_load = client.containers.get(caddy_name).attrs
         try:
             loaded = load_every_node(client, caddy_name, {**joined, **last_mac}, loaded_size)
         finally:
             leave(control, list(joined.values()), deployment.made)
+        after_load = client.containers.get(caddy_name).attrs
+        caddy_limit_mib = after_load["HostConfig"]["Memory"] / MiB
+        caddy_killed = bool(after_load["State"].get("OOMKilled")) or (
+            before_load["State"]["StartedAt"],
+            before_load["RestartCount"],
+        ) != (after_load["State"]["StartedAt"], after_load["RestartCount"])
         print(
             f"  N={n}: loaded {loaded.seconds:.1f} s, all {n} in flight together {loaded.all_in_flight:.1f} s, "
-            f"{loaded.samples} samples, Caddy {loaded.before_mib:.1f} MiB before, peak {loaded.peak_mib:.1f}",
+            f"{loaded.samples} samples, Caddy {loaded.before_mib:.1f} MiB before, peak {loaded.peak_mib:.1f} "
+            f"(limit {caddy_limit_mib:.0f} MiB{', killed or restarted' if caddy_killed else ''})",
             file=sys.stderr,
         )
         if loaded.all_in_flight <= 0:
@@ -475,6 +504,8 @@ def measure(
             caddy_loaded_before_mib=loaded.before_mib,
             caddy_peak_mib=loaded.peak_mib,
             caddy_peak_threads=loaded.peak_threads,
+            caddy_limit_mib=caddy_limit_mib,
+            caddy_killed=caddy_killed,
             aggregate_mbs=loaded.aggregate_mbs,
             all_in_flight=loaded.all_in_flight,
         )
@@ -506,6 +537,11 @@ def main() -> None:
         default=LOADED_TRANSFER // MiB,
         help="MiB each node carries in the loaded run (written, then read back)",
     )
+    parser.add_argument(
+        "--memory-limit",
+        default=ROOMY,
+        help=f"Caddy's proxy.memoryLimit (default {ROOMY}, roomy), or {DERIVED!r}: unset, as the program derives it",
+    )
     args = parser.parse_args()
     client = docker_client_for()
     env = tools_env()
@@ -527,18 +563,22 @@ def main() -> None:
                         n,
                         args.headscale_version,
                         args.loaded_mib * MiB,
+                        args.memory_limit,
                     )
                 )
                 print(json.dumps(rows[-1].__dict__), file=sys.stderr)
         finally:
             proxy.close()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d', time.gmtime())}")
+    print(
+        f"commit {commit}; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d', time.gmtime())}; "
+        f"Caddy memoryLimit {args.memory_limit}"
+    )
     print(
         f"{'N':>4} {'up s':>6} {'reg s':>6} {'caddy MiB':>9} {'MiB/node':>8} {'threads':>7} {'samba MiB':>9} "
         f"{'rss':>5} {'hs MiB':>6} {'stack MiB':>9} {'preview s':>9} {'add1 s':>6} {'add1 reg s':>10} {'restart':>7} "
         f"{'smb w MB/s':>10} {'r MB/s':>6} {'load MiB':>8} {'+MiB':>6} {'MiB/node':>8} {'+MiB/node':>9} "
-        f"{'load thr':>8} {'agg MB/s':>8}"
+        f"{'load thr':>8} {'agg MB/s':>8} {'limit MiB':>9} {'killed':>6}"
     )
     for r in rows:
         print(
@@ -548,7 +588,8 @@ def main() -> None:
             f"{'yes' if r.restarted else 'no':>7} "
             f"{r.write_mbs:>10.1f} {r.read_mbs:>6.1f} {r.caddy_peak_mib:>8.1f} {r.caddy_peak_mib - r.caddy_mib:>6.1f} "
             f"{r.caddy_peak_mib / r.n:>8.2f} {(r.caddy_peak_mib - r.caddy_mib) / r.n:>9.2f} "
-            f"{r.caddy_peak_threads:>8} {r.aggregate_mbs:>8.1f}"
+            f"{r.caddy_peak_threads:>8} {r.aggregate_mbs:>8.1f} {r.caddy_limit_mib:>9.0f} "
+            f"{'yes' if r.caddy_killed else 'no':>6}"
         )
     per_node = slope([(r.n, r.caddy_mib) for r in rows])
     threads = slope([(r.n, float(r.caddy_threads)) for r in rows])
@@ -566,7 +607,8 @@ def main() -> None:
         f"caddy_peak_minus_idle_mib={largest.caddy_peak_mib - largest.caddy_mib:.1f} "
         f"caddy_mib_per_node_loaded={largest.caddy_peak_mib / largest.n:.2f} "
         f"caddy_extra_mib_per_node_loaded={(largest.caddy_peak_mib - largest.caddy_mib) / largest.n:.2f} "
-        f"aggregate_mb_s={largest.aggregate_mbs:.1f} all_in_flight_s={largest.all_in_flight:.1f}"
+        f"aggregate_mb_s={largest.aggregate_mbs:.1f} all_in_flight_s={largest.all_in_flight:.1f} "
+        f"caddy_limit_mib={largest.caddy_limit_mib:.0f} caddy_killed={'yes' if largest.caddy_killed else 'no'}"
     )
     print(
         f"scale {largest.n}: up={largest.up:.1f} registered={largest.registered:.1f} "

@@ -264,7 +264,7 @@ def build(stack: LoadedStack, docker_host: str | None) -> dict[str, Any]:
                         stale_after_seconds=c.stale_after,
                         address=s.ip,
                         node=s.hostname,
-                        state_volume=s.state_volume.name if s.password is not None else None,
+                        state_volume=s.state_volume_name if s.password is not None else None,
                         proxy_shard=s.proxy_shard,
                     )
                     for c, s in zip(config.shares, shares, strict=True)

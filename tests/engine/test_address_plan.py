@@ -24,7 +24,7 @@ ORIGINAL = [f"o{i:02d}" for i in range(30)]
 ADDED = [f"n{i:02d}" for i in range(29)]
 REMOVED = ORIGINAL[::3]
 KEPT = [n for n in ORIGINAL if n not in REMOVED]
-SHARE_RESOURCES = ("{}-samba", "{}-samba-state", "{}-storage")
+SHARE_RESOURCES = ("{}-samba", "{}-storage")
 
 
 def shares(names: list[str]) -> list[dict]:

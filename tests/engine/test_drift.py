@@ -187,6 +187,27 @@ def test_a_pids_limit_reset_is_seen_and_set_again(drift):
     expect_no_changes(stack)
 
 
+def test_a_samba_container_and_state_volume_removed_by_hand_are_made_again(drift):
+    """Samba's state volume is made by the share's storage step: one removed by hand (with its
+    container, which holds it) reads as that step gone, and the next `up` makes both again."""
+    stack, client = drift["stack"], drift["client"]
+    container, volume = names.samba_container(PREFIX, "alice"), names.samba_volume(PREFIX, "alice")
+    client.containers.get(container).remove(force=True)
+    client.volumes.get(volume).remove()
+    gone = refresh(stack)
+    assert gone.get("alice-samba") == "delete" and gone.get("alice-storage") == "delete", gone
+
+    stack.up()
+    made = client.volumes.get(volume)
+    assert made.attrs["Labels"] == {"timemachine.share": "alice"}, made.attrs
+    samba = client.containers.get(container)
+    assert samba.status == "running"
+    assert [m["Name"] for m in samba.attrs["Mounts"] if m["Type"] == "volume"] == [volume]
+    code, _ = samba.exec_run(["/bin/sh", "-c", "test -d /var/lib/samba/private"])
+    assert code == 0, "smbd set up its state on the new volume"
+    expect_no_changes(stack)
+
+
 # --- a stack deployed with the code before the dynamic resources had their own types ----------------
 
 
@@ -298,6 +319,11 @@ def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_
         assert changed == {
             "alice": ("delete", "timemachine:index:TimeMachineShare"),
             "bob": ("delete", "timemachine:index:TimeMachineShare"),
+            # The storage steps take over Samba's state volumes, which leave the state (kept on delete).
+            "alice-storage": ("update", "pulumi-python:dynamic/timemachine:ShareStorage"),
+            "bob-storage": ("update", "pulumi-python:dynamic/timemachine:ShareStorage"),
+            "alice-samba-state": ("delete", "docker:index/volume:Volume"),
+            "bob-samba-state": ("delete", "docker:index/volume:Volume"),
             "status-image": ("update", "docker:index/image:Image"),
             "alice-samba": ("replace", container_t),
             "bob-samba": ("replace", container_t),
@@ -311,7 +337,7 @@ def test_a_stack_deployed_with_share_components_keeps_every_share_resource_when_
         expect_no_changes(stack)
         now = {step_name(r["urn"]): r["urn"] for r in stack.resources()}
         assert not [urn for urn in now.values() if "TimeMachineShare" in urn], sorted(now.values())
-        for name in under_component:
+        for name in under_component.keys() - {"alice-samba-state", "bob-samba-state"}:
             # The same resource, now at the stack's root.
             assert now[name].split("::")[2] == under_component[name].split("::")[2].split("$")[-1], now[name]
         for share, container in containers.items():

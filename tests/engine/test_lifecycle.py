@@ -25,7 +25,7 @@ from timemachine.planning import names
 from timemachine.planning.ipplan import node_port
 
 pytestmark = pytest.mark.engine
-SHARE_RESOURCES = ("{}-samba", "{}-samba-state", "{}-storage")
+SHARE_RESOURCES = ("{}-samba", "{}-storage")
 NAME_PREFIX = "tm-life"
 CADDY = names.caddy_container(NAME_PREFIX)
 

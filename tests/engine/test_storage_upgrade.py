@@ -75,7 +75,9 @@ def test_a_share_deployed_with_its_own_quota_step_keeps_limit_and_data(pulumi_en
             plan = stack.preview_json().json()
             steps = changes(plan)
             assert steps == {
+                # It takes over Samba's state volume, which leaves the state (kept on delete).
                 "alice-storage": "update",
+                "alice-samba-state": "delete",
                 "alice-quota": "delete",
                 # alice-samba-pids, the old per-share limit, depends on the container replaced
                 # delete-first: it goes with that replacement (no step of its own in the preview);
@@ -97,6 +99,10 @@ def test_a_share_deployed_with_its_own_quota_step_keeps_limit_and_data(pulumi_en
             assert qgroup(disk / "alice")[1] == str(enforced_limit(QUOTA))
             samba = docker_client.containers.get(names.samba_container(NAME_PREFIX, "alice"))
             assert samba.id == after["alice-samba"]["id"] and samba.attrs["HostConfig"]["PidsLimit"] == pids
+            # The same state volume, still there, mounted by the new container.
+            state = names.samba_volume(NAME_PREFIX, "alice")
+            assert "alice-samba-state" not in after and docker_client.volumes.get(state)
+            assert [m["Name"] for m in samba.attrs["Mounts"] if m["Type"] == "volume"] == [state]
             assert after["samba-pids"]["outputs"]["limits"] == {"alice": pids}
             assert hashlib.sha256((disk / "alice" / "band").read_bytes()).digest() == hashlib.sha256(backup).digest()
             stack.run("preview", "--expect-no-changes", *stack.stack_args())

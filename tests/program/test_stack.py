@@ -133,6 +133,10 @@ def test_each_share_directory_is_made_by_its_storage_resource_not_by_docker(dev)
         share = name.removesuffix("-storage")
         assert (inputs["storage_root"], inputs["share"], inputs["data_uid"]) == ("/srv/timemachine", share, 1000)
         assert inputs["image"] == samba_containers(dev)[share].inputs["image"]
+        # It makes Samba's state volume too, labelled with its share (no stack label, as volumes).
+        assert inputs["state_volume"] == f"tm-{share}-samba-state"
+        assert inputs["state_labels"] == {"timemachine.share": share}
+        assert any(urn.endswith(f"::{name}") for urn in samba_containers(dev)[share].depends_on)
         # The refusals in the entrypoint name the real paths, container and image.
         envs = samba_containers(dev)[share].inputs["envs"]
         assert {
@@ -226,7 +230,10 @@ def test_no_container_publishes_tcp_445(dev):
 
 def test_volumes_holding_state_are_kept_on_delete_and_node_state_protected(dev):
     assert dev.named("proxy-data").protect and dev.named("proxy-data").retain_on_delete
-    assert dev.named("alice-samba-state").retain_on_delete
+    # Samba's state volume is made by the share's storage step, whose delete removes nothing
+    # (tests/unit/test_share_storage.py); no docker Volume of its own that a delete could take.
+    assert "alice-samba-state" not in {r.name for r in dev.resources}
+    assert dev.named("alice-storage").inputs["state_volume"] == "tm-alice-samba-state"
 
 
 def test_internal_network_publishes_no_port_and_self_hosted_nodes_send_no_logs():
@@ -647,12 +654,15 @@ def test_an_owner_with_two_shares_gets_one_user_and_one_join_key_for_her_one_mac
 
 
 def docker_names(run) -> dict[str, list[str]]:
-    """Type (container, volume, network) → the Docker object names the program declares."""
+    """Type (container, volume, network) → the Docker object names the program declares (Samba's
+    state volumes by the share storage steps that make them)."""
     out: dict[str, list[str]] = {}
     for r in run.resources:
         for kind in ("container", "volume", "network"):
             if r.type == f"docker:index/{kind}:{kind.capitalize()}":
                 out.setdefault(kind, []).append(r.inputs["name"])
+        if r.type == dynamic_t("ShareStorage"):
+            out.setdefault("volume", []).append(r.inputs["state_volume"])
     return {kind: sorted(found) for kind, found in out.items()}
 
 

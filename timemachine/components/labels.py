@@ -19,8 +19,15 @@ def container_labels(**values: str) -> list[docker.ContainerLabelArgs]:
     return _labels(docker.ContainerLabelArgs, {**values, "stack": stack_id()})
 
 
+def volume_label_map(**values: str) -> dict[str, str]:
+    """A volume's labels as the engine has them (no stack label: a volume's labels cannot change),
+    for the share storage step that makes Samba's state volume."""
+    return {f"{PREFIX}.{key}": value for key, value in values.items()}
+
+
 def volume_labels(**values: str) -> list[docker.VolumeLabelArgs]:
-    return _labels(docker.VolumeLabelArgs, values)
+    """The same, for a docker Volume."""
+    return [docker.VolumeLabelArgs(label=label, value=value) for label, value in volume_label_map(**values).items()]
 
 
 def network_labels(**values: str) -> list[docker.NetworkLabelArgs]:

@@ -15,7 +15,7 @@ import pulumi_docker as docker
 
 from timemachine.caddy.config import route_fragment
 from timemachine.components import hardening
-from timemachine.components.labels import container_labels, volume_labels
+from timemachine.components.labels import container_labels, volume_label_map
 from timemachine.components.node_key import node_key
 from timemachine.config.models import SAMBA_HOSTNAME, SambaConfig, ShareConfig, TailnetConfig
 from timemachine.dynamic.base import UNTYPED
@@ -139,15 +139,12 @@ class TimeMachineShare:
             auth=args.auth,
             also_allow=args.also_allow,
         )
-        # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete.
-        self.state_volume = docker.Volume(
-            f"{name}-samba-state",
-            name=names.samba_volume(args.name_prefix, share.name),
-            labels=volume_labels(share=share.name),
-            opts=pulumi.ResourceOptions.merge(plain, pulumi.ResourceOptions(retain_on_delete=True)),
-        )
+        # Samba's own state (tdb files) per share: never shared with another smbd, kept on delete. Made
+        # by the storage step (one step fewer per share than a docker Volume of its own).
+        self.state_volume_name = names.samba_volume(args.name_prefix, share.name)
         # The share's directory, made only on a storage root that carries the marker (never by Docker),
-        # and its quota as the filesystem enforces it (btrfs), or advisory with the reason, said at `up`.
+        # its quota as the filesystem enforces it (btrfs), or advisory with the reason, said at `up`,
+        # and Samba's state volume.
         self.storage = ShareStorage(
             f"{name}-storage",
             storage_root=args.storage_root,
@@ -157,6 +154,8 @@ class TimeMachineShare:
             quota=share.quota,
             docker_host=args.docker_host,
             quota_enforcement=args.quota_enforcement,
+            state_volume=self.state_volume_name,
+            state_labels=volume_label_map(share=share.name),
             opts=pulumi.ResourceOptions.merge(
                 dynamic, pulumi.ResourceOptions(depends_on=[args.storage_checked] if args.storage_checked else None)
             ),
@@ -178,13 +177,14 @@ class TimeMachineShare:
             # environment): the entrypoint sets the password from it, the healthcheck logs in with it.
             self.credentials = VolumeFiles(
                 f"{name}-credentials",
-                volume=self.state_volume.name,
+                volume=self.state_volume_name,
                 image=args.image,
                 files=self.password.apply(lambda password: {CREDENTIALS_FILE: credentials_file(password)}),
                 mode=0o600,
                 secret=True,
                 docker_host=args.docker_host,
-                opts=dynamic,
+                # On the volume the storage step makes (else Docker would make it, unlabelled).
+                opts=pulumi.ResourceOptions.merge(dynamic, pulumi.ResourceOptions(depends_on=[self.storage])),
             )
             # Not the password: the id of the one in the volume, so a new password restarts smbd with it.
             login_envs.append(pulumi.Output.concat("TM_CREDENTIALS_ID=", made.id))
@@ -221,7 +221,7 @@ class TimeMachineShare:
                 docker.ContainerMountArgs(
                     type="bind", source=marker_path(args.storage_root), target=MARKER_PATH, read_only=True
                 ),
-                docker.ContainerMountArgs(type="volume", source=self.state_volume.name, target=STATE_PATH),
+                docker.ContainerMountArgs(type="volume", source=self.state_volume_name, target=STATE_PATH),
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=health,

@@ -1,19 +1,23 @@
 """ShareStorage: a share's storage in one step — its data directory, made only on the intended backup
-disk (the storage root carrying the marker file), and its quota as the filesystem enforces it (on
+disk (the storage root carrying the marker file), its quota as the filesystem enforces it (on
 btrfs the directory is a subvolume of its own with a qgroup limit; elsewhere the quota is advisory,
-with the reason: share_quota.py). Both run from a short-lived container of the Samba image on the
-engine the docker provider uses (storage_helper.py): the program may not run on the Docker host.
+with the reason: share_quota.py), and the Docker volume of Samba's own state (its tdb files). The
+directory and quota are made from a short-lived container of the Samba image on the engine the
+docker provider uses (storage_helper.py): the program may not run on the Docker host.
 
-One resource, not two: each resource costs every share a step in every preview, and the preview's
+One resource, not three: each resource costs every share a step in every preview, and the preview's
 time grows with steps times resources (docs/benchmarks.md). Stacks deployed before kept the quota
-as a ShareQuota resource of its own; their next `up` updates this one with the quota and deletes
-that one, which leaves the limit and the data (share_quota._ShareQuotaProvider)."""
+as a ShareQuota resource of its own, and the state volume as a docker Volume (`<share>-samba-state`,
+kept on delete); their next `up` updates this one, which takes the volume over as it is, and drops
+those from the state, which leaves the limit, the volume and the data (share_quota._ShareQuotaProvider,
+docs/operations.md, Upgrades)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pulumi
+from docker.errors import NotFound
 
 from timemachine.dynamic.base import Provider, Resource
 from timemachine.dynamic.share_quota import NO_QUOTA, apply_quota, observe_quota
@@ -27,6 +31,7 @@ from timemachine.dynamic.storage_helper import (
     no_marker_message,
     run_helper,
 )
+from timemachine.engine.client import docker_client
 
 # Run with /bin/sh in the Samba image (it has btrfs-progs). Exit 3: no marker. SUBVOLUME=1: on
 # btrfs a new share is a subvolume (its quota's unit); an existing directory is left as it is.
@@ -62,18 +67,41 @@ def prepare(props: dict[str, Any]) -> None:
         raise StorageError(f"cannot make {props['storage_root']}/{props['share']}: {error}")
 
 
+def make_state_volume(props: dict[str, Any]) -> None:
+    """Samba's state volume exists afterwards: made with its labels if it was not there, taken as it
+    is if it was (the volume of a stack deployed before, or of a share added back)."""
+    client = docker_client(props.get("docker_host"))
+    try:
+        client.volumes.get(props["state_volume"])
+    except NotFound:
+        client.volumes.create(name=props["state_volume"], labels=props.get("state_labels") or {})
+
+
+def state_volume_gone(props: dict[str, Any]) -> bool:
+    """Stored with a state volume (not before this step made it) that the engine no longer has."""
+    if not props.get("state_volume"):
+        return False
+    try:
+        docker_client(props.get("docker_host")).volumes.get(props["state_volume"])
+    except NotFound:
+        return True
+    return False
+
+
 class _ShareStorageProvider(Provider):
     """Create: make the directory (prepare), then decide and set its quota (share_quota.apply_quota).
     Where the directory is replaces it (a new one is made; the old one stays with its backups); a
     changed quota or quotaEnforcement updates the limit in place; the image and data_uid only say how
     a new directory is made (an existing plain directory becomes a subvolume only by the migration in
-    docs/operations.md). Backups are never deleted: deleting the resource leaves the directory, its
-    data and its limit on the disk.
+    docs/operations.md). A new state volume name (a new namePrefix) makes that volume; the old one
+    stays. Backups are never deleted: deleting the resource leaves the directory, its data and its
+    limit on the disk, and Samba's state volume on the engine.
 
     Outputs beside the inputs: `filesystem`, `enforced`, `limit` (the enforced bytes, or None) and
-    `warnings`, which the share component logs. Read: gone when the directory is not there — or the
-    storage root is missing or unmarked (the disk not mounted) — so that the next `pulumi up` makes
-    it again on the marked disk, or stops with the reason and the fix; else the limit found on the
+    `warnings`, which the share component logs. Read: gone when the directory or the state volume is
+    not there — or the storage root is missing or unmarked (the disk not mounted) — so that the next
+    `pulumi up` makes them again on the marked disk, or stops with the reason and the fix; else the
+    limit found on the
     share's subvolume (share_quota.observe_quota), so that `pulumi refresh` sees a limit changed by
     hand and the next `up` sets it back.
 
@@ -83,17 +111,20 @@ class _ShareStorageProvider(Provider):
     as it is (no drift)."""
 
     replace_props = ("storage_root", "share", "docker_host")
-    excluded_props = ("image", "data_uid", "filesystem", "enforced", "limit", "warnings")
+    excluded_props = ("image", "data_uid", "state_labels", "filesystem", "enforced", "limit", "warnings")
 
     def subject(self, props) -> str:
         return f"the storage of share {props.get('share')!r}"
 
     def make(self, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         prepare(props)
+        make_state_volume(props)
         return f"{props['storage_root']}/{props['share']}", apply_quota(props)
 
     def change(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
-        # The directory stays where it is (a new place replaces); its quota follows the new inputs.
+        # The directory stays where it is (a new place replaces); the state volume is there (one
+        # stored before this step made it is taken over); the quota follows the new inputs.
+        make_state_volume(news)
         return apply_quota(news)
 
     def observe(self, _id: str, props: dict[str, Any]) -> dict[str, Any] | None:
@@ -105,7 +136,7 @@ class _ShareStorageProvider(Provider):
             if "has no" in str(error):  # the marker: the disk is not there
                 return None
             raise
-        if found.kind in ("missing", "other"):
+        if found.kind in ("missing", "other") or state_volume_gone(props):
             return None
         return observe_quota(props, found)
 
@@ -127,6 +158,8 @@ class ShareStorage(Resource, type_name="ShareStorage"):
         quota: int | None,
         docker_host: str | None = None,
         quota_enforcement: str = "auto",
+        state_volume: str,
+        state_labels: dict[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
@@ -140,6 +173,10 @@ class ShareStorage(Resource, type_name="ShareStorage"):
             "quota_enforcement": quota_enforcement,
             # The engine the docker provider uses ("": DOCKER_HOST), as stored since this resource began.
             "docker_host": docker_host or "",
+            # Samba's state volume, and the labels a new one is made with (a volume's labels cannot
+            # change: not diffed).
+            "state_volume": state_volume,
+            "state_labels": state_labels,
             # Outputs (excluded from the diff).
             "filesystem": None,
             "enforced": None,
