@@ -26,8 +26,7 @@ def volume_label_map(**values: str) -> dict[str, str]:
 
 
 def volume_labels(**values: str) -> list[docker.VolumeLabelArgs]:
-    """The same, for a docker Volume."""
-    return [docker.VolumeLabelArgs(label=label, value=value) for label, value in volume_label_map(**values).items()]
+    return _labels(docker.VolumeLabelArgs, values)
 
 
 def network_labels(**values: str) -> list[docker.NetworkLabelArgs]:

@@ -67,25 +67,26 @@ def prepare(props: dict[str, Any]) -> None:
         raise StorageError(f"cannot make {props['storage_root']}/{props['share']}: {error}")
 
 
+def has_state_volume(client, props: dict[str, Any]) -> bool:
+    """The engine has Samba's state volume (props["state_volume"])."""
+    try:
+        client.volumes.get(props["state_volume"])
+    except NotFound:
+        return False
+    return True
+
+
 def make_state_volume(props: dict[str, Any]) -> None:
     """Samba's state volume exists afterwards: made with its labels if it was not there, taken as it
     is if it was (the volume of a stack deployed before, or of a share added back)."""
     client = docker_client(props.get("docker_host"))
-    try:
-        client.volumes.get(props["state_volume"])
-    except NotFound:
+    if not has_state_volume(client, props):
         client.volumes.create(name=props["state_volume"], labels=props.get("state_labels") or {})
 
 
 def state_volume_gone(props: dict[str, Any]) -> bool:
     """Stored with a state volume (not before this step made it) that the engine no longer has."""
-    if not props.get("state_volume"):
-        return False
-    try:
-        docker_client(props.get("docker_host")).volumes.get(props["state_volume"])
-    except NotFound:
-        return True
-    return False
+    return bool(props.get("state_volume")) and not has_state_volume(docker_client(props.get("docker_host")), props)
 
 
 class _ShareStorageProvider(Provider):
@@ -101,9 +102,8 @@ class _ShareStorageProvider(Provider):
     `warnings`, which the share component logs. Read: gone when the directory or the state volume is
     not there — or the storage root is missing or unmarked (the disk not mounted) — so that the next
     `pulumi up` makes them again on the marked disk, or stops with the reason and the fix; else the
-    limit found on the
-    share's subvolume (share_quota.observe_quota), so that `pulumi refresh` sees a limit changed by
-    hand and the next `up` sets it back.
+    limit found on the share's subvolume (share_quota.observe_quota), so that `pulumi refresh` sees a
+    limit changed by hand and the next `up` sets it back.
 
     One stored before it held the quota (the quota a ShareQuota of its own, or none) has no `quota`
     input, which differs from every share's, "none" included (NO_QUOTA): its next `up` updates it
